@@ -1,0 +1,1 @@
+"""Metric families, one per module; see bench.metrics.base for the interface."""

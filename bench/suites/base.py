@@ -1,0 +1,51 @@
+"""The interface of a suite loader."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from bench.types import Sample
+
+
+class Suite(ABC):
+    name: str = ""
+    version: str = "1"
+    task: str = "generate"                      # "generate" or "edit"
+    default_images_per_prompt: int = 4
+    default_seeds: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
+    default_metrics: tuple[str, ...] = ()
+    #: where `bench data fetch` puts it and where `run` looks without --data-root
+    default_root: str = ""
+    #: the embedded mini copy used by --preset smoke (relative to the repo root)
+    mini_root: str = ""
+
+    def __init__(self, root: Path, **options):
+        self.root = Path(root)
+        self.options = options
+
+    @abstractmethod
+    def samples(self) -> list[Sample]:
+        """Every (subject, prompt) cell, validated: bad input raises BenchError naming the file."""
+
+    @classmethod
+    def fetch_instructions(cls, dest: Path) -> str:
+        return f"no download instructions for {cls.name}"
+
+    @classmethod
+    def fetch(cls, dest: Path) -> Path:
+        """Download the suite into dest; raise BenchError with instructions when offline."""
+        from bench import BenchError
+        raise BenchError(cls.fetch_instructions(dest))
+
+
+def samples_hash(samples: list[Sample]) -> str:
+    """A content hash of the sample list (prompts, subjects, file names) for run identity."""
+    h = hashlib.sha256()
+    for s in samples:
+        row = [s.cell, s.prompt, s.eval_text, s.class_noun, [p.name for p in s.subject_images],
+               [p.name for p in s.reference_images], s.source_image and s.source_image.name]
+        h.update(json.dumps(row).encode())
+    return h.hexdigest()[:16]
