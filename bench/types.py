@@ -37,9 +37,12 @@ class GenRequest:
     prompt: str
     class_noun: str
     subject_images: tuple[Path, ...]
-    seed: int
+    seed: int                                # this image's generator seed (request_seed)
     source_image: Path | None = None
     mask: Path | None = None
+    run_seed: int = 0                        # the protocol seed (0-5) this image belongs to;
+                                             # randomness shared by all images of a seed and
+                                             # subject (e.g. EZIGen's reference noise) uses it
 
     @property
     def task(self) -> str:

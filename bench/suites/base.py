@@ -21,6 +21,8 @@ class Suite(ABC):
     default_root: str = ""
     #: the embedded mini copy used by --preset smoke (relative to the repo root)
     mini_root: str = ""
+    #: leaderboard columns: metric-id prefix (before the "/") -> column title, in order
+    leaderboard_columns: dict[str, str] = {}
 
     def __init__(self, root: Path, **options):
         self.root = Path(root)

@@ -1,0 +1,1 @@
+"""Method adapters: each turns GenRequests into images behind bench.types.Method."""
