@@ -1,0 +1,314 @@
+"""CLIP-T (image-text) and CLIP-I (image-image) cosines, and the image helpers shared by the
+embedding metrics.
+
+PROTOCOLS.md section 2: CLIP-T is the cosine between the generated image and the prompt with
+the identifier removed; CLIP-I the cosine of image embeddings averaged over all pairs
+(generated image, real image of the subject); both with CLIP ViT-B/32 (OpenAI weights), reported
+as cosines (about 0.30), not x100 and not clamped. The "paired" mode (DreamBench++, Kosmos-G)
+compares each output only with its conditioning image(s).
+
+Backbones:
+
+- ``open_clip:<arch>/<pretrained>`` (default ``open_clip:ViT-B-32/openai``): the model and its own
+  eval transform from ``open_clip.create_model_and_transforms``.
+- ``hf:<id or folder>``: a transformers ``CLIPModel`` with the ``CLIPProcessor`` saved beside it
+  (the pair torchmetrics' ``CLIPScore`` uses; PROTOCOLS.md section 6).
+
+Image input (PROTOCOLS.md section 6): a path, a PIL image, a uint8 array/tensor, or a float
+array/tensor with values in [0, 1], which is converted exactly (``round(x * 255)``). A float input
+with values outside [0, 1] is refused: it is ambiguous (0..255 floats, or [-1, 1]) and scoring
+it would silently measure a different image. Tensors are CHW (torch convention), numpy arrays
+HWC (PIL convention); 1-channel images are expanded to RGB.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from bench import BenchError
+from bench.metrics.base import Metric, ScoreItem
+
+DEFAULT_BACKBONE = "open_clip:ViT-B-32/openai"
+MODES = ("all-pairs", "paired")
+
+
+# ---- images ---------------------------------------------------------------------------------
+def to_rgb_image(image) -> Image.Image:
+    """Any supported image input as an RGB PIL image (see the module docstring)."""
+    if isinstance(image, (str, Path)):
+        path = Path(image)
+        try:
+            with Image.open(path) as opened:
+                return opened.convert("RGB")
+        except (OSError, ValueError) as exc:
+            raise BenchError(f"cannot read image {path}: {exc}") from None
+    if isinstance(image, Image.Image):
+        return image if image.mode == "RGB" else image.convert("RGB")
+    if isinstance(image, torch.Tensor):
+        if image.ndim != 3 or image.shape[0] not in (1, 3):
+            raise BenchError(f"an image tensor must be CHW with 1 or 3 channels, got shape {tuple(image.shape)}")
+        array = _to_uint8(image.detach().cpu(), "tensor").permute(1, 2, 0).numpy()
+    elif isinstance(image, np.ndarray):
+        if image.ndim == 2:
+            image = image[:, :, None]
+        if image.ndim != 3 or image.shape[2] not in (1, 3):
+            raise BenchError(f"an image array must be HWC with 1 or 3 channels, got shape {image.shape}")
+        array = _to_uint8(torch.from_numpy(np.ascontiguousarray(image)), "array").numpy()
+    else:
+        raise BenchError(f"unsupported image type {type(image).__name__}: pass a path, PIL image, "
+                         "uint8 tensor (CHW) or array (HWC), or floats in [0, 1]")
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    return Image.fromarray(np.ascontiguousarray(array), mode="RGB")
+
+
+def _to_uint8(values: torch.Tensor, what: str) -> torch.Tensor:
+    if values.dtype == torch.uint8:
+        return values
+    if values.is_floating_point():
+        low, high = float(values.min()), float(values.max())
+        if low < 0.0 or high > 1.0:
+            raise BenchError(
+                f"float image {what} with values in [{low:.3g}, {high:.3g}]: only [0, 1] floats are accepted "
+                "(pass uint8 0..255, or divide by 255); other ranges would score a different image")
+        return (values.double() * 255.0).round().to(torch.uint8)
+    raise BenchError(f"image {what} of dtype {values.dtype}: pass uint8 (0..255) or floats in [0, 1]")
+
+
+def image_key(image) -> str | None:
+    """A cache key for an image given as a file path (None for in-memory images)."""
+    if isinstance(image, (str, Path)):
+        return str(Path(image).resolve())
+    return None
+
+
+class EmbeddingCache:
+    """Normalised embeddings of files or texts, computed once per backbone (a metric instance).
+
+    ``get(keys, compute)`` returns a [len(keys), dim] tensor, computing only the missing keys
+    (unique ones, in chunks of ``chunk``) with ``compute(list_of_keys) -> tensor``.
+    """
+
+    def __init__(self, chunk: int = 32):
+        self.chunk = chunk
+        self._store: dict[str, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def get(self, keys: Sequence[str], compute: Callable[[list[str]], torch.Tensor]) -> torch.Tensor:
+        missing = list(dict.fromkeys(k for k in keys if k not in self._store))
+        for start in range(0, len(missing), self.chunk):
+            part = missing[start:start + self.chunk]
+            for key, vector in zip(part, compute(part)):
+                self._store[key] = vector
+        return torch.stack([self._store[k] for k in keys]) if keys else torch.empty(0)
+
+
+def normalize(features: torch.Tensor) -> torch.Tensor:
+    features = features.float()
+    return features / features.norm(dim=-1, keepdim=True)
+
+
+def mean_cosines(generated: torch.Tensor, groups: Iterable[torch.Tensor]) -> list[float]:
+    """Per generated embedding, the mean cosine with every embedding of its group (all
+    normalised): the "all pairs" average of PROTOCOLS.md section 2."""
+    return [float((refs @ vector).mean()) for vector, refs in zip(generated, groups)]
+
+
+def slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+
+
+def weights_missing(what: str, how: str, exc: BaseException) -> BenchError:
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return BenchError(f"cannot load {what}: {first_line[:200]}. {how}")
+
+
+# ---- backends -------------------------------------------------------------------------------
+class _OpenClipBackend:
+    def __init__(self, arch: str, pretrained: str, device: str, preset: str | None):
+        import open_clip
+
+        if preset == "tiny":
+            from bench.metrics.tiny import build_tiny_open_clip
+            model, self.preprocess, self.tokenizer = build_tiny_open_clip(device=device)
+        else:
+            try:
+                model, _, self.preprocess = open_clip.create_model_and_transforms(
+                    arch, pretrained=pretrained, device=device)
+                self.tokenizer = open_clip.get_tokenizer(arch)
+            except Exception as exc:  # download/cache failures surface as many exception types
+                raise weights_missing(
+                    f"CLIP {arch} ({pretrained}) with open_clip", "The weights are fetched into the Hugging Face "
+                    f"cache on first use: run once with network access, e.g. `python -c \"import open_clip; "
+                    f"open_clip.create_model_and_transforms('{arch}', pretrained='{pretrained}')\"`, "
+                    "then HF_HUB_OFFLINE=1 works", exc) from None
+        self.model = model.eval()
+        self.device = device
+
+    @torch.no_grad()
+    def encode_images(self, images: list[Image.Image]) -> torch.Tensor:
+        batch = torch.stack([self.preprocess(im) for im in images]).to(self.device)
+        return normalize(self.model.encode_image(batch)).cpu()
+
+    @torch.no_grad()
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        return normalize(self.model.encode_text(self.tokenizer(texts).to(self.device))).cpu()
+
+
+def _features(output) -> torch.Tensor:
+    """transformers 5 returns an output object from get_*_features; 4.x a tensor."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+class _HFClipBackend:
+    def __init__(self, source: str, device: str, preset: str | None):
+        if preset == "tiny":
+            from bench.metrics.tiny import build_tiny_hf_clip
+            model, self.processor = build_tiny_hf_clip()
+        else:
+            from transformers import CLIPModel, CLIPProcessor
+            try:
+                model = CLIPModel.from_pretrained(source)
+                self.processor = CLIPProcessor.from_pretrained(source)
+            except Exception as exc:
+                raise weights_missing(
+                    f"transformers CLIP {source!r}", "Pass a local folder with config.json, the weights and the "
+                    "processor files, or download the id into the Hugging Face cache with network access "
+                    "(`huggingface-cli download ID`)", exc) from None
+        self.model = model.to(device).eval()
+        self.device = device
+
+    @torch.no_grad()
+    def encode_images(self, images: list[Image.Image]) -> torch.Tensor:
+        pixels = self.processor(images=images, return_tensors="pt")["pixel_values"].to(self.device)
+        return normalize(_features(self.model.get_image_features(pixel_values=pixels))).cpu()
+
+    @torch.no_grad()
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        tokens = self.processor(text=texts, return_tensors="pt", padding=True, truncation=True, max_length=77)
+        tokens = {k: v.to(self.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
+        return normalize(_features(self.model.get_text_features(**tokens))).cpu()
+
+
+def parse_clip_backbone(backbone: str) -> tuple[str, str, str]:
+    """("open_clip", arch, pretrained) or ("hf", source, "")."""
+    kind, sep, rest = backbone.partition(":")
+    if sep and kind == "open_clip":
+        arch, slash, pretrained = rest.partition("/")
+        if arch and slash and pretrained:
+            return "open_clip", arch, pretrained
+    if sep and kind == "hf" and rest:
+        return "hf", rest, ""
+    raise BenchError(f"bad CLIP backbone {backbone!r}: use open_clip:<arch>/<pretrained> "
+                     f"(e.g. {DEFAULT_BACKBONE}) or hf:<model id or folder>")
+
+
+# ---- the metric -----------------------------------------------------------------------------
+class ClipMetric(Metric):
+    """CLIP-T and CLIP-I on one backbone (the model loads on first use, so that a fully cached
+    scoring run loads nothing). Ids: ``clip_t/<backbone>``, ``clip_i/<backbone>`` (all-pairs) or
+    ``clip_i_paired/<backbone>`` (paired mode); the tiny preset's backbone reads ``tiny-random``."""
+
+    family = "clip"
+    version = "1"
+
+    def __init__(self, device: str = "cpu", preset: str | None = None, backbone: str = DEFAULT_BACKBONE,
+                 mode: str = "all-pairs", image_metric: bool = True, text_metric: bool = True):
+        if preset not in (None, "tiny"):
+            raise BenchError(f"unknown metric preset {preset!r} (only 'tiny')")
+        if mode not in MODES:
+            raise BenchError(f"unknown CLIP mode {mode!r}: use one of {', '.join(MODES)}")
+        self.kind, self.source, self.pretrained = parse_clip_backbone(backbone)
+        self.backbone, self.device, self.preset, self.mode = backbone, device, preset, mode
+        self.image_metric, self.text_metric = _as_bool(image_metric), _as_bool(text_metric)
+        if not (self.image_metric or self.text_metric):
+            raise BenchError("the CLIP metric needs image_metric or text_metric")
+        name = (f"{self.source}-{self.pretrained}" if self.kind == "open_clip"
+                else "hf-" + Path(self.source.rstrip("/")).name)
+        if preset == "tiny":
+            name = "tiny-random" if self.kind == "open_clip" else "hf-tiny-random"
+        self.backbone_name = slug(name)
+        self.text_id = f"clip_t/{self.backbone_name}"
+        self.image_id = f"{'clip_i' if mode == 'all-pairs' else 'clip_i_paired'}/{self.backbone_name}"
+        self._backend = None
+        self.references = EmbeddingCache()   # real images, per file: computed once
+        self.texts = EmbeddingCache()        # prompts: computed once
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(i for i, on in ((self.text_id, self.text_metric), (self.image_id, self.image_metric)) if on)
+
+    @property
+    def backend(self):
+        if self._backend is None:
+            if self.kind == "open_clip":
+                self._backend = _OpenClipBackend(self.source, self.pretrained, self.device, self.preset)
+            else:
+                self._backend = _HFClipBackend(self.source, self.device, self.preset)
+        return self._backend
+
+    # -- building blocks, also used by `bench metric` --
+    def embed_images(self, images: Sequence) -> torch.Tensor:
+        return self.backend.encode_images([to_rgb_image(im) for im in images])
+
+    def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.texts.get(list(texts), self.backend.encode_texts)
+
+    def embed_references(self, paths: Sequence) -> torch.Tensor:
+        keys = [image_key(p) or _refuse_in_memory_reference() for p in paths]
+        return self.references.get(keys, self.embed_images)
+
+    def clip_t(self, images: Sequence, texts: Sequence[str]) -> list[float]:
+        if len(images) != len(texts):
+            raise BenchError(f"CLIP-T needs one text per image: {len(images)} images, {len(texts)} texts")
+        return [float(v) for v in (self.embed_images(images) * self.embed_texts(texts)).sum(-1)]
+
+    def clip_i(self, images: Sequence, references: Sequence[Sequence]) -> list[float]:
+        """Per image, the mean cosine with each of its reference images (paths)."""
+        return mean_cosines(self.embed_images(images), [self.embed_references(r) for r in references])
+
+    # -- the Metric interface --
+    def score(self, items: Sequence[ScoreItem]) -> list[dict[str, float]]:
+        if not items:
+            return []
+        generated = self.embed_images([it.image for it in items])
+        out = [{} for _ in items]
+        if self.text_metric:
+            text = self.embed_texts([it.eval_text for it in items])
+            for row, value in zip(out, (generated * text).sum(-1)):
+                row[self.text_id] = float(value)
+        if self.image_metric:
+            groups = [self.embed_references(reference_set(it, self.mode)) for it in items]
+            for row, value in zip(out, mean_cosines(generated, groups)):
+                row[self.image_id] = value
+        return out
+
+
+def reference_set(item: ScoreItem, mode: str) -> tuple[Path, ...]:
+    """The real images an output is compared with (PROTOCOLS.md section 2): every real image of
+    the subject ("all-pairs"), or only the conditioning image(s) ("paired")."""
+    refs = item.reference_images if mode == "all-pairs" else item.subject_images
+    if not refs:
+        raise BenchError(f"{item.key}: no {'reference' if mode == 'all-pairs' else 'conditioning'} images to compare with")
+    return refs
+
+
+def _refuse_in_memory_reference() -> str:
+    raise BenchError("reference images must be files (their embeddings are cached per file)")
+
+
+def _as_bool(value) -> bool:
+    if isinstance(value, str):
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise BenchError(f"expected a boolean, got {value!r}")
+    return bool(value)
