@@ -62,14 +62,9 @@ class RunStore:
         the image of a given key; a run directory recorded with a different identity is refused.
         ``info`` (plan, provenance) is merged into run.json: plans accumulate across resumes."""
         store = cls(root)
+        store.check_identity(identity)
         if store.run_json.exists():
-            recorded = store.read_run()
-            differences = _diff(recorded.get("identity", {}), json.loads(json.dumps(identity, default=str)))
-            if differences:
-                raise BenchError(
-                    f"{store.run_json} was made with different settings ({'; '.join(differences)}); "
-                    f"use another --out or delete that run directory")
-            data = recorded
+            data = store.read_run()
             history = data.setdefault("resumed_at", [])
             history.append(time.strftime("%Y-%m-%dT%H:%M:%S"))
             plan = data.get("plan", {})
@@ -84,6 +79,16 @@ class RunStore:
         _write_json_atomic(store.run_json, data)
         store.remove_stale_temporaries()
         return store
+
+    def check_identity(self, identity: dict) -> None:
+        """Refuse (BenchError naming each difference) if this run was made with other settings."""
+        if not self.run_json.exists():
+            return
+        recorded = self.read_run().get("identity", {})
+        differences = _diff(recorded, json.loads(json.dumps(identity, default=str)))
+        if differences:
+            raise BenchError(f"{self.run_json} was made with different settings ({'; '.join(differences)}); "
+                             f"use another --out or delete that run directory")
 
     @classmethod
     def open_existing(cls, root: Path | str) -> "RunStore":

@@ -1,0 +1,81 @@
+"""`python -m bench`: the command-line entry point.
+
+Each subcommand lives in its own module exposing ``configure(parser)`` and ``run(args) -> int``;
+modules are imported only when their subcommand is used, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from bench import BenchError
+
+SUBCOMMANDS = {
+    "run": ("bench.runner", "generate a suite with a method (then score it)"),
+    "score": ("bench.scoring", "score a run directory, or a folder of images made elsewhere"),
+    "report": ("bench.report", "aggregate runs into pandas tables and markdown leaderboards"),
+    "check": ("bench.check", "regression check of a run against a baseline (for CI)"),
+    "metric": ("bench.metrics.cli", "compute one metric on given images and texts"),
+    "data": ("bench.suites.data", "fetch, locate and validate benchmark data"),
+    "train": ("methods.training.cli", "train an EZIGen adapter or a projector baseline"),
+    "ls": ("bench.cli", "list methods, suites and metrics"),
+}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("what", nargs="?", choices=["methods", "suites", "metrics"],
+                        help="list only this kind (default: all)")
+
+
+def run(args) -> int:
+    from bench.registry import METHODS, METRICS, SUITES
+
+    for title, registry in (("methods", METHODS), ("suites", SUITES), ("metrics", METRICS)):
+        if args.what in (None, title):
+            print(f"{title}:")
+            for entry in registry.entries():
+                print(f"  {entry.name:<30} {entry.description}")
+    return 0
+
+
+def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, dict]:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark harness for zero-shot subject-driven image generation. "
+                    "Start with: python -m bench run --method ezigen --suite dreambench --preset smoke")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    modules = {}
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module_name, summary) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=summary, description=summary)
+        # Configure only the subcommand that runs: the others' modules are not imported.
+        if name == wanted:
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError as exc:
+                if exc.name and module_name.startswith(exc.name):
+                    raise BenchError(f"the '{name}' command is not available in this version") from None
+                raise
+            module.configure(p)
+            modules[name] = module
+    return parser, modules
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser, modules = build_parser(argv)
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 0
+        return int(modules[args.command].run(args) or 0)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
