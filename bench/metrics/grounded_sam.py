@@ -1,0 +1,520 @@
+"""Grounded-SAM masks and the DreamEdit scores (PROTOCOLS.md section 3).
+
+Annotator (:class:`GroundedSam`): transformers ``GroundingDinoForObjectDetection`` finds boxes
+for the text ``"<class noun>."``; the box with the highest score goes to ``SamModel`` (one mask,
+``multimask_output=False``). Results are cached on disk by (image sha256, text, model ids,
+thresholds): a second call for the same image does no model work. When no box passes the
+thresholds the result says ``status="no-detection"`` and carries no mask: it is never turned
+into a full or an empty mask silently.
+
+Regions (how a region is cut and filled; the README paragraph):
+
+- subject region of an image with foreground mask F: every pixel outside F is set to white
+  (255, 255, 255); the image is then cropped to the bounding box of F and padded with white to
+  a square (the crop centred), the same white-background, square-padded form the reference
+  subjects have. The backbone's own preprocessing (resize, centre crop, normalisation) follows.
+- background region of an output O with foreground mask F_O, compared with a source S whose
+  edit region is M_S: let U = F_O | M_S (M_S resized to O's size, nearest); every pixel inside U
+  is set to white in O and in S (S first resized to O's size, bicubic); the whole image is kept
+  (no crop). Both images therefore show exactly the same pixel positions, and the score does not
+  reward or punish the subject or the object it replaced.
+
+Scores (paper protocol, metric entry "masked"): DINO-sub and CLIP-I-sub = mean over the
+subject's reference images of the cosine between the output's subject region and the reference
+image; DINO-back and CLIP-I-back = cosine between the two background regions. No detection in
+an output: the -sub scores are 0 (the subject is missing; ``no_detection="nan"`` leaves them
+out instead), -back uses U = M_S, and ``gsam_no_detection/...`` is 1 for that image.
+
+Official DreamEdit protocol (entry "dreamedit-official"): no masks; all images resized to
+512x512; -sub = mean over reference images of the whole-output cosine, -back = whole output vs
+whole source; overall = geometric mean of the four scores (negatives count as 0.001, as released).
+The released code repeats DINO-back in place of CLIP-I-back in the mean: both the corrected and
+the as-released overall are written, named so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from bench import BenchError
+from bench.metrics.base import Metric, ScoreItem
+
+DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-tiny"    # GroundingDINO Swin-T (Grounded-SAM's default)
+DEFAULT_SEGMENTER = "facebook/sam-vit-huge"               # SAM ViT-H (Grounded-SAM's default)
+BOX_THRESHOLD = 0.3
+TEXT_THRESHOLD = 0.25
+WHITE = 255
+OFFICIAL_SIZE = 512
+TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "a", "dog", "cat", "backpack", "vase",
+              "sneaker", "toy", "bowl", "boot", "glasses", "teapot", "can", "candle", "clock", "cartoon",
+              "stuffed", "animal", "man", "woman", "person"]
+
+
+def _cache_root() -> Path:
+    from bench.suites.dreamedit import cache_root
+    return cache_root()
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _rgb(path: Path) -> Image.Image:
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def read_mask(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A boolean mask from a white-on-black file, optionally resized (nearest) to ``size`` (w, h)."""
+    with Image.open(path) as im:
+        mask = im.convert("L")
+        if size is not None and mask.size != tuple(size):
+            mask = mask.resize(tuple(size), Image.NEAREST)
+        return np.asarray(mask) >= 128
+
+
+# ---- regions --------------------------------------------------------------------------------
+def cut_subject(image: Image.Image, mask: np.ndarray) -> Image.Image:
+    """Pixels outside ``mask`` white, cropped to the mask's bounding box, padded white to a square."""
+    arr = np.asarray(image.convert("RGB")).copy()
+    if mask.shape != arr.shape[:2]:
+        raise ValueError(f"mask {mask.shape} does not match image {arr.shape[:2]}")
+    if not mask.any():
+        raise ValueError("cut_subject needs a non-empty mask")
+    arr[~mask] = WHITE
+    rows, cols = np.nonzero(mask)
+    crop = arr[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    h, w = crop.shape[:2]
+    side = max(h, w)
+    square = np.full((side, side, 3), WHITE, dtype=np.uint8)
+    top, left = (side - h) // 2, (side - w) // 2
+    square[top:top + h, left:left + w] = crop
+    return Image.fromarray(square)
+
+
+def cut_background(image: Image.Image, foreground: np.ndarray) -> Image.Image:
+    """Pixels inside ``foreground`` white, the whole image kept."""
+    arr = np.asarray(image.convert("RGB")).copy()
+    if foreground.shape != arr.shape[:2]:
+        raise ValueError(f"mask {foreground.shape} does not match image {arr.shape[:2]}")
+    arr[foreground] = WHITE
+    return Image.fromarray(arr)
+
+
+# ---- the annotator --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MaskResult:
+    status: str                        # "ok" | "no-detection"
+    mask_path: Path | None             # white = the object, at the image's size; None without detection
+    box: tuple[float, ...] | None      # (x0, y0, x1, y1) in the image's pixels
+    score: float | None
+
+    @property
+    def found(self) -> bool:
+        return self.status == "ok"
+
+
+def _missing(model_id: str, exc: Exception) -> BenchError:
+    return BenchError(f"Grounded-SAM weights {model_id!r} are not available ({type(exc).__name__}): fetch them once "
+                      f"with `huggingface-cli download {model_id}` (then HF_HUB_OFFLINE=1 works), pass a local folder, "
+                      f"or use the tiny preset for random weights")
+
+
+def build_tiny_grounded_sam(seed: int = 0):
+    """(detector, detector processor, segmenter, segmenter processor): small random models with the
+    real architectures and processors, for tests and smoke runs."""
+    from transformers import (BertConfig, BertTokenizer, GroundingDinoConfig, GroundingDinoForObjectDetection,
+                              GroundingDinoImageProcessor, GroundingDinoProcessor, SamConfig, SamImageProcessor,
+                              SamModel, SamProcessor, SwinConfig)
+    from bench.metrics.tiny import seeded
+
+    folder = _cache_root() / "tiny-grounding-dino"
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = folder / "vocab.txt"
+    if not vocab.exists():
+        tmp = folder / f".vocab.{os.getpid()}.tmp"
+        tmp.write_text("\n".join(TINY_VOCAB) + "\n", encoding="utf-8")
+        os.replace(tmp, vocab)
+    tokenizer = BertTokenizer(str(vocab))
+    backbone = SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=4, image_size=128,
+                          out_features=["stage2", "stage3", "stage4"])
+    text = BertConfig(vocab_size=len(TINY_VOCAB), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=64, max_position_embeddings=64)
+    # decoder_layers >= 2: the per-layer box heads are tied to layer 0's and need a second layer.
+    detector_config = GroundingDinoConfig(
+        backbone_config=backbone, text_config=text, d_model=32, encoder_layers=1, decoder_layers=2,
+        encoder_ffn_dim=64, decoder_ffn_dim=64, encoder_attention_heads=2, decoder_attention_heads=2,
+        num_queries=10, max_text_len=16, encoder_n_points=2, decoder_n_points=2)
+    segmenter_config = SamConfig(
+        vision_config=dict(hidden_size=32, output_channels=32, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=64, patch_size=8, window_size=4, global_attn_indexes=[1], num_pos_feats=16,
+                           mlp_dim=64),
+        prompt_encoder_config=dict(hidden_size=32, image_size=64, patch_size=8, mask_input_channels=4),
+        mask_decoder_config=dict(hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32))
+    with seeded(seed):
+        detector = GroundingDinoForObjectDetection(detector_config).eval()
+        segmenter = SamModel(segmenter_config).eval()
+    detector_processor = GroundingDinoProcessor(
+        image_processor=GroundingDinoImageProcessor(size={"shortest_edge": 128, "longest_edge": 128}),
+        tokenizer=tokenizer)
+    segmenter_processor = SamProcessor(SamImageProcessor(
+        size={"longest_edge": 64}, pad_size={"height": 64, "width": 64},
+        mask_size={"longest_edge": 16}, mask_pad_size={"height": 16, "width": 16}))
+    return detector, detector_processor, segmenter, segmenter_processor
+
+
+class GroundedSam:
+    """Class-noun masks: GroundingDINO best box -> SAM, cached on disk."""
+
+    def __init__(self, device: str = "cpu", preset: str | None = None, detector: str = DEFAULT_DETECTOR,
+                 segmenter: str = DEFAULT_SEGMENTER, box_threshold: float = BOX_THRESHOLD,
+                 text_threshold: float = TEXT_THRESHOLD, cache_dir: Path | str | None = None, batch_size: int = 8):
+        if preset not in (None, "tiny"):
+            raise BenchError(f"grounded-sam: unknown preset {preset!r} (use 'tiny' or none)")
+        self.device = device
+        self.preset = preset
+        self.detector_id, self.segmenter_id = detector, segmenter
+        self.box_threshold, self.text_threshold = float(box_threshold), float(text_threshold)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else _cache_root() / "grounded-sam"
+        self.batch_size = batch_size
+        self.calls = {"detect": 0, "segment": 0}       # model forward passes, for tests and logs
+        self._models = None
+
+    @property
+    def model_ids(self) -> str:
+        return "tiny-random" if self.preset == "tiny" else f"{self.detector_id}+{self.segmenter_id}"
+
+    @property
+    def short_id(self) -> str:
+        return "tiny-random" if self.preset == "tiny" else "gdino-t+sam-h" if (
+            self.detector_id, self.segmenter_id) == (DEFAULT_DETECTOR, DEFAULT_SEGMENTER) else "custom"
+
+    # ---- models ----------------------------------------------------------------------------
+    def _load(self):
+        if self._models is not None:
+            return self._models
+        if self.preset == "tiny":
+            models = build_tiny_grounded_sam()
+        else:
+            from transformers import AutoProcessor, GroundingDinoForObjectDetection, SamModel, SamProcessor
+            local = _offline()
+            try:
+                detector = GroundingDinoForObjectDetection.from_pretrained(self.detector_id, local_files_only=local)
+                detector_processor = AutoProcessor.from_pretrained(self.detector_id, local_files_only=local)
+            except (OSError, ValueError) as exc:
+                raise _missing(self.detector_id, exc) from None
+            try:
+                segmenter = SamModel.from_pretrained(self.segmenter_id, local_files_only=local)
+                segmenter_processor = SamProcessor.from_pretrained(self.segmenter_id, local_files_only=local)
+            except (OSError, ValueError) as exc:
+                raise _missing(self.segmenter_id, exc) from None
+            models = (detector.eval(), detector_processor, segmenter.eval(), segmenter_processor)
+        detector, detector_processor, segmenter, segmenter_processor = models
+        detector.to(self.device).requires_grad_(False)
+        segmenter.to(self.device).requires_grad_(False)
+        self._models = models
+        return models
+
+    @torch.no_grad()
+    def detect(self, images: list[Image.Image], texts: list[str]) -> list[tuple[tuple[float, ...], float] | None]:
+        """The best box (x0, y0, x1, y1 in pixels) and its score per image, or None."""
+        detector, processor, _, _ = self._load()
+        self.calls["detect"] += 1
+        prompts = [f"{t.strip().lower().rstrip('.')}." for t in texts]
+        inputs = processor(images=images, text=prompts, padding=True, return_tensors="pt").to(self.device)
+        outputs = detector(**inputs)
+        results = processor.post_process_grounded_object_detection(
+            outputs, inputs["input_ids"], threshold=self.box_threshold, text_threshold=self.text_threshold,
+            target_sizes=[(im.height, im.width) for im in images])
+        best = []
+        for result in results:
+            if len(result["scores"]) == 0:
+                best.append(None)
+                continue
+            i = int(torch.argmax(result["scores"]))
+            box = tuple(float(v) for v in result["boxes"][i].tolist())
+            best.append((box, float(result["scores"][i])))
+        return best
+
+    @torch.no_grad()
+    def segment(self, images: list[Image.Image], boxes: list[tuple[float, ...]]) -> list[np.ndarray]:
+        """One boolean mask per (image, box), at the image's size."""
+        _, _, segmenter, processor = self._load()
+        self.calls["segment"] += 1
+        inputs = processor(images=images, input_boxes=[[list(b)] for b in boxes], return_tensors="pt").to(self.device)
+        outputs = segmenter(**inputs, multimask_output=False)
+        masks = processor.image_processor.post_process_masks(
+            outputs.pred_masks.cpu(), inputs["original_sizes"].cpu(), inputs["reshaped_input_sizes"].cpu())
+        return [m[0, 0].numpy().astype(bool) for m in masks]
+
+    # ---- cache -----------------------------------------------------------------------------
+    def _key(self, image_sha: str, text: str) -> str:
+        ident = f"{image_sha}|{text.strip().lower()}|{self.model_ids}|{self.box_threshold}|{self.text_threshold}"
+        return hashlib.sha256(ident.encode()).hexdigest()[:32]
+
+    def _read_cached(self, key: str) -> MaskResult | None:
+        meta = self.cache_dir / f"{key}.json"
+        if not meta.exists():
+            return None
+        try:
+            info = json.loads(meta.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            return None
+        mask = self.cache_dir / f"{key}.png"
+        if info.get("status") == "ok" and not mask.exists():
+            return None
+        return MaskResult(info["status"], mask if info["status"] == "ok" else None,
+                          tuple(info["box"]) if info.get("box") else None, info.get("score"))
+
+    def _write_cached(self, key: str, text: str, mask: np.ndarray | None, box, score) -> MaskResult:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        pid = os.getpid()
+        mask_path = None
+        if mask is not None:
+            mask_path = self.cache_dir / f"{key}.png"
+            tmp = self.cache_dir / f".{key}.{pid}.png.tmp"
+            Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(tmp, format="PNG")
+            os.replace(tmp, mask_path)
+        status = "ok" if mask is not None else "no-detection"
+        info = {"status": status, "text": text, "models": self.model_ids, "box": list(box) if box else None,
+                "score": score, "box_threshold": self.box_threshold, "text_threshold": self.text_threshold}
+        tmp = self.cache_dir / f".{key}.{pid}.json.tmp"
+        tmp.write_text(json.dumps(info), encoding="utf-8")
+        os.replace(tmp, self.cache_dir / f"{key}.json")
+        return MaskResult(status, mask_path, tuple(box) if box else None, score)
+
+    def annotate(self, images: Sequence[Path], texts: Sequence[str]) -> list[MaskResult]:
+        """A mask result per (image file, class noun); model work only for pairs not cached."""
+        if len(images) != len(texts):
+            raise ValueError("annotate needs one text per image")
+        keys = [self._key(_sha256(p), t) for p, t in zip(images, texts)]
+        results: list[MaskResult | None] = [self._read_cached(k) for k in keys]
+        todo = {}
+        for i, (key, result) in enumerate(zip(keys, results)):
+            if result is None:
+                todo.setdefault(key, i)             # the same image and text twice: one model call
+        todo_items = list(todo.items())
+        for start in range(0, len(todo_items), self.batch_size):
+            chunk = todo_items[start:start + self.batch_size]
+            pil = [_rgb(images[i]) for _, i in chunk]
+            found = self.detect(pil, [texts[i] for _, i in chunk])
+            hits = [j for j, f in enumerate(found) if f is not None]
+            masks = self.segment([pil[j] for j in hits], [found[j][0] for j in hits]) if hits else []
+            mask_of = dict(zip(hits, masks))
+            for j, (key, i) in enumerate(chunk):
+                box, score = found[j] if found[j] is not None else (None, None)
+                mask = mask_of.get(j)
+                if mask is not None and not mask.any():
+                    mask = None                       # SAM returned nothing inside the box
+                self._write_cached(key, texts[i], mask, box, score)
+        return [r if r is not None else self._read_cached(k) for r, k in zip(results, keys)]
+
+
+# ---- image embeddings (DINO ViT-S/16, CLIP ViT-B/32) ----------------------------------------
+Embedder = Callable[[list[Image.Image]], torch.Tensor]     # images -> L2-normalised [N, D]
+
+
+def _dino_transform():
+    from torchvision import transforms as T
+    from bench.metrics.tiny import IMAGENET_MEAN, IMAGENET_STD
+    # PROTOCOLS.md section 2: Resize(256, bicubic), CenterCrop(224), ImageNet normalisation.
+    return T.Compose([T.Resize(256, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224), T.ToTensor(),
+                      T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def _batched(model_fn, preprocess, device: str, batch_size: int = 32) -> Embedder:
+    @torch.no_grad()
+    def embed(images: list[Image.Image]) -> torch.Tensor:
+        out = []
+        for start in range(0, len(images), batch_size):
+            x = torch.stack([preprocess(im.convert("RGB")) for im in images[start:start + batch_size]]).to(device)
+            out.append(torch.nn.functional.normalize(model_fn(x).float(), dim=-1).cpu())
+        return torch.cat(out) if out else torch.zeros(0, 1)
+    return embed
+
+
+def dino_embedder(device: str = "cpu", preset: str | None = None) -> tuple[str, Embedder]:
+    """(backbone id, embedder): CLS token after the final norm of DINO ViT-S/16 (timm)."""
+    if preset == "tiny":
+        from bench.metrics.tiny import build_tiny_timm_dino
+        model, name = build_tiny_timm_dino(device=device), "tiny-random"
+    else:
+        import timm
+        try:
+            model = timm.create_model("vit_small_patch16_224.dino", pretrained=True, num_classes=0)
+        except Exception as exc:  # not cached and offline, ...
+            raise BenchError(f"DINO weights 'timm/vit_small_patch16_224.dino' are not available ({type(exc).__name__}): "
+                             f"fetch them once with `huggingface-cli download timm/vit_small_patch16_224.dino`") from None
+        model, name = model.to(device).eval(), "vit-s-16"
+    return name, _batched(lambda x: model.forward_features(x)[:, 0], _dino_transform(), device)
+
+
+def clip_image_embedder(device: str = "cpu", preset: str | None = None) -> tuple[str, Embedder]:
+    """(backbone id, embedder): open_clip ViT-B/32 (OpenAI weights) image embeddings."""
+    if preset == "tiny":
+        from bench.metrics.tiny import build_tiny_open_clip
+        model, preprocess, _ = build_tiny_open_clip(device=device)
+        name = "tiny-random"
+    else:
+        import open_clip
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", pretrained="openai", device=device)
+        except Exception as exc:
+            raise BenchError(f"CLIP weights 'ViT-B-32/openai' are not available ({type(exc).__name__}): fetch them once "
+                             f"with open_clip (`open_clip.create_model_and_transforms('ViT-B-32', pretrained='openai')`)") from None
+        model, name = model.eval(), "vit-b-32-openai"
+    return name, _batched(model.encode_image, preprocess, device)
+
+
+class _EmbeddingCache:
+    """Embeddings of image files, computed once per (backbone, file)."""
+
+    def __init__(self, embed: Embedder, resize: int | None = None):
+        self.embed, self.resize = embed, resize
+        self._cache: dict[Path, torch.Tensor] = {}
+
+    def load(self, path: Path) -> Image.Image:
+        im = _rgb(path)
+        return im.resize((self.resize, self.resize), Image.BICUBIC) if self.resize else im
+
+    def files(self, paths: Sequence[Path]) -> torch.Tensor:
+        missing = list(dict.fromkeys(p for p in paths if p not in self._cache))
+        if missing:
+            for p, e in zip(missing, self.embed([self.load(p) for p in missing])):
+                self._cache[p] = e
+        return torch.stack([self._cache[p] for p in paths])
+
+
+def _mean_reference_cosine(embeddings: torch.Tensor, refs: torch.Tensor) -> float:
+    return float((refs @ embeddings).mean())
+
+
+class _DreamEditBase(Metric):
+    def __init__(self, device: str = "cpu", preset: str | None = None, batch_size: int = 16):
+        self.device, self.preset, self.batch_size = device, preset, batch_size
+        self.dino_name, dino = dino_embedder(device, preset)
+        self.clip_name, clip = clip_image_embedder(device, preset)
+        self.backbones = {"dino": dino, "clip_i": clip}
+
+    def _name(self, family: str) -> str:
+        return self.dino_name if family == "dino" else self.clip_name
+
+    @staticmethod
+    def _check(items: Sequence[ScoreItem]) -> None:
+        for item in items:
+            if item.source_image is None:
+                raise BenchError(f"{item.key}: DreamEdit metrics need the source image (an editing suite's item)")
+            if not item.reference_images:
+                raise BenchError(f"{item.key}: no reference images for subject {item.subject!r}")
+
+
+class MaskedRegionMetric(_DreamEditBase):
+    """EZIGen's DreamEdit protocol: DINO/CLIP-I -sub and -back through Grounded-SAM masks."""
+
+    family = "masked"
+    version = "1"
+
+    def __init__(self, device: str = "cpu", preset: str | None = None, annotator: GroundedSam | None = None,
+                 no_detection: str = "zero", batch_size: int = 16, **annotator_options):
+        if no_detection not in ("zero", "nan"):
+            raise BenchError(f"masked: no_detection={no_detection!r} is not 'zero' or 'nan'")
+        super().__init__(device, preset, batch_size)
+        self.annotator = annotator or GroundedSam(device=device, preset=preset, **annotator_options)
+        self.no_detection = no_detection
+        self._refs = {f: _EmbeddingCache(e) for f, e in self.backbones.items()}
+        tag = "gsam" if self.annotator.short_id == "gdino-t+sam-h" else f"gsam-{self.annotator.short_id}"
+        self._ids = {(f, part): f"{f}_{part}/{self._name(f)}+{tag}" for f in self.backbones for part in ("sub", "back")}
+        self.flag_id = f"gsam_no_detection/{self.annotator.short_id}"
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(self._ids.values()) + (self.flag_id,)
+
+    def score(self, items: Sequence[ScoreItem]) -> list[dict[str, float]]:
+        self._check(items)
+        found = self.annotator.annotate([it.image for it in items], [it.class_noun for it in items])
+        subjects, backs, sources, has_subject = [], [], [], []
+        for item, result in zip(items, found):
+            out = _rgb(item.image)
+            fg = read_mask(result.mask_path, out.size) if result.found else np.zeros(out.size[::-1], bool)
+            src_region = read_mask(item.mask, out.size) if item.mask is not None else np.zeros_like(fg)
+            union = fg | src_region
+            source = _rgb(item.source_image)
+            if source.size != out.size:
+                source = source.resize(out.size, Image.BICUBIC)
+            backs.append(cut_background(out, union))
+            sources.append(cut_background(source, union))
+            has_subject.append(bool(fg.any()))
+            if fg.any():
+                subjects.append(cut_subject(out, fg))
+        rows = [{self.flag_id: 0.0 if ok else 1.0} for ok in has_subject]
+        for family, embed in self.backbones.items():
+            sub = embed(subjects) if subjects else None
+            back = embed(backs)
+            src = embed(sources)
+            k = 0
+            for i, item in enumerate(items):
+                rows[i][self._ids[(family, "back")]] = float((back[i] * src[i]).sum())
+                if has_subject[i]:
+                    refs = self._refs[family].files(list(item.reference_images))
+                    rows[i][self._ids[(family, "sub")]] = _mean_reference_cosine(sub[k], refs)
+                    k += 1
+                else:
+                    rows[i][self._ids[(family, "sub")]] = 0.0 if self.no_detection == "zero" else float("nan")
+        return rows
+
+
+def geometric_mean(values: Sequence[float]) -> float:
+    """DreamEdit's overall score: negatives count as 0.001 (as in the released evaluation)."""
+    arr = np.where(np.asarray(values, dtype=np.float64) < 0, 0.001, np.asarray(values, dtype=np.float64))
+    return float(arr.prod() ** (1.0 / len(arr)))
+
+
+class OfficialDreamEditMetric(_DreamEditBase):
+    """The DreamEdit release's protocol: whole images, 512x512, overall geometric mean."""
+
+    family = "dreamedit-official"
+    version = "1"
+
+    def __init__(self, device: str = "cpu", preset: str | None = None, batch_size: int = 16):
+        super().__init__(device, preset, batch_size)
+        self._files = {f: _EmbeddingCache(e, resize=OFFICIAL_SIZE) for f, e in self.backbones.items()}
+        self._ids = {(f, part): f"official_{f}_{part}/{self._name(f)}" for f in self.backbones for part in ("sub", "back")}
+        both = f"{self.dino_name}+{self.clip_name}"
+        self.overall_id = f"official_overall/{both}"
+        self.as_released_id = f"official_overall_as_released/{both}"
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(self._ids.values()) + (self.overall_id, self.as_released_id)
+
+    def score(self, items: Sequence[ScoreItem]) -> list[dict[str, float]]:
+        self._check(items)
+        rows: list[dict[str, float]] = [{} for _ in items]
+        for family, cache in self._files.items():
+            # Generated images are not cached across calls (each is scored once); sources and references are.
+            outs = cache.embed([cache.load(it.image) for it in items])
+            sources = cache.files([it.source_image for it in items])
+            for i, item in enumerate(items):
+                refs = cache.files(list(item.reference_images))
+                rows[i][self._ids[(family, "sub")]] = _mean_reference_cosine(outs[i], refs)
+                rows[i][self._ids[(family, "back")]] = float((outs[i] * sources[i]).sum())
+        for row in rows:
+            d_sub, d_back = row[self._ids[("dino", "sub")]], row[self._ids[("dino", "back")]]
+            c_sub, c_back = row[self._ids[("clip_i", "sub")]], row[self._ids[("clip_i", "back")]]
+            row[self.overall_id] = geometric_mean([d_sub, c_sub, d_back, c_back])
+            row[self.as_released_id] = geometric_mean([d_sub, c_sub, d_back, d_back])
+        return rows
