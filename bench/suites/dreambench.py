@@ -35,6 +35,7 @@ _PROMPT_LINE = re.compile(
     r"""^(?P<quote>['"])(?P<text>.*)(?P=quote)          # the quoted template
         \s*(?:\.format\s*\([^)]*\))?                      # .format(unique_token, class_token)
         \s*,?\s*$""", re.VERBOSE)
+_SECTION_TITLES = frozenset({"classes", "prompts", "object prompts", "live subject prompts"})
 _LIST_OPEN = re.compile(r"^\w+\s*=\s*\[\s*$")
 
 
@@ -84,6 +85,10 @@ def parse_prompts_file(path: Path) -> PromptsFile:
         line = raw.strip()
         if not line:
             continue
+        lowered = line.lower()
+        if in_list and lowered in _SECTION_TITLES:
+            raise BenchError(f"{path}:{lineno}: the prompt list above is not closed with ']' "
+                             f"before the {line!r} section")
         if in_list:
             closing = line.endswith("]")
             body = line[:-1].strip() if closing else line
@@ -96,7 +101,6 @@ def parse_prompts_file(path: Path) -> PromptsFile:
                 blocks[section].append(match["text"])
             in_list = not closing
             continue
-        lowered = line.lower()
         if lowered == "classes":
             section = "classes"
         elif lowered == "prompts":
@@ -124,7 +128,7 @@ def parse_prompts_file(path: Path) -> PromptsFile:
             raise BenchError(f"{path}:{lineno}: unexpected line {line!r}")
 
     if in_list:
-        raise BenchError(f"{path}: the prompt list of section {section!r} is never closed with ']'")
+        raise BenchError(f"{path}: the prompt list of section {section!r} is not closed with ']'")
     if not classes:
         raise BenchError(f"{path}: no 'Classes' table with subject,class lines")
     for key, title in (("object", "Object Prompts"), ("live", "Live Subject Prompts")):

@@ -1,0 +1,112 @@
+"""`python -m bench data`: fetch, locate and validate benchmark data, for any registered suite.
+
+    python -m bench data fetch dreambench [--dest DIR]
+    python -m bench data check dreambench [--data-root DIR | --mini] [--suite-option KEY=VALUE]
+    python -m bench data where dreambench
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+
+from bench import BenchError
+from bench.suites import REPO_ROOT
+
+
+def suite_class(name: str):
+    """The registered suite class; a loader that cannot be imported is a one-line BenchError."""
+    from bench.registry import SUITES
+
+    entry = SUITES.get(name)
+    try:
+        return entry.load()
+    except BenchError:
+        raise
+    except Exception as exc:  # a broken or half-written loader module: say which, no traceback
+        raise BenchError(f"the loader of suite {name!r} ({entry.target}) cannot be imported: "
+                         f"{type(exc).__name__}: {exc}") from None
+
+
+def parse_options(items: list[str]) -> dict[str, str]:
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BenchError(f"--suite-option {item!r}: expected KEY=VALUE")
+        options[key.strip()] = value
+    return options
+
+
+def suite_counts(suite) -> dict[str, object]:
+    """What `check` prints, computed from samples() alone so it works for every suite."""
+    samples = suite.samples()
+    subjects = {s.subject: s.category for s in samples}
+    files = {p for s in samples for p in (*s.reference_images, *s.subject_images)}
+    sources = {s.source_image for s in samples if s.source_image is not None}
+    return {
+        "subjects": len(subjects),
+        "categories": dict(sorted(Counter(subjects.values()).items())),
+        "prompts": len(samples),
+        "images": len(files),
+        "sources": len(sources),
+        "per_seed": len(samples) * suite.default_images_per_prompt,
+    }
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    fetch = actions.add_parser("fetch", help="download a suite's data (or print how to get it)")
+    fetch.add_argument("name", help="suite name (see `python -m bench ls suites`)")
+    fetch.add_argument("--dest", type=Path, default=None,
+                       help="where to put it (default: the suite's folder under datasets/, "
+                            "where `bench run` looks without --data-root)")
+    check = actions.add_parser("check", help="load and validate a suite's data; print its counts")
+    check.add_argument("name", help="suite name (see `python -m bench ls suites`)")
+    where = check.add_mutually_exclusive_group()
+    where.add_argument("--data-root", type=Path, default=None,
+                       help="the data to check (default: the suite's folder under datasets/)")
+    where.add_argument("--mini", action="store_true", help="check the embedded mini copy instead")
+    check.add_argument("--suite-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="a suite option, as for `bench run` (repeatable)")
+    locate = actions.add_parser("where", help="print where a suite's data goes and how to get it")
+    locate.add_argument("name", help="suite name (see `python -m bench ls suites`)")
+
+
+def default_dest(cls) -> Path:
+    return REPO_ROOT / cls.default_root
+
+
+def run(args) -> int:
+    cls = suite_class(args.name)
+    if args.action == "fetch":
+        dest = (args.dest or default_dest(cls)).expanduser()
+        path = cls.fetch(dest)
+        print(f"{args.name}: data in {path}")
+        print(f"check it with: python -m bench data check {args.name}"
+              + (f" --data-root {path}" if args.dest else ""))
+        return 0
+    if args.action == "where":
+        dest = default_dest(cls)
+        state = "present" if dest.exists() else "not downloaded"
+        print(f"{args.name}: default location {dest} ({state})")
+        if cls.mini_root:
+            print(f"{args.name}: embedded mini copy {REPO_ROOT / cls.mini_root}")
+        print(cls.fetch_instructions(dest))
+        return 0
+    if args.action == "check":
+        from bench.suites import load_suite
+
+        suite = load_suite(args.name, args.data_root, mini=args.mini, **parse_options(args.suite_option))
+        counts = suite_counts(suite)
+        categories = ", ".join(f"{n} {c}" for c, n in counts["categories"].items() if c)
+        print(f"{args.name} at {suite.root}: ok")
+        print(f"subjects   {counts['subjects']}" + (f" ({categories})" if categories else ""))
+        print(f"prompts    {counts['prompts']}   (subject x prompt cells)")
+        print(f"images     {counts['images']}   (subject and reference images)")
+        if counts["sources"]:
+            print(f"sources    {counts['sources']}   (images to edit)")
+        print(f"per seed   {counts['per_seed']} images at {suite.default_images_per_prompt} per prompt")
+        return 0
+    raise BenchError(f"unknown data action {args.action!r}")
