@@ -1,0 +1,1 @@
+"""EZIGen (placeholder while the package is being written)."""
