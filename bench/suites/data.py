@@ -42,12 +42,13 @@ def parse_options(items: list[str]) -> dict[str, str]:
 def suite_counts(suite) -> dict[str, object]:
     """What `check` prints, computed from samples() alone so it works for every suite."""
     samples = suite.samples()
-    subjects = {s.subject: s.category for s in samples}
+    subjects = {s.subject for s in samples}
+    by_category = {(s.category, s.subject) for s in samples}   # a subject may be in several
     files = {p for s in samples for p in (*s.reference_images, *s.subject_images)}
     sources = {s.source_image for s in samples if s.source_image is not None}
     return {
         "subjects": len(subjects),
-        "categories": dict(sorted(Counter(subjects.values()).items())),
+        "categories": dict(sorted(Counter(category for category, _ in by_category).items())),
         "prompts": len(samples),
         "images": len(files),
         "sources": len(sources),
