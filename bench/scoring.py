@@ -1,0 +1,371 @@
+"""`bench score`: the scoring stage. Reads a run, writes per-image metric rows to scores.parquet.
+
+Scoring is separate from generation (DESIGN.md "Data flow"): a metric can change without
+regenerating images, and images made by any other tool can be scored.
+
+``scores.parquet`` is long format, one row per (image, metric id)::
+
+    key, seed, subject, category, prompt_index, metric, metric_version, value, sha256, context
+
+It is also the run's score cache: a row is reused when the image bytes (sha256), the metric id
+and version, and the item's context (eval text, subject, reference and source file names) are
+unchanged, so re-scoring a run computes only new images or new metrics and, when nothing is new,
+loads no model at all. Rows of metrics not requested this time are kept for the images that
+still exist unchanged.
+
+External images (``--images DIR``): DIR holds the same layout as a run's images/::
+
+    DIR/<subject>/<prompt index>/s<seed>/i<k>.png     (also .jpg/.jpeg/.webp; prompt index 0-based,
+                                                        "003" or "3")
+
+or DIR is a CSV manifest with a ``path`` column (relative to the CSV's folder, or absolute) and
+either a ``key`` column (``<suite>/<subject>/<prompt index>/s<seed>/i<k>``) or the columns
+``subject, prompt_index, seed, image_index``. The images are referenced in place (not copied)
+from a run directory (``--out``) that then works with `bench report` and `bench check`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Iterable
+
+from bench import BenchError
+from bench.metrics.base import ScoreItem
+from bench.store import RunStore
+from bench.types import Sample
+
+SCORE_COLUMNS = ["key", "seed", "subject", "category", "prompt_index", "metric", "metric_version", "value",
+                 "sha256", "context"]
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+_LAYOUT = re.compile(r"^(?P<subject>[^/]+)/(?P<prompt>\d+)/s(?P<seed>-?\d+)/i(?P<index>\d+)$")
+
+
+# ---- building the items ---------------------------------------------------------------------
+def item_context(sample: Sample) -> str:
+    """What besides the image bytes a score depends on: a short hash of the text and of the
+    names of the real images (their content is the suite's, versioned by the suite)."""
+    fields = [sample.subject, sample.class_noun, sample.eval_text,
+              [p.name for p in sample.reference_images], [p.name for p in sample.subject_images],
+              sample.source_image and sample.source_image.name, sample.mask and sample.mask.name]
+    return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:16]
+
+
+def cell_of(key: str) -> str:
+    """suite/subject/prompt of a key suite/subject/prompt/s<seed>/i<k> (types.request_key)."""
+    return key.rsplit("/", 2)[0]
+
+
+def load_run_samples(run: dict, run_json: Path) -> tuple[object, dict[str, Sample]]:
+    from bench.suites import load_suite
+
+    info = run.get("suite")
+    if not isinstance(info, dict) or not info.get("name"):
+        raise BenchError(f"{run_json} has no suite name (field 'suite.name')")
+    suite = load_suite(info["name"], info.get("root"), **(info.get("options") or {}))
+    return suite, {s.cell: s for s in suite.samples()}
+
+
+def build_items(store: RunStore, cells: dict[str, Sample]) -> list[tuple[ScoreItem, Sample, str]]:
+    """(ScoreItem, its sample, image sha256) for every recorded image, sorted by key (so that
+    images of one subject are scored together and its reference embeddings are reused)."""
+    out = []
+    for key, record in sorted(store.records().items()):
+        sample = cells.get(cell_of(key))
+        if sample is None:
+            raise BenchError(f"{store.root}: image {key} is not a cell of the run's suite "
+                             "(did the suite's data or options change?)")
+        image = store.root / record["image"]           # an absolute path stays absolute
+        if not image.exists():
+            raise BenchError(f"{store.root}: the image of {key} is missing ({image})")
+        item = ScoreItem(key=key, image=image, seed=int(record["seed"]), subject=sample.subject,
+                         class_noun=sample.class_noun, eval_text=sample.eval_text,
+                         reference_images=sample.reference_images, subject_images=sample.subject_images,
+                         source_image=sample.source_image, mask=sample.mask)
+        out.append((item, sample, record.get("sha256") or file_sha256(image)))
+    return out
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ---- metrics --------------------------------------------------------------------------------
+def metric_names(value) -> list[str]:
+    if value is None:
+        return []
+    names = value.split(",") if isinstance(value, str) else list(value)
+    return [n.strip() for n in names if n and n.strip()]
+
+
+def build_metrics(names: Iterable[str], device: str, preset: str | None, params: dict[str, dict]) -> list:
+    """Metric instances from registry names; ``params`` per name override the entry's."""
+    from bench.registry import METRICS
+
+    out = []
+    for name in names:
+        entry = METRICS.get(name)
+        factory = entry.load()
+        out.append(factory(device=device, preset=preset, **{**entry.params, **params.get(name, {})}))
+    return out
+
+
+def read_scores(path: Path):
+    import pandas as pd
+
+    if not path.exists():
+        return pd.DataFrame(columns=SCORE_COLUMNS)
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # a truncated or foreign file: rescore rather than fail
+        print(f"warning: ignoring unreadable {path} ({exc}); rescoring", file=sys.stderr)
+        return pd.DataFrame(columns=SCORE_COLUMNS)
+    missing = [c for c in SCORE_COLUMNS if c not in df.columns]
+    return pd.DataFrame(columns=SCORE_COLUMNS) if missing else df
+
+
+def _write_parquet_atomic(df, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def score_run(run_dir, metrics=None, device: str = "cpu", batch_size: int = 16, metric_preset: str | None = None,
+              progress: bool = True, metric_params: dict[str, dict] | None = None):
+    """Score every recorded image of a run; write and return scores.parquet as a DataFrame.
+
+    metrics: registry names (list or comma-separated); default run.json's "metrics", else the
+    suite's default_metrics. metric_preset: "tiny" for tiny random metric models; default
+    run.json's "metric_preset". metric_params: {metric name: {param: value}}.
+    """
+    import pandas as pd
+    from tqdm import tqdm
+
+    if batch_size < 1:
+        raise BenchError("--batch-size must be at least 1")
+    store = RunStore.open_existing(run_dir)
+    run = store.read_run()
+    suite, cells = load_run_samples(run, store.run_json)
+    names = metric_names(metrics) or metric_names(run.get("metrics")) or list(suite.default_metrics)
+    if not names:
+        raise BenchError(f"no metrics to score {store.root} with: pass --metrics")
+    preset = metric_preset if metric_preset is not None else run.get("metric_preset")
+    params = {**(run.get("metric_params") or {}), **(metric_params or {})}
+    instances = build_metrics(names, device, preset, params)
+    items = build_items(store, cells)
+
+    old = read_scores(store.scores_path)
+    cache = {(r.sha256, r.context, r.metric, str(r.metric_version)): r.value
+             for r in old[["sha256", "context", "metric", "metric_version", "value"]].itertuples(index=False)}
+    contexts = {id(sample): item_context(sample) for _, sample, _ in items}
+    computed = 0
+    for metric in instances:
+        version = str(metric.version)
+        todo = [item for item, sample, sha in items
+                if any((sha, contexts[id(sample)], mid, version) not in cache for mid in metric.ids)]
+        if not todo:
+            continue
+        by_key = {item.key: (sample, sha) for item, sample, sha in items}
+        with tqdm(total=len(todo), desc=f"score {type(metric).__name__} {'/'.join(metric.ids)}",
+                  unit="img", disable=not progress, file=sys.stderr) as bar:
+            for start in range(0, len(todo), batch_size):
+                batch = todo[start:start + batch_size]
+                for item, values in zip(batch, metric.score(batch)):
+                    sample, sha = by_key[item.key]
+                    for mid in metric.ids:
+                        cache[(sha, contexts[id(sample)], mid, version)] = float(values.get(mid, math.nan))
+                bar.update(len(batch))
+        computed += len(todo)
+
+    rows = []
+    requested = set()
+    for metric in instances:
+        version = str(metric.version)
+        for mid in metric.ids:
+            requested.add(mid)
+            for item, sample, sha in items:
+                rows.append((item.key, item.seed, item.subject, sample.category, sample.prompt_index, mid, version,
+                             cache[(sha, contexts[id(sample)], mid, version)], sha, contexts[id(sample)]))
+    df = pd.DataFrame(rows, columns=SCORE_COLUMNS)
+    current = {item.key: sha for item, _, sha in items}
+    if len(old):
+        keep = old[~old["metric"].isin(requested) & old["key"].map(current).eq(old["sha256"])]
+        if len(keep):
+            df = pd.concat([df, keep[SCORE_COLUMNS]], ignore_index=True)
+    df = df.astype({"seed": "int64", "prompt_index": "int64", "value": "float64", "metric_version": "string"})
+    df = df.sort_values(["metric", "key"], ignore_index=True)
+    _write_parquet_atomic(df, store.scores_path)
+    store.update_run(scored={"metrics": names, "metric_preset": preset, "ids": sorted(requested)})
+    print(f"scored {len(items)} images with {', '.join(sorted(requested))}: {computed} (image, metric) pairs "
+          f"computed, {len(items) * len(instances) - computed} from cache -> {store.scores_path}", file=sys.stderr)
+    return df
+
+
+# ---- images made elsewhere ------------------------------------------------------------------
+def find_external_images(source: Path, samples: list[Sample]) -> dict[str, tuple[Path, int]]:
+    """key -> (image path, seed) from a folder in the documented layout or a CSV manifest."""
+    by_cell = {(s.subject, s.prompt_index): s for s in samples}
+
+    def key_for(subject: str, prompt: str, seed: str, index: str, where: str) -> tuple[str, int]:
+        try:
+            prompt_index, seed_value, image_index = int(prompt), int(seed), int(index)
+        except ValueError:
+            raise BenchError(f"{where}: prompt index, seed and image index must be integers") from None
+        sample = by_cell.get((subject, prompt_index))
+        if sample is None:
+            raise BenchError(f"{where}: subject {subject!r} with prompt index {prompt_index} is not in the suite")
+        return f"{sample.cell}/s{seed_value}/i{image_index}", seed_value
+
+    found: dict[str, tuple[Path, int]] = {}
+    if source.is_file():
+        if source.suffix.lower() != ".csv":
+            raise BenchError(f"--images {source}: expected a folder or a .csv manifest")
+        with open(source, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        for n, row in enumerate(rows, start=2):
+            where = f"{source}:{n}"
+            if not row.get("path"):
+                raise BenchError(f"{where}: the manifest needs a 'path' column")
+            if row.get("key"):
+                parts = row["key"].strip().split("/")
+                match = _LAYOUT.match("/".join(parts[-4:])) if len(parts) >= 4 else None
+                if match is None:
+                    raise BenchError(f"{where}: key {row['key']!r} is not <suite>/<subject>/<prompt>/s<seed>/i<k>")
+                fields = match.groupdict()
+                key, seed = key_for(fields["subject"], fields["prompt"], fields["seed"], fields["index"], where)
+            else:
+                if any(not row.get(c) for c in ("subject", "prompt_index", "seed", "image_index")):
+                    raise BenchError(f"{where}: give 'key' or all of subject, prompt_index, seed, image_index")
+                key, seed = key_for(row["subject"], row["prompt_index"], row["seed"], row["image_index"], where)
+            path = Path(row["path"]).expanduser()
+            path = path if path.is_absolute() else source.parent / path
+            if not path.exists():
+                raise BenchError(f"{where}: image {path} does not exist")
+            found[key] = (path.resolve(), seed)
+    elif source.is_dir():
+        for path in sorted(source.rglob("*")):
+            if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
+                continue
+            relative = path.relative_to(source).with_suffix("").as_posix()
+            match = _LAYOUT.match(relative)
+            if match is None:
+                raise BenchError(f"{path}: not in the layout <subject>/<prompt index>/s<seed>/i<k>.png")
+            fields = match.groupdict()
+            key, seed = key_for(fields["subject"], fields["prompt"], fields["seed"], fields["index"], str(path))
+            if key in found:
+                raise BenchError(f"{path}: a second image for {key} (also {found[key][0]})")
+            found[key] = (path.resolve(), seed)
+    else:
+        raise BenchError(f"--images {source}: no such folder or file")
+    if not found:
+        raise BenchError(f"--images {source}: no images found")
+    return found
+
+
+def prepare_external_run(suite_name: str, images: Path | str, out: Path | str, data_root=None, mini: bool = False,
+                         suite_options: dict | None = None, name: str | None = None, metrics=None,
+                         metric_preset: str | None = None) -> RunStore:
+    """A run directory whose records point at images made elsewhere (referenced in place)."""
+    from bench.suites import load_suite
+
+    images = Path(images).expanduser().resolve()
+    options = dict(suite_options or {})
+    suite = load_suite(suite_name, data_root, mini=mini, **options)
+    found = find_external_images(images, suite.samples())
+    label = name or (images.stem if images.is_file() else images.name)
+    seeds = sorted({seed for _, seed in found.values()})
+    identity = {"method": f"external:{label}", "images": str(images),
+                "suite": {"name": suite_name, "version": suite.version, "options": options}}
+    info = {"suite": {"name": suite_name, "root": str(suite.root.resolve()), "options": options},
+            "plan": {"seeds": seeds, "total": len(found)},
+            "metrics": metric_names(metrics) or list(suite.default_metrics), "metric_preset": metric_preset,
+            "random_weights": False, "weights_status": "external images", "method": {"name": label}}
+    store = RunStore.open_for_run(out, identity, info)
+    store.generations_dir.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"key": key, "seed": seed, "image": str(path), "sha256": file_sha256(path),
+                         "seconds": None, "external": True})
+             for key, (path, seed) in sorted(found.items())]
+    records = store.generations_dir / "rank-00000.jsonl"
+    tmp = records.with_name(f".{records.name}.{os.getpid()}.tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(tmp, records)                           # the folder's current content, every time
+    return store
+
+
+# ---- CLI ------------------------------------------------------------------------------------
+def parse_metric_params(items: list[str]) -> dict[str, dict]:
+    """--metric-param NAME.KEY=VALUE (e.g. clip.mode=paired) -> {name: {key: value}}."""
+    from bench.runner import parse_params
+
+    out: dict[str, dict] = {}
+    for item in items:
+        target, sep, rest = item.partition(".")
+        if not sep or not rest or "=" not in rest:
+            raise BenchError(f"--metric-param {item!r}: expected METRIC.KEY=VALUE, e.g. clip.mode=paired")
+        out.setdefault(target, {}).update(parse_params([rest]))
+    return out
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("run_dir", nargs="?", help="run directory to score (omit with --images)")
+    add("--metrics", default=None, help="comma-separated metric names, e.g. clip,dino "
+        "(default: the run's metrics, else the suite's protocol metrics)")
+    add("--metric-param", action="append", default=[], metavar="METRIC.KEY=VALUE",
+        help="a metric parameter, e.g. clip.mode=paired or clip.backbone=hf:openai/clip-vit-base-patch32 (repeatable)")
+    add("--metric-preset", choices=["tiny"], default=None,
+        help="tiny random metric models, for tests (default: the run's setting)")
+    add("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    add("--batch-size", type=int, default=16, help="images per metric forward pass (default 16)")
+    add("--no-progress", action="store_true", help="no progress bar")
+    add("--suite", default=None, help="with --images: the suite the images answer")
+    add("--images", default=None, help="a folder <subject>/<prompt index>/s<seed>/i<k>.png, or a CSV manifest "
+        "with columns path and key (or subject, prompt_index, seed, image_index)")
+    add("--data-root", default=None, help="with --images: the suite's data (default: its download location)")
+    add("--mini", action="store_true", help="with --images: use the suite's embedded mini copy")
+    add("--suite-option", action="append", default=[], metavar="KEY=VALUE",
+        help="with --images: a suite option, as in `bench run` (repeatable)")
+    add("--name", default=None, help="with --images: the method name shown in reports (default: the folder name)")
+    add("--out", default=None, help="with --images: the run directory to create (default: runs/external-<name>)")
+
+
+def run(args) -> int:
+    from bench.runner import default_device, parse_params
+
+    device = args.device or default_device()
+    params = parse_metric_params(args.metric_param)
+    if args.images:
+        if args.run_dir:
+            raise BenchError("give a RUN_DIR or --images, not both")
+        if not args.suite:
+            raise BenchError("--images needs --suite (which suite the images answer)")
+        images = Path(args.images)
+        label = args.name or (images.stem if images.is_file() else images.resolve().name)
+        out = Path(args.out) if args.out else Path("runs") / f"external-{label}"
+        store = prepare_external_run(args.suite, images, out, data_root=args.data_root, mini=args.mini,
+                                     suite_options=parse_params(args.suite_option), name=label,
+                                     metrics=args.metrics, metric_preset=args.metric_preset)
+        run_dir = store.root
+    elif args.run_dir:
+        if args.suite or args.data_root or args.suite_option or args.name or args.out or args.mini:
+            raise BenchError("--suite/--data-root/--suite-option/--name/--out/--mini go with --images only")
+        run_dir = Path(args.run_dir)
+    else:
+        raise BenchError("give a RUN_DIR to score, or --suite NAME --images DIR")
+    df = score_run(run_dir, metrics=args.metrics, device=device, batch_size=args.batch_size,
+                   metric_preset=args.metric_preset, progress=not args.no_progress, metric_params=params)
+    means = df.groupby("metric")["value"].mean()
+    for metric, value in means.items():
+        print(f"{metric:<40} {value:.4f}  (mean over {int((df['metric'] == metric).sum())} images)")
+    return 0
