@@ -27,6 +27,7 @@ in any image that is not a single flat colour.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -289,6 +290,8 @@ class ArcFaceIdentity(_FaceIdentity):
             areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
             k = int(np.argmax(areas))                # the largest face, as in the FaceNet protocol
             face = Face(bbox=boxes[k, :4], kps=kps[k], det_score=float(boxes[k, 4]))
-            embedding = torch.from_numpy(np.asarray(self.recognizer.get(bgr, face), dtype=np.float32))
+            with warnings.catch_warnings():      # insightface's alignment calls a deprecated skimage API
+                warnings.simplefilter("ignore", FutureWarning)
+                embedding = torch.from_numpy(np.asarray(self.recognizer.get(bgr, face), dtype=np.float32))
             out.append(torch.nn.functional.normalize(embedding, dim=0))
         return out

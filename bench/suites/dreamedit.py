@@ -87,26 +87,19 @@ def _dreambench_dataset_dir(root: Path) -> Path:
 
 
 def read_dreambench_classes(prompts_file: Path) -> dict[str, str]:
-    """The ``subject_name,class`` table of DreamBench's prompts_and_classes.txt (PROTOCOLS.md
-    section 2): the lines after the header up to the first blank line."""
-    lines = prompts_file.read_text(encoding="utf-8").replace("\r\n", "\n").split("\n")
-    try:
-        start = next(i for i, line in enumerate(lines) if line.strip().replace(" ", "") == "subject_name,class")
-    except StopIteration:
-        raise BenchError(f"{prompts_file}: no 'subject_name,class' header (not DreamBench's prompts file?)") from None
-    classes: dict[str, str] = {}
-    for number, line in enumerate(lines[start + 1:], start=start + 2):
-        if not line.strip():
-            if classes:
-                break
-            continue
-        subject, sep, noun = line.strip().partition(",")
-        if not sep or not subject.strip() or not noun.strip():
-            raise BenchError(f"{prompts_file}:{number}: expected 'subject,class', got {line.strip()!r}")
-        classes[subject.strip()] = noun.strip()
-    if not classes:
-        raise BenchError(f"{prompts_file}: the classes table is empty")
-    return classes
+    """The ``subject_name,class`` table of DreamBench's prompts_and_classes.txt, read with the
+    DreamBench suite's parser (PROTOCOLS.md section 2)."""
+    from bench.suites.dreambench import parse_prompts_file
+    return dict(parse_prompts_file(prompts_file).classes)
+
+
+def as_list(value) -> list[str] | None:
+    """A list option given as a list or as one comma-separated string (``--param subjects=a,b``)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        value = value.split(",")
+    return [str(v).strip() for v in value if str(v).strip()]
 
 
 def _images_in(folder: Path) -> tuple[Path, ...]:
@@ -150,7 +143,7 @@ class DreamEdit(Suite):
 
     def __init__(self, root: Path, task_kind: str = "both", dreambench_root: str | Path | None = None,
                  identifier: str = "", conditioning: str = "first", subjects: list[str] | None = None,
-                 annotator_preset: str | None = None, annotate: bool = True, device: str = "cpu", **options):
+                 annotator_preset: str | None = None, annotate: bool | str = True, device: str = "cpu", **options):
         super().__init__(root, task_kind=task_kind, dreambench_root=dreambench_root, identifier=identifier,
                          conditioning=conditioning, subjects=subjects, annotator_preset=annotator_preset,
                          annotate=annotate, **options)
@@ -161,7 +154,7 @@ class DreamEdit(Suite):
         self.task_kinds = TASK_KINDS if task_kind == "both" else (task_kind,)
         self.identifier = identifier.strip()
         self.conditioning = conditioning
-        self.selected_subjects = list(subjects) if subjects else None
+        self.selected_subjects = as_list(subjects)
         from bench.suites import REPO_ROOT
         is_mini = self.root.resolve() == (REPO_ROOT / self.mini_root).resolve()
         if dreambench_root is None:
@@ -170,7 +163,7 @@ class DreamEdit(Suite):
         # The mini copy is procedurally drawn: a real detector finds nothing in it, so smoke runs
         # annotate with the tiny random preset unless told otherwise.
         self.annotator_preset = annotator_preset if annotator_preset is not None else ("tiny" if is_mini else None)
-        self.annotate = annotate
+        self.annotate = str(annotate).lower() not in ("0", "false", "no")
         self.device = device
 
     # ---- layout ------------------------------------------------------------------------------

@@ -86,6 +86,10 @@ class FastComposer(Suite):
         self.identifier = identifier.strip()
         from bench.suites import REPO_ROOT
         self.is_mini = self.root.resolve() == (REPO_ROOT / self.mini_root).resolve()
+        from bench.suites.dreamedit import as_list
+        subjects = as_list(subjects)
+        if isinstance(prompt_indices, str):
+            prompt_indices = as_list(prompt_indices)
         if subjects:
             unknown = [s for s in subjects if s not in IDENTITIES]
             if unknown:
