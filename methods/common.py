@@ -58,6 +58,26 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a.permute(1, 2, 0).cpu().numpy()) for a in arr]
 
 
+def share_time_embedding(unet) -> None:
+    """Compute a UNet call's timestep embedding once when every sample shares the timestep.
+
+    Patches this UNet instance only (apply it again to a deep copy: the patch of the original
+    would otherwise keep calling the original's embedding layers).
+    """
+    if getattr(unet, "_bench_shared_time_embed", None) == id(unet):
+        return
+    original = type(unet).get_time_embed.__get__(unet)
+
+    def get_time_embed(sample, timestep):
+        emb = original(sample=sample, timestep=timestep)
+        if emb.shape[0] > 1 and bool((emb == emb[:1]).all()):
+            return emb[:1]
+        return emb
+
+    unet.get_time_embed = get_time_embed
+    unet._bench_shared_time_embed = id(unet)   # an id, so a deep copy is seen as unpatched
+
+
 def make_batch_invariant(components: Components) -> None:
     """Make an image independent of the batch it is computed in (same request, same bytes).
 
@@ -70,18 +90,7 @@ def make_batch_invariant(components: Components) -> None:
     - the VAE's attention block: encoded/decoded one sample at a time (diffusers' slicing).
     On CUDA the convolution algorithm may still depend on the batch (see README).
     """
-    unet = components.unet
-    if not getattr(unet, "_bench_shared_time_embed", False):
-        original = unet.get_time_embed
-
-        def get_time_embed(sample, timestep):
-            emb = original(sample=sample, timestep=timestep)
-            if emb.shape[0] > 1 and bool((emb == emb[:1]).all()):
-                return emb[:1]
-            return emb
-
-        unet.get_time_embed = get_time_embed
-        unet._bench_shared_time_embed = True
+    share_time_embedding(components.unet)
     components.vae.enable_slicing()
     if components.device.type == "cpu":
         torch.backends.mkldnn.enabled = False
@@ -141,6 +150,15 @@ class StableDiffusionParts:
 
     def load_images(self, paths: Sequence[Path]) -> torch.Tensor:
         return torch.stack([load_image_tensor(p, self.resolution) for p in paths]).to(self.device)
+
+    @torch.no_grad()
+    def noise(self, latents: torch.Tensor, t, cond: torch.Tensor, **unet_kwargs) -> torch.Tensor:
+        """Unguided noise prediction (guidance 1): one UNet call over the batch."""
+        self.unet_calls += latents.shape[0]
+        timestep = torch.as_tensor(t, device=self.device)
+        if timestep.ndim == 0:
+            timestep = timestep.expand(latents.shape[0])
+        return self.c.unet(latents, timestep, encoder_hidden_states=cond, return_dict=False, **unet_kwargs)[0]
 
     @torch.no_grad()
     def guided_noise(self, latents: torch.Tensor, t, cond: torch.Tensor, uncond: torch.Tensor,

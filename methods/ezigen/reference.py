@@ -1,0 +1,165 @@
+"""The reference UNet (subject encoder): one UNet forward over the noised subject latent.
+
+PROTOCOLS.md section 1, "Reference UNet". For each subject image:
+
+- the image is used as given: EZIGen expects the background removed (white). The harness
+  does not segment it; suites that want the paper's preprocessing must provide whitened
+  images. RGB, resized to the generation resolution (512 for SD 2.1), scaled to [-1, 1];
+- VAE-encoded (posterior mean, deterministic) and multiplied by the VAE scaling factor;
+- noised with DDPM ``add_noise`` at t=1 (variants: 100/300/500/800, or the main UNet's
+  current timestep for "adaptive");
+- one forward of the frozen base UNet with the text ``a photo of a {class_noun}.``;
+- captured: the output of ``norm1`` of every transformer block, in forward order
+  (:func:`capture_norm1`); the UNet output is discarded.
+
+The noise is drawn from a generator seeded from (run seed, image content) under the default
+seed policy "run", so features are computed once per subject image per protocol seed and
+shared by all images of that seed (policy "request": from each request's own seed).
+
+When the reference UNet is not trained it *is* the main UNet object (no second copy in
+memory); the adapter cannot fire in the reference pass because the pass is made without the
+adapter's ``cross_attention_kwargs``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from bench.types import GenRequest
+from methods.common import StableDiffusionParts, load_image_tensor
+
+REFERENCE_PROMPT = "a photo of a {}."
+
+
+@contextmanager
+def capture_norm1(unet: nn.Module, block_names: Sequence[str]):
+    """Record the ``norm1`` output of each named block during the forwards inside the context.
+
+    Yields a dict name -> list of captured tensors (one per forward); hooks are removed on exit.
+    """
+    modules = dict(unet.named_modules())
+    captured: dict[str, list[torch.Tensor]] = {name: [] for name in block_names}
+    handles = [modules[name].norm1.register_forward_hook(
+        lambda _m, _inp, out, name=name: captured[name].append(out)) for name in block_names]
+    try:
+        yield captured
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes (cache keys are content, not paths)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def noise_seed(*parts: object) -> int:
+    """A 63-bit generator seed derived from the given parts."""
+    digest = hashlib.sha256("|".join(str(p) for p in ("ezigen-reference",) + parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+class ReferenceEncoder:
+    """Subject features per (image content, class noun, timestep, seed policy, seed), cached.
+
+    ``forward_passes`` counts reference-UNet forwards (one per subject image computed), so tests
+    and records can check that the pass runs once per subject, not per step or loop.
+    """
+
+    def __init__(self, parts: StableDiffusionParts, unet: nn.Module, block_names: Sequence[str],
+                 timestep: int | str = 1, seed_policy: str = "run", prompt_template: str = REFERENCE_PROMPT):
+        if seed_policy not in ("run", "request"):
+            raise ValueError(f"reference seed policy must be 'run' or 'request', not {seed_policy!r}")
+        self.parts = parts
+        self.unet = unet
+        self.block_names = list(block_names)
+        self.timestep = timestep
+        self.seed_policy = seed_policy
+        self.prompt_template = prompt_template
+        self.noise_scheduler = parts.c.make_scheduler()
+        self._digests: dict[tuple[str, float], str] = {}
+        self._paths: dict[tuple, Path] = {}
+        self._latents: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}   # key -> (clean, noise)
+        self._features: dict[tuple, list[torch.Tensor]] = {}
+        self.forward_passes = 0
+
+    @property
+    def adaptive(self) -> bool:
+        return self.timestep == "adaptive"
+
+    def _digest(self, path: Path) -> str:
+        path = Path(path)
+        key = (str(path), path.stat().st_mtime)
+        if key not in self._digests:
+            self._digests[key] = file_digest(path)
+        return self._digests[key]
+
+    def subject_keys(self, request: GenRequest) -> list[tuple]:
+        """One cache key per subject image: (content sha256, class noun, seed policy, seed).
+
+        The timestep is fixed per encoder, so it is part of the encoder, not of the key."""
+        seed = request.run_seed if self.seed_policy == "run" else request.seed
+        keys = []
+        for path in request.subject_images:
+            key = (self._digest(path), request.class_noun, self.seed_policy, seed)
+            self._paths.setdefault(key, Path(path))
+            keys.append(key)
+        return keys
+
+    def _clean_and_noise(self, key: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        """The subject's scaled VAE latent and its noise (drawn once from the seeded generator)."""
+        if key not in self._latents:
+            digest, _noun, policy, seed = key
+            image = load_image_tensor(self._paths[key], self.parts.resolution)[None]
+            clean = self.parts.encode(image)[0]
+            generator = torch.Generator("cpu").manual_seed(noise_seed(policy, seed, digest))
+            noise = torch.randn(clean.shape, generator=generator, dtype=torch.float32)
+            self._latents[key] = (clean, noise.to(clean.device, clean.dtype))
+        return self._latents[key]
+
+    @torch.no_grad()
+    def _run(self, keys: list[tuple], timestep: int) -> list[list[torch.Tensor]]:
+        """One batched reference forward over the given subject images at ``timestep``."""
+        pairs = [self._clean_and_noise(k) for k in keys]
+        clean = torch.stack([c for c, _ in pairs])
+        noise = torch.stack([n for _, n in pairs])
+        t = torch.full((len(keys),), int(timestep), dtype=torch.long)
+        noisy = self.noise_scheduler.add_noise(clean, noise, t)
+        text = self.parts.encode_text([self.prompt_template.format(k[1]) for k in keys])
+        with capture_norm1(self.unet, self.block_names) as captured:
+            self.unet(noisy, t.to(noisy.device), encoder_hidden_states=text, return_dict=False)
+        self.forward_passes += len(keys)
+        self.parts.unet_calls += len(keys)
+        return [[captured[name][0][i] for name in self.block_names] for i in range(len(keys))]
+
+    def features(self, requests: Sequence[GenRequest], timestep: int | None = None
+                 ) -> list[list[list[torch.Tensor]]]:
+        """Per request, per subject image, the per-block features [L, C] in forward order.
+
+        Fixed timestep: computed once per cache key (all missing images in one batched
+        forward). Adaptive: computed at ``timestep`` (the main UNet's) for every call, once per
+        distinct subject image in the batch.
+        """
+        if self.adaptive:
+            if timestep is None:
+                raise ValueError("the adaptive reference encoder needs the main UNet's timestep")
+            keys = [k for r in requests for k in self.subject_keys(r)]
+            distinct = list(dict.fromkeys(keys))
+            computed = dict(zip(distinct, self._run(distinct, int(timestep))))
+            return [[computed[k] for k in self.subject_keys(r)] for r in requests]
+        missing = list(dict.fromkeys(k for r in requests for k in self.subject_keys(r)
+                                     if k not in self._features))
+        if missing:
+            self._features.update(zip(missing, self._run(missing, int(self.timestep))))
+        return [[self._features[k] for k in self.subject_keys(r)] for r in requests]
+
+    def passes_per_image(self, request: GenRequest, main_steps_with_adapter: int) -> int:
+        """Reference forwards an image needs on its own (for the per-image UNet-call record)."""
+        per_subject = main_steps_with_adapter if self.adaptive else 1
+        return per_subject * len(request.subject_images)

@@ -1,0 +1,151 @@
+"""Decoupled + iterative EZIGen sampling (PROTOCOLS.md section 1, "Generation").
+
+One batch of requests, one CPU generator per request (``request.seed``); every noise draw
+(initial latents, DDPM step noise, each re-noise) comes from that request's generator in a
+fixed order, so an image does not depend on its batch. Samples whose loop converged leave the
+batch, so they stop costing UNet calls while the others go on.
+
+Schedule (defaults): DDPM, 50 "leading" steps (t = 981 ... 1), guidance 7.5.
+
+- Pass 0: layout generation (text only, negative prompt ``dark, blur, defocus, lack of content,
+  dizzy.``) for the first 60% of the steps, then appearance transfer (adapter on) for the last
+  40% (``split_ratio``), one continuous trajectory. ``schedule="allstep"``: adapter on for
+  every step.
+- Loops (``iterative``): decode, VAE re-encode, re-noise to the timestep at which the last 40%
+  begins and denoise those steps with the adapter on (empty negative prompt). The reference
+  code noises to t=400 but resumes at t=381; here both are the same step (t=381 for 50
+  steps), so the noise level matches the step that removes it.
+- Stop rule: CLIP ViT-B/32 cosine between the previous and current image >= 0.99, at least 3
+  and at most 10 loops (``max_loops=9`` reproduces the reference code's loop condition).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from bench.types import GenRequest
+from methods.common import StableDiffusionParts, randn_per_request, request_generators
+from methods.ezigen.adapter import EZIGenAdapter, SubjectTokens, adapter_kwargs
+from methods.ezigen.reference import ReferenceEncoder
+from methods.ezigen.similarity import ImageSimilarity
+
+LAYOUT_NEGATIVE_PROMPT = "dark, blur, defocus, lack of content, dizzy."
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    num_inference_steps: int = 50
+    guidance_scale: float = 7.5
+    split_ratio: float = 0.4              # fraction of the steps with the adapter on
+    schedule: str = "decoupled"           # "decoupled" | "allstep"
+    iterative: bool = True
+    min_loops: int = 3
+    max_loops: int = 10                   # 9: the reference code's loop condition
+    similarity_threshold: float = 0.99
+    negative_prompt: str = LAYOUT_NEGATIVE_PROMPT
+
+    def __post_init__(self):
+        if self.schedule not in ("decoupled", "allstep"):
+            raise ValueError(f"schedule must be 'decoupled' or 'allstep', not {self.schedule!r}")
+        if not 0 < self.split_ratio <= 1:
+            raise ValueError(f"split_ratio must be in (0, 1], not {self.split_ratio}")
+        if not 0 <= self.min_loops <= self.max_loops:
+            raise ValueError(f"need 0 <= min_loops <= max_loops, got {self.min_loops}, {self.max_loops}")
+
+    @property
+    def layout_steps(self) -> int:
+        """Steps before the adapter is switched on (30 of 50 by default)."""
+        return round(self.num_inference_steps * (1 - self.split_ratio))
+
+
+class EZIGenSampler:
+    def __init__(self, parts: StableDiffusionParts, adapter: EZIGenAdapter, reference: ReferenceEncoder,
+                 similarity: ImageSimilarity | None, config: SamplerConfig):
+        self.sd, self.adapter, self.reference = parts, adapter, reference
+        self.similarity, self.cfg = similarity, config
+        if config.iterative and similarity is None:
+            raise ValueError("the iterative sampler needs an ImageSimilarity for its stop rule")
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _guided_tokens(self, requests: Sequence[GenRequest], t) -> SubjectTokens:
+        """Subject tokens for a guided call (both CFG halves); fixed-t features come from the cache."""
+        features = self.reference.features(requests, timestep=int(t) if self.reference.adaptive else None)
+        return self.adapter.tokens(features).for_guidance()
+
+    def _denoise(self, scheduler, latents, timesteps, adapter_from: int, cond, uncond,
+                 requests, generators, calls: torch.Tensor) -> torch.Tensor:
+        """Guided DDPM steps over ``timesteps``; the adapter is on from step ``adapter_from``."""
+        fixed_tokens = None
+        for i, t in enumerate(timesteps):
+            tokens = None
+            if i >= adapter_from:
+                if self.reference.adaptive:
+                    tokens = self._guided_tokens(requests, t)
+                    calls += torch.tensor([len(r.subject_images) for r in requests])
+                else:
+                    if fixed_tokens is None:
+                        fixed_tokens = self._guided_tokens(requests, t)
+                    tokens = fixed_tokens
+            noise = self.sd.guided_noise(latents, t, cond, uncond, self.cfg.guidance_scale, **adapter_kwargs(tokens))
+            calls += 2
+            latents = scheduler.step(noise, t, latents, generator=list(generators)).prev_sample
+        return latents
+
+    # -- the method ------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, requests: Sequence[GenRequest]) -> tuple[torch.Tensor, list[dict]]:
+        """Images [B, 3, H, W] in [-1, 1] and per-image facts (loops, final similarity, UNet calls)."""
+        sd, cfg, n = self.sd, self.cfg, len(requests)
+        generators = request_generators([r.seed for r in requests])
+        cond = sd.encode_text([r.prompt for r in requests])
+        layout_uncond = sd.encode_text([cfg.negative_prompt] * n)
+        loop_uncond = sd.encode_text([""] * n)
+        scheduler = sd.c.make_scheduler()
+        scheduler.set_timesteps(cfg.num_inference_steps)
+        timesteps = scheduler.timesteps
+        split = cfg.layout_steps if cfg.schedule == "decoupled" else 0
+        cached = [all(k in self.reference._features for k in self.reference.subject_keys(r)) for r in requests]
+        calls = torch.zeros(n, dtype=torch.long)
+        if not self.reference.adaptive:          # the one reference pass each image relies on
+            calls += torch.tensor([len(r.subject_images) for r in requests])
+
+        # Pass 0: layout (text only) then appearance transfer, one trajectory.
+        latents = sd.initial_latents(generators) * scheduler.init_noise_sigma
+        latents = self._denoise(scheduler, latents, timesteps, split, cond, layout_uncond,
+                                requests, generators, calls)
+        images = sd.decode(latents)
+        loops = torch.zeros(n, dtype=torch.long)
+        similarity = torch.full((n,), float("nan"))
+
+        # Iterative appearance transfer: re-noise to the resume step, denoise with the adapter.
+        if cfg.iterative:
+            resume = timesteps[cfg.layout_steps]            # same t for noising and resuming
+            embeddings = self.similarity.embed(images)
+            active = list(range(n))
+            while active:
+                rows = torch.tensor(active)
+                sub = [requests[i] for i in active]
+                gens = [generators[i] for i in active]
+                noise = randn_per_request(gens, sd.latent_shape, sd.device, sd.dtype)
+                latents = scheduler.add_noise(sd.encode(images[rows]), noise, resume.expand(len(active)))
+                sub_calls = calls[rows].clone()
+                latents = self._denoise(scheduler, latents, timesteps[cfg.layout_steps:], 0, cond[rows],
+                                        loop_uncond[rows], sub, gens, sub_calls)
+                calls[rows] = sub_calls
+                new_images = sd.decode(latents)
+                new_embeddings = self.similarity.embed(new_images)
+                similarity[rows] = ImageSimilarity.cosine(embeddings[rows], new_embeddings).cpu()
+                images[rows], embeddings[rows] = new_images, new_embeddings
+                loops[rows] += 1
+                done = (loops[rows] >= cfg.max_loops) | (
+                    (similarity[rows] >= cfg.similarity_threshold) & (loops[rows] >= cfg.min_loops))
+                active = [i for i, d in zip(active, done.tolist()) if not d]
+
+        facts = [{"loops": int(loops[i]),
+                  "final_similarity": None if torch.isnan(similarity[i]) else round(float(similarity[i]), 6),
+                  "unet_calls": int(calls[i]), "reference_cached": cached[i],
+                  "subject_images": len(requests[i].subject_images)} for i in range(n)]
+        return images, facts
