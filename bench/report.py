@@ -333,14 +333,14 @@ def write_leaderboard(df, runs, suite: str, out: Path, paper_dir: Path = PAPER_D
     if suite_runs["random_weights"].any():
         lines += ["**Note:** rows whose Weights column says *random weights* come from random models "
                   "(smoke or performance runs); their numbers say nothing about the method.", ""]
-    lines += [table.to_markdown(index=False), ""]
+    lines += [table.to_markdown(index=False, disable_numparse=True), ""]
     notes = []
     for title, _, ids in plan:
         notes.append(f"{title}: " + (", ".join(f"`{i}`" for i in ids) if ids else "not measured in these runs"))
     lines += ["Metric ids (they name the backbone): " + "; ".join(notes) + ". Paper rows use the protocol's "
               "backbones (CLIP ViT-B/32 OpenAI, DINO ViT-S/16; FastComposer prompt: CLIP ViT-L/14).", ""]
     if len(mine) and "category" in mine.columns and mine["category"].fillna("").ne("").any():
-        lines += ["## By category", "", breakdown_table(mine, plan, "category").to_markdown(index=False), ""]
+        lines += ["## By category", "", breakdown_table(mine, plan, "category").to_markdown(index=False, disable_numparse=True), ""]
     if has_scatter:
         lines += [f"## {x} vs {y}", "", f"![{x} vs {y}]({scatter.name})", ""]
     if has_grid:

@@ -116,3 +116,12 @@ def test_missing_metric_is_a_dash_and_unscored_runs_are_refused(two_runs, tmp_pa
     unscored = make_run(tmp_path / "unscored", seeds=(0,), subjects={"dog"})
     with pytest.raises(BenchError, match="no scores.parquet"):
         write_reports([unscored.root], tmp_path / "out")
+
+
+def test_markdown_keeps_three_decimals(two_runs, tmp_path):
+    paper = tmp_path / "paper"
+    paper.mkdir()
+    (paper / "dreambench.csv").write_text("method,source,CLIP-T,CLIP-I,DINO\nRound,test,0.300,0.780,\n")
+    md = write_reports(two_runs, tmp_path / "out", paper_dir=paper)[0].read_text()
+    row = next(line for line in md.splitlines() if "| Round " in line)
+    assert "0.300" in row and "0.780" in row and row.rstrip().endswith("| –   |".replace("   ", "") ) or "–" in row.split("|")[-2]
