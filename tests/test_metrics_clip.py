@@ -211,3 +211,18 @@ def test_score_all_pairs_and_paired_and_reference_cache(tmp_path, tiny_metric):
 def test_tiny_preset_is_deterministic(tmp_path, tiny_metric):
     items, _ = make_items(tmp_path)
     assert ClipMetric(preset="tiny").score(items) == tiny_metric.score(items)
+
+
+def test_metric_command_prints_one_cosine_per_line(hf_dir, hf_metric, tmp_path, capsys):
+    from bench.cli import main
+
+    items, refs = make_items(tmp_path)
+    paths = [str(it.image) for it in items[:2]]
+    assert main(["metric", "clip-t", "--backbone", f"hf:{hf_dir}", "--images", *paths, "--texts", *TEXTS[:2]]) == 0
+    printed = [float(v) for v in capsys.readouterr().out.split()]
+    np.testing.assert_allclose(printed, hf_metric.clip_t(paths, TEXTS[:2]), atol=1e-6)
+    assert main(["metric", "clip-i", "--preset", "tiny", "--images", *paths, "--refs", *map(str, refs)]) == 0
+    printed = [float(v) for v in capsys.readouterr().out.split()]
+    np.testing.assert_allclose(printed, ClipMetric(preset="tiny").clip_i(paths, [refs, refs]), atol=1e-6)
+    assert main(["metric", "clip-t", "--images", *paths, "--texts", "a", "b", "c"]) == 2
+    assert "2 images but 3 texts" in capsys.readouterr().err

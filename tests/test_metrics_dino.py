@@ -148,3 +148,18 @@ def test_dinov2_tiny_uses_cls_after_layernorm(files):
     emb = torch.nn.functional.normalize(out.pooler_output, dim=-1)
     expected = (emb[:4] @ emb[4:].T).mean(1)
     np.testing.assert_allclose(values, expected.numpy(), atol=1e-5)
+
+
+def test_metric_command_pairwise_and_all_pairs(metric, files, capsys):
+    from bench.cli import main
+
+    gens, refs = files
+    g, r = [str(p) for p in gens[:3]], [str(p) for p in refs]
+    assert main(["metric", "dino", "--preset", "tiny", "--images", *g, "--refs", *r, "--pairwise"]) == 0
+    printed = [float(v) for v in capsys.readouterr().out.split()]
+    np.testing.assert_allclose(printed, metric.similarity(g, [[x] for x in r]), atol=1e-6)
+    assert main(["metric", "dino", "--preset", "tiny", "--images", *g, "--refs", *r]) == 0
+    printed = [float(v) for v in capsys.readouterr().out.split()]
+    np.testing.assert_allclose(printed, metric.similarity(g, [r] * 3), atol=1e-6)
+    assert main(["metric", "dino", "--images", *g]) == 2
+    assert "needs --refs" in capsys.readouterr().err
