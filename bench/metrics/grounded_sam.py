@@ -327,58 +327,6 @@ class GroundedSam:
 Embedder = Callable[[list[Image.Image]], torch.Tensor]     # images -> L2-normalised [N, D]
 
 
-def _dino_transform():
-    from torchvision import transforms as T
-    from bench.metrics.tiny import IMAGENET_MEAN, IMAGENET_STD
-    # PROTOCOLS.md section 2: Resize(256, bicubic), CenterCrop(224), ImageNet normalisation.
-    return T.Compose([T.Resize(256, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224), T.ToTensor(),
-                      T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-
-
-def _batched(model_fn, preprocess, device: str, batch_size: int = 32) -> Embedder:
-    @torch.no_grad()
-    def embed(images: list[Image.Image]) -> torch.Tensor:
-        out = []
-        for start in range(0, len(images), batch_size):
-            x = torch.stack([preprocess(im.convert("RGB")) for im in images[start:start + batch_size]]).to(device)
-            out.append(torch.nn.functional.normalize(model_fn(x).float(), dim=-1).cpu())
-        return torch.cat(out) if out else torch.zeros(0, 1)
-    return embed
-
-
-def dino_embedder(device: str = "cpu", preset: str | None = None) -> tuple[str, Embedder]:
-    """(backbone id, embedder): CLS token after the final norm of DINO ViT-S/16 (timm)."""
-    if preset == "tiny":
-        from bench.metrics.tiny import build_tiny_timm_dino
-        model, name = build_tiny_timm_dino(device=device), "tiny-random"
-    else:
-        import timm
-        try:
-            model = timm.create_model("vit_small_patch16_224.dino", pretrained=True, num_classes=0)
-        except Exception as exc:  # not cached and offline, ...
-            raise BenchError(f"DINO weights 'timm/vit_small_patch16_224.dino' are not available ({type(exc).__name__}): "
-                             f"fetch them once with `huggingface-cli download timm/vit_small_patch16_224.dino`") from None
-        model, name = model.to(device).eval(), "vit-s-16"
-    return name, _batched(lambda x: model.forward_features(x)[:, 0], _dino_transform(), device)
-
-
-def clip_image_embedder(device: str = "cpu", preset: str | None = None) -> tuple[str, Embedder]:
-    """(backbone id, embedder): open_clip ViT-B/32 (OpenAI weights) image embeddings."""
-    if preset == "tiny":
-        from bench.metrics.tiny import build_tiny_open_clip
-        model, preprocess, _ = build_tiny_open_clip(device=device)
-        name = "tiny-random"
-    else:
-        import open_clip
-        try:
-            model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", pretrained="openai", device=device)
-        except Exception as exc:
-            raise BenchError(f"CLIP weights 'ViT-B-32/openai' are not available ({type(exc).__name__}): fetch them once "
-                             f"with open_clip (`open_clip.create_model_and_transforms('ViT-B-32', pretrained='openai')`)") from None
-        model, name = model.eval(), "vit-b-32-openai"
-    return name, _batched(model.encode_image, preprocess, device)
-
-
 class _EmbeddingCache:
     """Embeddings of image files, computed once per (backbone, file)."""
 
@@ -403,11 +351,26 @@ def _mean_reference_cosine(embeddings: torch.Tensor, refs: torch.Tensor) -> floa
 
 
 class _DreamEditBase(Metric):
-    def __init__(self, device: str = "cpu", preset: str | None = None, batch_size: int = 16):
+    """DINO ViT-S/16 and CLIP ViT-B/32 image embeddings from the DreamBench metrics
+    (bench.metrics.dino / bench.metrics.clip: same weights, preprocessing and tiny preset)."""
+
+    def __init__(self, device: str = "cpu", preset: str | None = None, batch_size: int = 16,
+                 dino_backbone: str | None = None, clip_backbone: str | None = None):
+        from bench.metrics.clip import ClipMetric
+        from bench.metrics.dino import DinoMetric
+
         self.device, self.preset, self.batch_size = device, preset, batch_size
-        self.dino_name, dino = dino_embedder(device, preset)
-        self.clip_name, clip = clip_image_embedder(device, preset)
-        self.backbones = {"dino": dino, "clip_i": clip}
+        dino = DinoMetric(device=device, preset=preset, **({"backbone": dino_backbone} if dino_backbone else {}))
+        clip = ClipMetric(device=device, preset=preset, text_metric=False,
+                          **({"backbone": clip_backbone} if clip_backbone else {}))
+        self.dino_name, self.clip_name = dino.backbone_name, clip.backbone_name
+        self.backbones = {"dino": self._chunked(dino.embed_images), "clip_i": self._chunked(clip.embed_images)}
+
+    def _chunked(self, embed: Embedder) -> Embedder:
+        def run(images: list[Image.Image]) -> torch.Tensor:
+            parts = [embed(images[i:i + self.batch_size]) for i in range(0, len(images), self.batch_size)]
+            return torch.cat(parts) if parts else torch.zeros(0, 1)
+        return run
 
     def _name(self, family: str) -> str:
         return self.dino_name if family == "dino" else self.clip_name
@@ -428,10 +391,11 @@ class MaskedRegionMetric(_DreamEditBase):
     version = "1"
 
     def __init__(self, device: str = "cpu", preset: str | None = None, annotator: GroundedSam | None = None,
-                 no_detection: str = "zero", batch_size: int = 16, **annotator_options):
+                 no_detection: str = "zero", batch_size: int = 16, dino_backbone: str | None = None,
+                 clip_backbone: str | None = None, **annotator_options):
         if no_detection not in ("zero", "nan"):
             raise BenchError(f"masked: no_detection={no_detection!r} is not 'zero' or 'nan'")
-        super().__init__(device, preset, batch_size)
+        super().__init__(device, preset, batch_size, dino_backbone, clip_backbone)
         self.annotator = annotator or GroundedSam(device=device, preset=preset, **annotator_options)
         self.no_detection = no_detection
         self._refs = {f: _EmbeddingCache(e) for f, e in self.backbones.items()}
@@ -489,8 +453,9 @@ class OfficialDreamEditMetric(_DreamEditBase):
     family = "dreamedit-official"
     version = "1"
 
-    def __init__(self, device: str = "cpu", preset: str | None = None, batch_size: int = 16):
-        super().__init__(device, preset, batch_size)
+    def __init__(self, device: str = "cpu", preset: str | None = None, batch_size: int = 16,
+                 dino_backbone: str | None = None, clip_backbone: str | None = None):
+        super().__init__(device, preset, batch_size, dino_backbone, clip_backbone)
         self._files = {f: _EmbeddingCache(e, resize=OFFICIAL_SIZE) for f, e in self.backbones.items()}
         self._ids = {(f, part): f"official_{f}_{part}/{self._name(f)}" for f in self.backbones for part in ("sub", "back")}
         both = f"{self.dino_name}+{self.clip_name}"

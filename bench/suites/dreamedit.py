@@ -137,9 +137,15 @@ class DreamEdit(Suite):
     default_root = "datasets/dreamedit"
     mini_root = "datasets/mini-dreamedit"
     # PROTOCOLS.md section 5 column order: DINO-sub / DINO-back / CLIP-I-sub / CLIP-I-back.
+    # Then the official protocol's scores and the no-detection rate of the masked protocol.
     leaderboard_columns = {"dino_sub": "DINO-sub", "dino_back": "DINO-back",
                            "clip_i_sub": "CLIP-I-sub", "clip_i_back": "CLIP-I-back",
-                           "official_overall": "Overall (official)"}
+                           "official_dino_sub": "DINO-sub (official)", "official_dino_back": "DINO-back (official)",
+                           "official_clip_i_sub": "CLIP-I-sub (official)",
+                           "official_clip_i_back": "CLIP-I-back (official)",
+                           "official_overall": "Overall (official, corrected)",
+                           "official_overall_as_released": "Overall (official, as released)",
+                           "gsam_no_detection": "No detection (rate)"}
 
     def __init__(self, root: Path, task_kind: str = "both", dreambench_root: str | Path | None = None,
                  identifier: str = "", conditioning: str = "first", subjects: list[str] | None = None,

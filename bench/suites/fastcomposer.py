@@ -78,7 +78,8 @@ class FastComposer(Suite):
     default_metrics = ("faceid", "clip-t-l14")
     default_root = "datasets/fastcomposer"
     mini_root = "datasets/mini-fastcomposer"
-    leaderboard_columns = {"faceid": "ID", "clip_t": "Prompt", "arcface": "ID (ArcFace)"}
+    leaderboard_columns = {"faceid": "ID", "clip_t": "Prompt", "arcface": "ID (ArcFace)",
+                           "faceid_no_face": "No face (rate)", "arcface_no_face": "No face, ArcFace (rate)"}
 
     def __init__(self, root: Path, identifier: str = "img", subjects: list[str] | None = None,
                  prompt_indices: list[int] | None = None, **options):
