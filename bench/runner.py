@@ -220,6 +220,8 @@ def run(args) -> int:
         suite_options["task_kind"] = args.task
     if model_preset and args.suite == "dreamedit":
         suite_options.setdefault("annotator_preset", "tiny")
+    if args.dry_run and args.suite == "dreamedit":
+        suite_options.setdefault("annotate", False)   # a plan needs no Grounded-SAM weights
     suite = load_suite(args.suite, args.data_root, mini=smoke, **suite_options)
     all_samples = suite.samples()
     samples = select_samples(all_samples, args.subjects, args.limit)
@@ -239,6 +241,8 @@ def run(args) -> int:
         print(f"per seed   {plan.images_per_seed} images")
         print(f"seeds      {len(plan.seeds)}: {', '.join(map(str, plan.seeds))}")
         print(f"total      {plan.total} images")
+        if hasattr(suite, "describe"):
+            print(f"protocol   {suite.describe()}  (at the suite's default images per prompt)")
         print(f"output     {out}")
         return 0
 
