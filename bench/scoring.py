@@ -177,7 +177,7 @@ def score_run(run_dir, metrics=None, device: str = "cpu", batch_size: int = 16, 
         if not todo:
             continue
         by_key = {item.key: (sample, sha) for item, sample, sha in items}
-        with tqdm(total=len(todo), desc=f"score {type(metric).__name__} {'/'.join(metric.ids)}",
+        with tqdm(total=len(todo), desc=f"score {', '.join(metric.ids)}",
                   unit="img", disable=not progress, file=sys.stderr) as bar:
             for start in range(0, len(todo), batch_size):
                 batch = todo[start:start + batch_size]

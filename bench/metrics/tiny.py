@@ -18,6 +18,7 @@ weights every time.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from contextlib import contextmanager
@@ -49,6 +50,15 @@ def seeded(seed: int):
         yield
 
 
+class _Quiet(logging.Filter):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
 def _cache_dir() -> Path:
     return Path(os.environ.get("BENCH_CACHE", Path(tempfile.gettempdir()) / "bench-cache"))
 
@@ -74,10 +84,15 @@ def build_tiny_open_clip(seed: int = TINY_SEED, device: str = "cpu"):
     import open_clip
 
     name = register_tiny_open_clip()
-    with seeded(seed):
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=None, device=device, image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD,
-            image_interpolation="bicubic", image_resize_mode="shortest")
+    quiet = _Quiet("No pretrained weights loaded")     # random weights are the point here
+    logging.getLogger().addFilter(quiet)
+    try:
+        with seeded(seed):
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=None, device=device, image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD,
+                image_interpolation="bicubic", image_resize_mode="shortest")
+    finally:
+        logging.getLogger().removeFilter(quiet)
     return model.eval(), preprocess, open_clip.get_tokenizer(name)
 
 
