@@ -60,9 +60,10 @@ def weights_status(run: dict) -> str:
     if run.get("random_weights"):
         parts.append("random weights")
     status = run.get("weights_status")
-    if status and status not in parts:
-        parts.append(str(status))
-    return "; ".join(parts) or "pretrained"
+    if status:
+        # a method's own status may already say "random weights": keep each phrase once
+        parts += [p.strip() for p in str(status).split(",") if p.strip() and p.strip() not in parts]
+    return ", ".join(parts) or "pretrained"
 
 
 def base_model(run: dict) -> str:

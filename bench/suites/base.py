@@ -23,6 +23,8 @@ class Suite(ABC):
     mini_root: str = ""
     #: leaderboard columns: metric-id prefix (before the "/") -> column title, in order
     leaderboard_columns: dict[str, str] = {}
+    #: the report's scatter plot: (x, y) leaderboard column titles (text alignment vs identity)
+    scatter_axes: tuple[str, str] = ("CLIP-T", "DINO")
 
     def __init__(self, root: Path, **options):
         self.root = Path(root)

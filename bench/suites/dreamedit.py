@@ -138,6 +138,7 @@ class DreamEdit(Suite):
     mini_root = "datasets/mini-dreamedit"
     # PROTOCOLS.md section 5 column order: DINO-sub / DINO-back / CLIP-I-sub / CLIP-I-back.
     # Then the official protocol's scores and the no-detection rate of the masked protocol.
+    scatter_axes = ("DINO-back", "DINO-sub")
     leaderboard_columns = {"dino_sub": "DINO-sub", "dino_back": "DINO-back",
                            "clip_i_sub": "CLIP-I-sub", "clip_i_back": "CLIP-I-back",
                            "official_dino_sub": "DINO-sub (official)", "official_dino_back": "DINO-back (official)",

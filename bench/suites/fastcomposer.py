@@ -78,6 +78,7 @@ class FastComposer(Suite):
     default_metrics = ("faceid", "clip-t-l14")
     default_root = "datasets/fastcomposer"
     mini_root = "datasets/mini-fastcomposer"
+    scatter_axes = ("Prompt", "ID")
     leaderboard_columns = {"faceid": "ID", "clip_t": "Prompt", "arcface": "ID (ArcFace)",
                            "faceid_no_face": "No face (rate)", "arcface_no_face": "No face, ArcFace (rate)"}
 
