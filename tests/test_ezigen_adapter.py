@@ -10,6 +10,15 @@ from methods.ezigen.adapter import (EZIGenAdapter, SubjectTokens, adapter_kwargs
                                     transformer_block_names)
 from methods.ezigen.reference import capture_norm1
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one intra-op thread (thread hand-offs dominate on a shared 2-core box)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 
 @pytest.fixture(scope="module")
 def tiny():

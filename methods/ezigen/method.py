@@ -143,12 +143,17 @@ class EZIGenMethod:
 
     @torch.no_grad()
     def generate(self, requests: Sequence[GenRequest]) -> list[Image.Image]:
-        """One image per request, in order; edits (source_image set) and generations are batched apart."""
+        """One image per request, in order.
+
+        Sub-batches share the task and the number of subject images: a request is never padded
+        with empty, masked slots at inference, so its attention (and its bytes) do not depend on
+        which other requests share its batch.
+        """
         out: list[Image.Image | None] = [None] * len(requests)
-        for task in ("generate", "edit"):
-            index = [i for i, r in enumerate(requests) if r.task == task]
-            if not index:
-                continue
+        groups: dict[tuple[str, int], list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault((r.task, len(r.subject_images)), []).append(i)
+        for (task, _), index in groups.items():
             batch = [requests[i] for i in index]
             run = self.sampler.generate if task == "generate" else self.editor.edit
             images, facts = run(batch)
