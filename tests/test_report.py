@@ -73,7 +73,7 @@ def test_leaderboard_rows_values_and_marks(two_runs):
     assert ours.loc["sd", "Seeds"] == "0,1" and ours.loc["ezigen", "Seeds"] == "0-2"
     assert ours.loc["sd", "Images"] == 24 and ours.loc["ezigen", "Images"] == 36
     assert ours.loc["sd", "Weights"] == "random weights"
-    assert ours.loc["ezigen", "Weights"] == "random weights; untrained adapter"
+    assert ours.loc["ezigen", "Weights"] == "random weights, untrained adapter"
     summary = summarize(df).set_index(["run", "metric"])
     sd_run = runs.set_index("method").loc["sd", "run"]
     stat = summary.loc[(sd_run, "dino/tiny-random")]
