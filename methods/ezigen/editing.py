@@ -40,18 +40,17 @@ class EZIGenEditor:
         self.similarity, self.cfg, self.guidance_scale = similarity, config, guidance_scale
         self.inversion_steps = config.num_inference_steps - config.layout_steps     # 20 of 50
 
-    def _schedulers(self):
+    def _scheduler(self, inverse: bool):
+        """A fresh DPM-Solver++ (multistep state is per trajectory) on the protocol's 50 steps."""
         from diffusers import DPMSolverMultistepInverseScheduler, DPMSolverMultistepScheduler
-        forward = DPMSolverMultistepScheduler.from_config(self.sd.c.scheduler_config, algorithm_type="dpmsolver++")
-        inverse = DPMSolverMultistepInverseScheduler.from_config(self.sd.c.scheduler_config,
-                                                                 algorithm_type="dpmsolver++")
-        forward.set_timesteps(self.cfg.num_inference_steps)
-        inverse.set_timesteps(self.cfg.num_inference_steps)
-        return forward, inverse
+        cls = DPMSolverMultistepInverseScheduler if inverse else DPMSolverMultistepScheduler
+        scheduler = cls.from_config(self.sd.c.scheduler_config, algorithm_type="dpmsolver++")
+        scheduler.set_timesteps(self.cfg.num_inference_steps)
+        return scheduler
 
     def invert(self, clean: torch.Tensor, empty: torch.Tensor) -> dict[int, torch.Tensor]:
         """DPM-Solver++ inversion trajectory: {timestep level: latents}, level 0 = the clean latent."""
-        _, inverse = self._schedulers()
+        inverse = self._scheduler(inverse=True)
         trajectory = {0: clean}
         latents = clean
         for k in range(self.inversion_steps):
@@ -63,7 +62,7 @@ class EZIGenEditor:
     def denoise(self, start: torch.Tensor, source_trajectory: dict[int, torch.Tensor], mask: torch.Tensor,
                 cond, uncond, tokens, trace: list | None = None) -> torch.Tensor:
         """Denoise the last steps from ``start`` with the adapter, blending outside the mask each step."""
-        forward, _ = self._schedulers()
+        forward = self._scheduler(inverse=False)
         first = self.cfg.layout_steps
         forward.set_begin_index(first)
         timesteps = forward.timesteps
