@@ -1,0 +1,238 @@
+"""What is trained and its loss: the EZIGen adapter (with a frozen or a trained reference UNet)
+and the CLIP/DINO projector baselines.
+
+PROTOCOLS.md section 1, "Training": epsilon-prediction MSE at t ~ U{0..999}; the target image
+VAE-encoded (a posterior sample) times the scaling factor; up to 4 subject slots, empty slots
+masked out of the adapter attention; subject dropout p = 0.2 zeroes a sample's subject features
+(``keep = u >= 0.2``: the reference code's inverted comparison, which zeroes 80%, is not
+copied). The main UNet, VAE and text encoder are frozen; only :meth:`Trainee.trainable_modules`
+get gradients.
+
+Every random draw of a step comes from the generator handed to :meth:`Trainee.forward`
+(timesteps, target noise, VAE posterior sample, dropout, reference noise, in that order), so a
+step is a function of the parameters, the batch and that generator.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.models import Components
+
+SUBJECT_DROPOUT = 0.2
+NUM_TRAIN_TIMESTEPS = 1000
+TEXT_CACHE = 4096
+
+
+class Trainee(nn.Module):
+    """The frozen base model with the EZIGen adapter attached, and what feeds the adapter.
+
+    Subclasses define :meth:`subject_features` (per-block tokens of the subject images) and
+    may add trainable modules. ``forward(batch, generator)`` returns the loss.
+    """
+
+    kind = "ezigen"
+
+    def __init__(self, components: Components, subject_dropout: float = SUBJECT_DROPOUT):
+        super().__init__()
+        from methods.ezigen.adapter import attach_adapter
+
+        self.components = components
+        self.vae, self.text_encoder = components.vae, components.text_encoder
+        for m in (components.unet, self.vae, self.text_encoder):
+            m.eval().requires_grad_(False)
+        self.adapter = attach_adapter(components.unet)   # registered first: its parameter names win
+        self.unet = components.unet
+        self.adapter.requires_grad_(True)
+        self.block_names = list(self.adapter.block_names)
+        self.subject_dropout = float(subject_dropout)
+        self.noise_scheduler = components.make_scheduler()
+        self.tokenizer = components.tokenizer
+        self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    # -- what is trained -----------------------------------------------------------------
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        return {"adapter": self.adapter}
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        seen, params = set(), []
+        for module in self.trainable_modules().values():
+            for p in module.parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    params.append(p)
+        return params
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {f"{name}.{k}": v for name, m in self.trainable_modules().items() for k, v in m.state_dict().items()}
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        for name, module in self.trainable_modules().items():
+            prefix = f"{name}."
+            module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
+
+    def train(self, mode: bool = True):
+        """Only the trainable modules change mode; the frozen base stays in eval mode."""
+        self.training = mode
+        for module in self.trainable_modules().values():
+            module.train(mode)
+        return self
+
+    def export(self, folder) -> None:
+        """Write the weights ``bench run --adapter FOLDER`` loads."""
+        from methods.training.export import save_adapter_folder
+        save_adapter_folder(folder, self)
+
+    def describe(self) -> dict:
+        return {"kind": self.kind}
+
+    # -- the loss ------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @torch.no_grad()
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """[N, 77, D] embeddings of the frozen text encoder; the most recent ``TEXT_CACHE``
+        distinct texts are kept (subject prompts and prompt templates repeat all the time)."""
+        cache = self._text_cache
+        missing = list(dict.fromkeys(t for t in texts if t not in cache))
+        if missing:
+            tok = self.tokenizer(missing, padding="max_length", max_length=self.tokenizer.model_max_length,
+                                 truncation=True, return_tensors="pt")
+            for text, emb in zip(missing, self.text_encoder(tok.input_ids.to(self.device))[0]):
+                cache[text] = emb
+        for text in texts:
+            cache.move_to_end(text)
+        while len(cache) > TEXT_CACHE:
+            cache.popitem(last=False)
+        return torch.stack([cache[t] for t in texts])
+
+    def subject_features(self, images: torch.Tensor, prompts: Sequence[str], timesteps: torch.Tensor,
+                         generator: torch.Generator) -> list[torch.Tensor]:
+        """Per-block subject tokens [N, L_l, C_l] (forward order) of N subject images."""
+        raise NotImplementedError
+
+    def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        from methods.ezigen.adapter import SubjectTokens, adapter_kwargs
+
+        device = self.device
+        dtype = next(self.unet.parameters()).dtype
+        target = batch["target"].to(device, self.vae.dtype)
+        b = target.shape[0]
+        timesteps = torch.randint(0, NUM_TRAIN_TIMESTEPS, (b,), generator=generator)
+        with torch.no_grad():
+            posterior = self.vae.encode(target).latent_dist
+            latents = posterior.mean + posterior.std * torch.randn(
+                posterior.mean.shape, generator=generator).to(device, posterior.mean.dtype)
+            latents = (latents * self.vae.config.scaling_factor).to(dtype)
+        noise = torch.randn(latents.shape, generator=generator).to(device, dtype)
+        keep = torch.rand(b, generator=generator) >= self.subject_dropout if self.training else torch.ones(b, dtype=torch.bool)
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps.to(device))
+
+        # subject slots: only as many as the fullest sample of the batch; run the encoder on
+        # the filled slots only
+        slot_mask = batch["slot_mask"]
+        slots = int(slot_mask.sum(dim=1).max())
+        slot_mask = slot_mask[:, :slots]
+        images = batch["subjects"][:, :slots][slot_mask].to(device, self.vae.dtype)
+        prompts = [p for row, m in zip(batch["subject_prompts"], slot_mask) for p, on in zip(row, m) if on]
+        owner = slot_mask.nonzero()[:, 0]                      # which sample each subject image belongs to
+        flat = self.subject_features(images, prompts, timesteps[owner], generator)
+        features = []
+        keep_dev = keep.to(device)
+        for f in flat:
+            full = f.new_zeros(b, slots, *f.shape[1:])
+            full[slot_mask.to(device)] = f
+            full = full * keep_dev.view(b, 1, 1, 1).to(full.dtype)      # subject dropout: features zeroed
+            features.append(full.reshape(b, slots * f.shape[1], f.shape[2]).to(dtype))
+        tokens = SubjectTokens(features, self.adapter.learnable_weights,
+                               None if bool(slot_mask.all()) else slot_mask.to(device))
+        text = self.encode_text(batch["prompts"]).to(dtype)
+        pred = self.unet(noisy, timesteps.to(device), encoder_hidden_states=text, return_dict=False,
+                         **adapter_kwargs(tokens))[0]
+        return F.mse_loss(pred.float(), noise.float())
+
+
+class EZIGenTrainee(Trainee):
+    """The EZIGen adapter fed by the reference UNet's norm1 outputs (PROTOCOLS.md section 1).
+
+    ``reference_trained=False`` (the paper's default): the reference UNet is the frozen main
+    UNet itself (no copy), run without the adapter. ``True`` (table 7's "trained" rows): a
+    trainable copy of the base UNet, saved with the adapter. ``reference_timestep``: 1 (default)
+    or "adaptive" (each subject noised at its sample's training timestep).
+    """
+
+    def __init__(self, components: Components, reference_trained: bool = False,
+                 reference_timestep: int | str = 1, subject_dropout: float = SUBJECT_DROPOUT):
+        reference = copy.deepcopy(components.unet) if reference_trained else None   # before the adapter
+        super().__init__(components, subject_dropout)
+        self.reference_trained = bool(reference_trained)
+        if reference is not None:
+            reference.requires_grad_(True)
+            self.reference_unet = reference
+        self.reference_timestep = reference_timestep
+        self.kind = "ezigen"
+
+    @property
+    def reference(self) -> nn.Module:
+        return self.reference_unet if self.reference_trained else self.unet
+
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        modules = {"adapter": self.adapter}
+        if self.reference_trained:
+            modules["reference_unet"] = self.reference_unet
+        return modules
+
+    def describe(self) -> dict:
+        return {"kind": "ezigen", "reference_trained": self.reference_trained,
+                "reference_timestep": self.reference_timestep}
+
+    def subject_features(self, images, prompts, timesteps, generator):
+        from methods.ezigen.reference import capture_norm1
+
+        device = self.device
+        with torch.no_grad():
+            clean = self.vae.encode(images).latent_dist.mean * self.vae.config.scaling_factor
+        noise = torch.randn(clean.shape, generator=generator).to(device, clean.dtype)
+        if self.reference_timestep == "adaptive":
+            t_ref = timesteps.to(device)
+        else:
+            t_ref = torch.full((clean.shape[0],), int(self.reference_timestep), dtype=torch.long, device=device)
+        unet = self.reference
+        noisy = self.noise_scheduler.add_noise(clean, noise, t_ref).to(next(unet.parameters()).dtype)
+        text = self.encode_text(prompts).to(noisy.dtype)
+        with torch.set_grad_enabled(self.reference_trained and torch.is_grad_enabled()), \
+                capture_norm1(unet, self.block_names) as captured:
+            unet(noisy, t_ref, encoder_hidden_states=text, return_dict=False)
+        return [captured[name][0] for name in self.block_names]
+
+
+class ProjectorTrainee(Trainee):
+    """CLIP/DINO patch tokens -> per-block projector -> the same adapter (methods/projector.py)."""
+
+    def __init__(self, components: Components, encoder, subject_dropout: float = SUBJECT_DROPOUT):
+        from methods.projector import BlockProjector, block_widths
+
+        super().__init__(components, subject_dropout)
+        self.encoder = encoder.to(self.device)
+        self.encoder.requires_grad_(False).eval()
+        self.projector = BlockProjector(encoder.width, block_widths(self.unet, self.block_names)).to(self.device)
+        self.kind = f"{encoder.kind}-projector"
+
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        return {"adapter": self.adapter, "projector": self.projector}
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "encoder": self.encoder.kind, "encoder_model": self.encoder.name}
+
+    def subject_features(self, images, prompts, timesteps, generator):
+        with torch.no_grad():
+            tokens = self.encoder(images)
+        return self.projector(tokens.to(self.projector.blocks[0].weight.dtype))
