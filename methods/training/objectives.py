@@ -114,6 +114,14 @@ class Trainee(nn.Module):
             cache.popitem(last=False)
         return torch.stack([cache[t] for t in texts])
 
+    def keep_subjects(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """[B] bool: False where the sample's subject features are dropped (zeroed). A draw
+        u ~ U[0, 1) keeps the subject when u >= p, so p = 0.2 drops 20% (PROTOCOLS.md section 1;
+        the reference code's comparison drops 80%). Always drawn, so the random stream of a step
+        is the same in train and eval mode; nothing is dropped in eval mode."""
+        keep = torch.rand(batch_size, generator=generator) >= self.subject_dropout
+        return keep if self.training else torch.ones_like(keep)
+
     def subject_features(self, images: torch.Tensor, prompts: Sequence[str], timesteps: torch.Tensor,
                          generator: torch.Generator) -> list[torch.Tensor]:
         """Per-block subject tokens [N, L_l, C_l] (forward order) of N subject images."""
@@ -133,7 +141,7 @@ class Trainee(nn.Module):
                 posterior.mean.shape, generator=generator).to(device, posterior.mean.dtype)
             latents = (latents * self.vae.config.scaling_factor).to(dtype)
         noise = torch.randn(latents.shape, generator=generator).to(device, dtype)
-        keep = torch.rand(b, generator=generator) >= self.subject_dropout if self.training else torch.ones(b, dtype=torch.bool)
+        keep = self.keep_subjects(b, generator)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps.to(device))
 
         # subject slots: only as many as the fullest sample of the batch; run the encoder on
