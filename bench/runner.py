@@ -225,6 +225,12 @@ def run(args) -> int:
     suite = load_suite(args.suite, args.data_root, mini=smoke, **suite_options)
     all_samples = suite.samples()
     samples = select_samples(all_samples, args.subjects, args.limit)
+    unmasked = [s.cell for s in samples if suite.task == "edit" and s.mask is None]
+    if unmasked:
+        # e.g. Grounded-SAM found no object in a replacement source: nothing to edit
+        print(f"warning: {len(unmasked)} edit sample(s) have no mask and are skipped: "
+              f"{', '.join(unmasked[:5])}{' ...' if len(unmasked) > 5 else ''}", file=sys.stderr)
+        samples = [s for s in samples if s.mask is not None]
     seeds = parse_seeds(args.seeds) if args.seeds else (SMOKE["seeds"] if smoke else suite.default_seeds)
     per_prompt = args.images_per_prompt or (SMOKE["images_per_prompt"] if smoke else suite.default_images_per_prompt)
     if per_prompt < 1:
@@ -277,7 +283,7 @@ def run(args) -> int:
     info = {
         "suite": {"name": args.suite, "root": str(suite.root.resolve()), "options": suite_options},
         "plan": {"seeds": list(seeds), "images_per_prompt": per_prompt, "subjects": plan.subjects,
-                 "limit": args.limit, "total": plan.total},
+                 "limit": args.limit, "total": plan.total, "skipped_without_mask": unmasked},
         "metrics": args.metrics.split(",") if args.metrics else list(suite.default_metrics),
         "metric_preset": metric_preset, "random_weights": bool(model_preset),
         "provenance": provenance(device),

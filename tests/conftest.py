@@ -11,3 +11,14 @@ def tiny_components():
     """The tiny random base model, built once per test session (read-only: do not modify)."""
     from bench.models import build_preset
     return build_preset("tiny")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from threads; on a shared 2-core machine thread hand-offs made a
+    tiny generate 100x slower. One thread also keeps timings of the suite predictable."""
+    import torch
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,26 @@ def test_missing_real_weights_give_one_clear_message(toy_root, tmp_path):
         run_cli(*args)
     assert "model weights 'someone/not-cached-model' are not available" in str(err.value)
     assert "huggingface-cli download someone/not-cached-model" in str(err.value)
+
+
+class UnmaskedEditSuite(ToySuite):
+    """An edit suite where one source has no mask (e.g. Grounded-SAM found nothing)."""
+    name = "toy-unmasked"
+    task = "edit"
+
+    def samples(self):
+        out = []
+        for s in super().samples():
+            mask = None if (s.subject, s.prompt_index) == ("dog", 0) else s.subject_images[0]
+            out.append(replace(s, suite=self.name, source_image=s.subject_images[0], mask=mask))
+        return out
+
+
+def test_edit_samples_without_a_mask_are_skipped_and_recorded(toy_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(SUITES._entries, "toy-unmasked",
+                        Entry("toy-unmasked", f"{__name__}:UnmaskedEditSuite", "toy"))
+    assert run_cli("--method", "ezigen", "--adapter", "init", "--suite", "toy-unmasked", "--data-root",
+                   str(toy_root), "--preset", "tiny", "--dry-run", "--out", str(tmp_path / "out")) == 0
+    captured = capsys.readouterr()
+    assert "1 edit sample(s) have no mask and are skipped: toy-unmasked/dog/000" in captured.err
+    assert "prompts    3" in captured.out
