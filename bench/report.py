@@ -25,9 +25,13 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench import BenchError
 from bench.store import RunStore
+
+if TYPE_CHECKING:                      # pandas is imported inside the functions (fast --help)
+    import pandas as pd
 from bench.suites import REPO_ROOT
 
 PAPER_DIR = REPO_ROOT / "reports" / "paper"

@@ -206,7 +206,7 @@ def default_device() -> str:
 
 # ---- the command --------------------------------------------------------------------------
 def run(args) -> int:
-    from bench.registry import METHODS, SUITES
+    from bench.registry import METHODS
     from bench.suites import load_suite
 
     smoke = args.preset == "smoke"
@@ -214,7 +214,6 @@ def run(args) -> int:
     if args.preset and args.weights:
         raise BenchError("--weights and --preset exclude each other: a preset builds random weights")
     entry = METHODS.get(args.method)
-    suite_cls = SUITES.get(args.suite).load()
     suite_options = parse_params(args.suite_option)
     if args.task:
         suite_options["task_kind"] = args.task

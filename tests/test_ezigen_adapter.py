@@ -6,18 +6,9 @@ import pytest
 import torch
 
 from bench.models import build_preset
-from methods.ezigen.adapter import (EZIGenAdapter, SubjectTokens, adapter_kwargs, attach_adapter,
+from methods.ezigen.adapter import (EZIGenAdapter, adapter_kwargs, attach_adapter,
                                     transformer_block_names)
 from methods.ezigen.reference import capture_norm1
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread (thread hand-offs dominate on a shared 2-core box)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 
 @pytest.fixture(scope="module")

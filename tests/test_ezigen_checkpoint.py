@@ -15,15 +15,6 @@ from methods.ezigen.adapter import EZIGenAdapter, attach_adapter
 from methods.ezigen.checkpoint import (CheckpointError, load_adapter_state, read_checkpoint, save_checkpoint)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread (thread hand-offs dominate on a shared 2-core box)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def unet():
     return build_preset("tiny").unet

@@ -12,15 +12,6 @@ from methods.ezigen import EZIGenMethod
 STEPS = 10          # inversion / denoising over the last 4 steps
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread (thread hand-offs dominate on a shared 2-core box)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("edit")

@@ -14,15 +14,6 @@ from methods.common import StableDiffusionParts, load_image_tensor
 from methods.ezigen.adapter import attach_adapter, transformer_block_names
 from methods.ezigen.reference import ReferenceEncoder, capture_norm1, noise_seed
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread (thread hand-offs dominate on a shared 2-core box)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 
 @pytest.fixture(scope="module")
 def subjects(tmp_path_factory):

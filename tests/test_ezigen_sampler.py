@@ -13,15 +13,6 @@ from methods.ezigen.sampler import SamplerConfig
 
 STEPS = 10          # layout 6 steps, appearance 4 steps
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread (thread hand-offs dominate on a shared 2-core box)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 
 @pytest.fixture(scope="module")
 def subjects(tmp_path_factory):
