@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 
 # The offline smoke run: tiny random models on the embedded mini suite, generation + scoring.
 smoke: setup
-	$(BIN)/python -m bench run --method ezigen --adapter init --suite dreambench --preset smoke
+	$(BIN)/python -m bench run --method ezigen --suite dreambench --preset smoke
 	$(BIN)/python -m bench report runs/dreambench/ezigen-smoke --out runs/reports
 
 test: setup

@@ -260,6 +260,9 @@ def run(args) -> int:
     dtype = args.dtype or ("fp16" if device.startswith("cuda") else "fp32")
     params = {**entry.params, **parse_params(args.param)}
     adapter = args.adapter
+    if smoke and adapter is None and getattr(method_cls, "smoke_adapter", None):
+        adapter = method_cls.smoke_adapter
+        print(f"smoke preset: {args.method} runs with --adapter {adapter} (untrained adapter)", file=sys.stderr)
     if adapter not in (None, "init"):
         if not Path(adapter).exists():
             raise BenchError(f"--adapter {adapter}: no such file or folder")

@@ -189,3 +189,15 @@ def test_edit_samples_without_a_mask_are_skipped_and_recorded(toy_root, tmp_path
     captured = capsys.readouterr()
     assert "1 edit sample(s) have no mask and are skipped: toy-unmasked/dog/000" in captured.err
     assert "prompts    3" in captured.out
+
+
+def test_smoke_preset_runs_adapter_methods_with_the_untrained_adapter(tmp_path, capsys):
+    assert run_cli("--method", "ezigen", "--suite", "dreambench", "--preset", "smoke", "--limit", "1",
+                   "--steps", "2", "--param", "max_loops=1", "--param", "min_loops=1", "--no-score",
+                   "--out", str(tmp_path / "out")) == 0
+    assert "runs with --adapter init" in capsys.readouterr().err
+    run = RunStore(tmp_path / "out").read_run()
+    assert run["identity"]["adapter"] == "init"
+    assert "untrained adapter" in run["weights_status"] and "random weights" in run["weights_status"]
+    record = next(iter(RunStore(tmp_path / "out").records().values()))
+    assert record["loops"] == 1 and record["unet_calls"] > 0

@@ -56,6 +56,8 @@ def _reference_timestep(value) -> int | str:
 
 class EZIGenMethod:
     tasks = frozenset({"generate", "edit"})
+    #: `--preset smoke` runs it with the untrained adapter when no --adapter is given
+    smoke_adapter = "init"
 
     def __init__(self, spec: LoadSpec, name: str = "ezigen", num_inference_steps: int = 50,
                  guidance_scale: float = 7.5, split_ratio: float = 0.4, schedule: str = "decoupled",
