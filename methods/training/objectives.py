@@ -127,14 +127,17 @@ class Trainee(nn.Module):
         """Per-block subject tokens [N, L_l, C_l] (forward order) of N subject images."""
         raise NotImplementedError
 
-    def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+    def forward(self, batch: dict, generator: torch.Generator, timesteps: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss of ``batch``. ``timesteps`` [B]: evaluate at these instead of t ~ U{0..999}
+        (drawn all the same, so the other draws of ``generator`` do not depend on it)."""
         from methods.ezigen.adapter import SubjectTokens, adapter_kwargs
 
         device = self.device
         dtype = next(self.unet.parameters()).dtype
         target = batch["target"].to(device, self.vae.dtype)
         b = target.shape[0]
-        timesteps = torch.randint(0, NUM_TRAIN_TIMESTEPS, (b,), generator=generator)
+        drawn = torch.randint(0, NUM_TRAIN_TIMESTEPS, (b,), generator=generator)
+        timesteps = drawn if timesteps is None else torch.as_tensor(timesteps, dtype=torch.long).expand(b).clone()
         with torch.no_grad():
             posterior = self.vae.encode(target).latent_dist
             latents = posterior.mean + posterior.std * torch.randn(

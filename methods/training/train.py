@@ -258,11 +258,12 @@ def prepare_out(cfg: TrainConfig, world: int) -> Path | None:
 
 # ---- the loop -------------------------------------------------------------------------------
 
-def train(cfg: TrainConfig, on_step=None, components=None) -> dict:
+def train(cfg: TrainConfig, on_step=None, components=None, source=None) -> dict:
     """Train; returns a summary. ``on_step(step, loss)`` is called after every optimizer step
     (tests use it to interrupt a run); ``components``: an already loaded base model to train on
     (default: loaded from ``cfg.weights`` / ``cfg.preset``; it is modified: the adapter is
-    attached to its UNet)."""
+    attached to its UNet); ``source``: a :class:`~methods.training.pairs.PairSource` to train on
+    instead of the one ``cfg.data`` describes (tests build their own pair sets)."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
     from tqdm.auto import tqdm
 
@@ -283,7 +284,8 @@ def train(cfg: TrainConfig, on_step=None, components=None) -> dict:
     resolution = cfg.resolution or components.resolution
     trainee = build_trainee(cfg, components, device)
     check_frozen(trainee)
-    source = build_source(cfg.data, resolution, cfg.pairs)
+    if source is None:
+        source = build_source(cfg.data, resolution, cfg.pairs)
     steps_per_epoch = max(1, len(source) // (cfg.batch_size * world))
     total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
     optimizer = torch.optim.AdamW(trainee.trainable_parameters(), lr=cfg.lr, betas=cfg.betas,
