@@ -149,8 +149,9 @@ class SyntheticPairs(PairSource):
 
     Each pair shows one coloured disc or square: the subject on white, centred; the target on
     a grey background at a random place and size. The prompts never name the colour, so only
-    the subject image tells the model which colour to draw: after training, the denoising
-    loss with the matching subject must be lower than with a mismatched one.
+    the subject image tells the model which colour to draw. It checks the training pipeline;
+    that the adapter learns to use the subject is shown by tests/test_training_learns.py,
+    which first makes the frozen tiny UNet a denoiser (a random one is not).
     """
 
     name = "synthetic"
