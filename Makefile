@@ -31,7 +31,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 perf: setup
-	$(BIN)/python benchmarks/ezigen_speed.py
+	$(BIN)/python benchmarks/ezigen_speed.py --presets tiny   # on a GPU: --device cuda --dtype fp16 --presets sd21-random --resolution 512 --steps 50
 
 clean-venv:
 	rm -rf $(VENV)
