@@ -114,12 +114,38 @@ def load_scores(run_dirs) -> "pd.DataFrame":
 
 
 # ---- aggregation ----------------------------------------------------------------------------
-def summarize(df, by: str | list[str] | None = None) -> "pd.DataFrame":
-    """Per (run, metric[, by]): mean over images within each seed, then mean, std (ddof=1) and
-    n over seeds; ``images`` counts the scored images (NaN scores excluded)."""
+def suite_aggregate(suite: str) -> str:
+    """How a suite's protocol aggregates: "seeds" (DreamBench, DreamEdit) or "images" (FastComposer)."""
+    try:
+        from bench.registry import SUITES
+        return getattr(SUITES.get(suite).load(), "aggregate", "seeds")
+    except BenchError:
+        return "seeds"
+
+
+def summarize(df, by: str | list[str] | None = None, over: str | None = None) -> "pd.DataFrame":
+    """Per (run, metric[, by]) the mean and std (ddof=1) with n = the number of seeds and
+    ``images`` = the scored images (NaN scores excluded).
+
+    over="seeds": per seed the mean over images, then mean and std over seeds (DreamBench's six
+    runs); over="images": mean and std over all images (FastComposer's protocol). None: each
+    suite's own protocol (``Suite.aggregate``), read from the ``suite`` column when present.
+    """
+    import pandas as pd
+
+    if over is None:
+        suites = df["suite"].unique() if "suite" in df.columns else []
+        if len(suites) > 1:
+            return pd.concat([summarize(df[df["suite"] == s], by) for s in suites], ignore_index=True)
+        over = suite_aggregate(suites[0]) if len(suites) else "seeds"
+    if over not in ("seeds", "images"):
+        raise BenchError(f"summarize: over must be 'seeds' or 'images', not {over!r}")
     extra = [by] if isinstance(by, str) else list(by or [])
     keys = ["run", "metric"] + extra
     valid = df[df["value"].notna()]
+    if over == "images":
+        return valid.groupby(keys, sort=True).agg(mean=("value", "mean"), std=("value", "std"),
+                                                  n=("seed", "nunique"), images=("value", "count")).reset_index()
     per_seed = valid.groupby(keys + ["seed"], sort=True)["value"].agg(["mean", "count"]).reset_index()
     out = per_seed.groupby(keys, sort=True).agg(mean=("mean", "mean"), std=("mean", "std"), n=("mean", "count"),
                                                  images=("count", "sum")).reset_index()
@@ -332,8 +358,10 @@ def write_leaderboard(df, runs, suite: str, out: Path, paper_dir: Path = PAPER_D
 
     lines = [f"# Leaderboard: {suite}", "",
              f"Written by `python -m bench report` on {time.strftime('%Y-%m-%d %H:%M')} from "
-             f"{len(suite_runs)} run(s). Our rows: per seed the mean over images, then mean ± std (ddof=1) "
-             "over seeds. Rows marked *paper* are the published numbers (PROTOCOLS.md section 5), not rerun here. "
+             f"{len(suite_runs)} run(s). Our rows: "
+             + ("mean ± std (ddof=1) over all images (the suite's protocol)" if suite_aggregate(suite) == "images"
+                else "per seed the mean over images, then mean ± std (ddof=1) over seeds") +
+             ". Rows marked *paper* are the published numbers (PROTOCOLS.md section 5), not rerun here. "
              f"{DASH} means not measured.", ""]
     if suite_runs["random_weights"].any():
         lines += ["**Note:** rows whose Weights column says *random weights* come from random models "

@@ -203,6 +203,9 @@ class ProjectorFeatures:
             self.forward_passes += len(missing)
         return [[self._features[k] for k in self.subject_keys(r)] for r in requests]
 
+    def is_cached(self, request) -> bool:
+        return all(k in self._features for k in self.subject_keys(request))
+
 
 class ProjectorMethod:
     """``clip-projector`` / ``dino-projector``: EZIGen's sampler and adapter with ViT subject
@@ -229,7 +232,7 @@ class ProjectorMethod:
         self.name, self.spec = name, spec
         base = self.base
         device = str(base.components.device)
-        self.encoder = build_encoder(encoder, encoder_model, spec.preset, device)
+        self.encoder = build_encoder(encoder, encoder_model, spec.preset, device).to(device)
         widths = block_widths(base.components.unet, base.adapter.block_names)
         self.projector = load_projector(Path(spec.adapter), self.encoder, widths).to(device).eval()
         self.features = ProjectorFeatures(base.sd, self.encoder, self.projector)

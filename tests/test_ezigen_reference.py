@@ -91,6 +91,21 @@ def test_runs_once_per_subject_and_seed(parts, subjects):
     assert not torch.equal(other_seed[0], first[0][0][0])
 
 
+def test_feature_cache_is_bounded_and_keeps_the_current_batch(parts, subjects):
+    encoder = ReferenceEncoder(parts, parts.c.unet, transformer_block_names(parts.c.unet), cache_size=1)
+    both = [_request(subjects[0]), _request(subjects[1])]
+    first = encoder.features(both)                     # a batch larger than the cache stays whole
+    assert encoder.forward_passes == 2 and len(encoder._features) == 2
+    encoder.features(both[1:])                         # a hit: no pass
+    assert encoder.forward_passes == 2
+    encoder.features([_request(subjects[1], run_seed=1)])   # an insert evicts down to the bound
+    assert encoder.forward_passes == 3 and len(encoder._features) == 1
+    assert not encoder.is_cached(both[0]) and not encoder.is_cached(both[1])
+    again = encoder.features(both[:1])                 # recomputed, identically
+    assert encoder.forward_passes == 4
+    assert all(torch.equal(a, b) for a, b in zip(again[0][0], first[0][0]))
+
+
 def test_request_seed_policy_and_adaptive_timestep(parts, subjects):
     names = transformer_block_names(parts.c.unet)
     per_request = ReferenceEncoder(parts, parts.c.unet, names, seed_policy="request")

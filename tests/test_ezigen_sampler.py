@@ -126,11 +126,12 @@ def test_converged_samples_leave_the_batch(subjects, monkeypatch):
     batch_sizes = []
     original_denoise = method.sampler._denoise
 
-    def denoise(scheduler, latents, timesteps, adapter_from, cond, uncond, reqs, gens, calls):
+    def denoise(scheduler, latents, timesteps, adapter_from, cond, uncond, reqs, gens, calls, tokens):
         if len(timesteps) == 4:
             batch_sizes.append(len(reqs))
             state["active"] = [requests.index(r) for r in reqs]
-        return original_denoise(scheduler, latents, timesteps, adapter_from, cond, uncond, reqs, gens, calls)
+        return original_denoise(scheduler, latents, timesteps, adapter_from, cond, uncond, reqs, gens, calls,
+                                tokens)
 
     def cosine(previous, current):
         state["loop"] += 1

@@ -43,6 +43,19 @@ def test_summarize_means_images_within_seed_then_seeds():
     assert by.loc["object", "n"] == 2 and by.loc["object", "images"] == 2     # the NaN is not counted
 
 
+def test_summarize_follows_each_suites_protocol():
+    """FastComposer reports mean and std over all images of one run (PROTOCOLS.md section 4)."""
+    values = [0.2, 0.4, 0.9, 0.3]
+    fc = pd.DataFrame({"run": "fc", "suite": "fastcomposer", "metric": "faceid/x", "seed": 0, "value": values})
+    db = pd.DataFrame({"run": "db", "suite": "dreambench", "metric": "dino/x", "seed": [0, 0, 1, 1], "value": values})
+    out = summarize(pd.concat([fc, db], ignore_index=True)).set_index("run")
+    assert out.loc["fc", "mean"] == pytest.approx(np.mean(values))
+    assert out.loc["fc", "std"] == pytest.approx(np.std(values, ddof=1))         # finite with one seed
+    assert (out.loc["fc", "n"], out.loc["fc", "images"]) == (1, 4)
+    assert out.loc["db", "std"] == pytest.approx(np.std([0.3, 0.6], ddof=1))     # over the seed means
+    assert summarize(fc, over="seeds").iloc[0]["std"] != summarize(fc, over="seeds").iloc[0]["std"]  # NaN
+
+
 def test_column_plan_is_generic_over_metric_ids():
     mapping = {"clip_t": "CLIP-T", "clip_i": "CLIP-I", "dino": "DINO"}
     plan = column_plan(["clip_t/vit-b-32-openai", "dino/vit-s-16", "dino/tiny-random", "dinov2/vit-b-14"], mapping)

@@ -23,6 +23,9 @@ class Suite(ABC):
     mini_root: str = ""
     #: leaderboard columns: metric-id prefix (before the "/") -> column title, in order
     leaderboard_columns: dict[str, str] = {}
+    #: how reports aggregate: "seeds" (per seed the mean over images, then mean ± std over
+    #: seeds) or "images" (mean ± std over all images)
+    aggregate: str = "seeds"
     #: the report's scatter plot: (x, y) leaderboard column titles (text alignment vs identity)
     scatter_axes: tuple[str, str] = ("CLIP-T", "DINO")
 

@@ -75,6 +75,7 @@ class FastComposer(Suite):
     task = "generate"
     default_images_per_prompt = 4
     default_seeds = (0,)                  # the protocol reports mean and std over all images of one run
+    aggregate = "images"
     default_metrics = ("faceid", "clip-t-l14")
     default_root = "datasets/fastcomposer"
     mini_root = "datasets/mini-fastcomposer"

@@ -126,8 +126,8 @@ class EZIGenEditor:
                 trace["steps"].append((active, steps))
             new_images = sd.decode(latents)
             loops[rows] += 1
-            if embeddings is None:
-                images = new_images if len(active) == n else images.index_copy(0, rows, new_images)
+            if embeddings is None:          # one pass, no loops: every sample is in this batch
+                images = new_images
                 break
             new_embeddings = self.similarity.embed(new_images)
             similarity[rows] = ImageSimilarity.cosine(embeddings[rows], new_embeddings).cpu()

@@ -76,9 +76,9 @@ class EZIGenSampler:
         return self.adapter.tokens(features).for_guidance()
 
     def _denoise(self, scheduler, latents, timesteps, adapter_from: int, cond, uncond,
-                 requests, generators, calls: torch.Tensor) -> torch.Tensor:
-        """Guided DDPM steps over ``timesteps``; the adapter is on from step ``adapter_from``."""
-        fixed_tokens = None
+                 requests, generators, calls: torch.Tensor, fixed_tokens: SubjectTokens | None) -> torch.Tensor:
+        """Guided DDPM steps over ``timesteps``; the adapter is on from step ``adapter_from`` with
+        ``fixed_tokens`` (guidance-expanded), or with tokens re-encoded every step (adaptive)."""
         for i, t in enumerate(timesteps):
             tokens = None
             if i >= adapter_from:
@@ -86,8 +86,6 @@ class EZIGenSampler:
                     tokens = self._guided_tokens(requests, t)
                     calls += torch.tensor([len(r.subject_images) for r in requests])
                 else:
-                    if fixed_tokens is None:
-                        fixed_tokens = self._guided_tokens(requests, t)
                     tokens = fixed_tokens
             noise = self.sd.guided_noise(latents, t, cond, uncond, self.cfg.guidance_scale, **adapter_kwargs(tokens))
             calls += 2
@@ -107,15 +105,17 @@ class EZIGenSampler:
         scheduler.set_timesteps(cfg.num_inference_steps)
         timesteps = scheduler.timesteps
         split = cfg.layout_steps if cfg.schedule == "decoupled" else 0
-        cached = [all(k in self.reference._features for k in self.reference.subject_keys(r)) for r in requests]
+        cached = [self.reference.is_cached(r) for r in requests]
         calls = torch.zeros(n, dtype=torch.long)
+        tokens = None                            # fixed-timestep subject tokens, built once
         if not self.reference.adaptive:          # the one reference pass each image relies on
             calls += torch.tensor([len(r.subject_images) for r in requests])
+            tokens = self.adapter.tokens(self.reference.features(requests))
 
         # Pass 0: layout (text only) then appearance transfer, one trajectory.
         latents = sd.initial_latents(generators) * scheduler.init_noise_sigma
         latents = self._denoise(scheduler, latents, timesteps, split, cond, layout_uncond,
-                                requests, generators, calls)
+                                requests, generators, calls, None if tokens is None else tokens.for_guidance())
         images = sd.decode(latents)
         loops = torch.zeros(n, dtype=torch.long)
         similarity = torch.full((n,), float("nan"))
@@ -133,7 +133,8 @@ class EZIGenSampler:
                 latents = scheduler.add_noise(sd.encode(images[rows]), noise, resume.expand(len(active)))
                 sub_calls = calls[rows].clone()
                 latents = self._denoise(scheduler, latents, timesteps[cfg.layout_steps:], 0, cond[rows],
-                                        loop_uncond[rows], sub, gens, sub_calls)
+                                        loop_uncond[rows], sub, gens, sub_calls,
+                                        None if tokens is None else tokens.select(rows).for_guidance())
                 calls[rows] = sub_calls
                 new_images = sd.decode(latents)
                 new_embeddings = self.similarity.embed(new_images)
