@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from bench import BenchError
+from bench.files import cache_root
 
 DEFAULT_WEIGHTS = "stabilityai/stable-diffusion-2-1-base"
 PRESETS = ("tiny", "sd21-random")
@@ -125,7 +126,7 @@ def tokenizer_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise BenchError("the tiny preset needs open_clip_torch (for its CLIP BPE vocabulary)")
     bpe = Path(list(spec.submodule_search_locations)[0]) / "bpe_simple_vocab_16e6.txt.gz"
-    out = Path(os.environ.get("BENCH_CACHE", Path(tempfile.gettempdir()) / "bench-cache")) / "clip-tokenizer"
+    out = cache_root() / "clip-tokenizer"
     if (out / "vocab.json").exists() and (out / "merges.txt").exists():
         return out
     # The CLIP BPE: the first line is a header, then merges; 49152 - 256 - 2 + 1 of them are used.

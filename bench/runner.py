@@ -10,7 +10,6 @@ position in the full plan, and each process writes its own records file.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
 import os
 import platform
@@ -22,6 +21,7 @@ from itertools import groupby
 from pathlib import Path
 
 from bench import BenchError
+from bench.files import tree_sha256
 from bench.store import RunStore
 from bench.suites.base import samples_hash
 from bench.types import GenRequest, LoadSpec, Sample, request_key, request_seed
@@ -50,13 +50,14 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     return tuple(sorted(set(seeds)))
 
 
-def parse_params(items: list[str]) -> dict:
-    """--param key=value pairs; values parsed as int, float, bool or left as strings."""
+def parse_params(items: list[str], option: str = "--param") -> dict:
+    """KEY=VALUE pairs of a repeatable option; values parsed as int, float, bool or left as strings."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
+        key = key.strip()
         if not sep or not key:
-            raise BenchError(f"--param {item!r}: expected KEY=VALUE")
+            raise BenchError(f"{option} {item!r}: expected KEY=VALUE")
         for cast in (int, float):
             try:
                 out[key] = cast(value)
@@ -167,18 +168,6 @@ def shard_of(args) -> tuple[int, int]:
     return rank, world
 
 
-def file_digest(path: Path) -> str:
-    """sha256 over a file, or over every file of a folder (names and contents)."""
-    h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        h.update(f.relative_to(path).as_posix().encode() if path.is_dir() else f.name.encode())
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()[:16]
-
-
 def provenance(device: str) -> dict:
     packages = {}
     for name in ("torch", "diffusers", "transformers", "open_clip_torch", "timm", "accelerate"):
@@ -214,7 +203,7 @@ def run(args) -> int:
     if args.preset and args.weights:
         raise BenchError("--weights and --preset exclude each other: a preset builds random weights")
     entry = METHODS.get(args.method)
-    suite_options = parse_params(args.suite_option)
+    suite_options = parse_params(args.suite_option, "--suite-option")
     if args.task:
         suite_options["task_kind"] = args.task
     if model_preset and args.suite == "dreamedit":
@@ -266,7 +255,7 @@ def run(args) -> int:
     if adapter not in (None, "init"):
         if not Path(adapter).exists():
             raise BenchError(f"--adapter {adapter}: no such file or folder")
-        adapter_id = {"path": str(Path(adapter).resolve()), "sha256": file_digest(Path(adapter))}
+        adapter_id = {"path": str(Path(adapter).resolve()), "sha256": tree_sha256(Path(adapter))[:16]}
     else:
         adapter_id = adapter
     spec = LoadSpec(weights=args.weights or LoadSpec.weights, preset=model_preset, device=device, dtype=dtype,

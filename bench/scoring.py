@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Iterable
 
 from bench import BenchError
+from bench.files import file_sha256
 from bench.metrics.base import ScoreItem
 from bench.store import RunStore
 from bench.types import Sample
@@ -91,14 +92,6 @@ def build_items(store: RunStore, cells: dict[str, Sample]) -> list[tuple[ScoreIt
                          source_image=sample.source_image, mask=sample.mask)
         out.append((item, sample, record.get("sha256") or file_sha256(image)))
     return out
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---- metrics --------------------------------------------------------------------------------

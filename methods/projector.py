@@ -179,13 +179,13 @@ class ProjectorFeatures:
         self.forward_passes = 0
 
     def subject_keys(self, request) -> list[tuple]:
-        from methods.ezigen.reference import file_digest
+        from bench.files import file_sha256
         keys = []
         for path in request.subject_images:
             path = Path(path)
             stamp = (str(path), path.stat().st_mtime)
             if stamp not in self._digests:
-                self._digests[stamp] = file_digest(path)
+                self._digests[stamp] = file_sha256(path)
             keys.append((self._digests[stamp], str(path)))
         return keys
 

@@ -250,7 +250,7 @@ class ArcFaceIdentity(_FaceIdentity):
             raise BenchError("the arcface metric needs insightface and onnxruntime: `pip install insightface`") from None
         self.device = device
         if preset == "tiny":
-            from bench.suites.dreamedit import cache_root
+            from bench.files import cache_root
             path = Path(model_file) if model_file else cache_root() / "tiny-arcface" / "tiny_arcface.onnx"
             if not path.exists():
                 write_tiny_arcface_onnx(path)

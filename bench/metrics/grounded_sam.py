@@ -46,6 +46,7 @@ import torch
 from PIL import Image
 
 from bench import BenchError
+from bench.files import cache_root, file_sha256
 from bench.metrics.base import Metric, ScoreItem
 
 DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-tiny"    # GroundingDINO Swin-T (Grounded-SAM's default)
@@ -59,17 +60,8 @@ TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "a", "dog", "ca
               "stuffed", "animal", "man", "woman", "person"]
 
 
-def _cache_root() -> Path:
-    from bench.suites.dreamedit import cache_root
-    return cache_root()
-
-
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _rgb(path: Path) -> Image.Image:
@@ -141,7 +133,7 @@ def build_tiny_grounded_sam(seed: int = 0):
                               SamModel, SamProcessor, SwinConfig)
     from bench.metrics.tiny import seeded
 
-    folder = _cache_root() / "tiny-grounding-dino"
+    folder = cache_root() / "tiny-grounding-dino"
     folder.mkdir(parents=True, exist_ok=True)
     vocab = folder / "vocab.txt"
     if not vocab.exists():
@@ -188,7 +180,7 @@ class GroundedSam:
         self.preset = preset
         self.detector_id, self.segmenter_id = detector, segmenter
         self.box_threshold, self.text_threshold = float(box_threshold), float(text_threshold)
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else _cache_root() / "grounded-sam"
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else cache_root() / "grounded-sam"
         self.batch_size = batch_size
         self.calls = {"detect": 0, "segment": 0}       # model forward passes, for tests and logs
         self._models = None
@@ -300,7 +292,7 @@ class GroundedSam:
         """A mask result per (image file, class noun); model work only for pairs not cached."""
         if len(images) != len(texts):
             raise ValueError("annotate needs one text per image")
-        keys = [self._key(_sha256(p), t) for p, t in zip(images, texts)]
+        keys = [self._key(file_sha256(p), t) for p, t in zip(images, texts)]
         results: list[MaskResult | None] = [self._read_cached(k) for k in keys]
         todo = {}
         for i, (key, result) in enumerate(zip(keys, results)):

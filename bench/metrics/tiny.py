@@ -20,11 +20,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+
+from bench.files import cache_root
 
 TINY_SEED = 0
 TINY_OPEN_CLIP_NAME = "bench-tiny-ViT"
@@ -59,17 +60,13 @@ class _Quiet(logging.Filter):
         return self.text not in record.getMessage()
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("BENCH_CACHE", Path(tempfile.gettempdir()) / "bench-cache"))
-
-
 def register_tiny_open_clip() -> str:
     """Make the tiny config known to open_clip (idempotent); returns its model name."""
     import open_clip
     from open_clip.factory import _MODEL_CONFIGS  # read-only check: is it registered already?
 
     if TINY_OPEN_CLIP_NAME not in _MODEL_CONFIGS:
-        folder = _cache_dir() / "open-clip-configs"
+        folder = cache_root() / "open-clip-configs"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{TINY_OPEN_CLIP_NAME}.json"
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench import BenchError
+from bench.runner import parse_params
 from bench.suites import REPO_ROOT
 
 
@@ -27,16 +28,6 @@ def suite_class(name: str):
     except Exception as exc:  # a broken or half-written loader module: say which, no traceback
         raise BenchError(f"the loader of suite {name!r} ({entry.target}) cannot be imported: "
                          f"{type(exc).__name__}: {exc}") from None
-
-
-def parse_options(items: list[str]) -> dict[str, str]:
-    options = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise BenchError(f"--suite-option {item!r}: expected KEY=VALUE")
-        options[key.strip()] = value
-    return options
 
 
 def suite_counts(suite) -> dict[str, object]:
@@ -99,7 +90,7 @@ def run(args) -> int:
     if args.action == "check":
         from bench.suites import load_suite
 
-        suite = load_suite(args.name, args.data_root, mini=args.mini, **parse_options(args.suite_option))
+        suite = load_suite(args.name, args.data_root, mini=args.mini, **parse_params(args.suite_option, "--suite-option"))
         counts = suite_counts(suite)
         categories = ", ".join(f"{n} {c}" for c, n in counts["categories"].items() if c)
         print(f"{args.name} at {suite.root}: ok")

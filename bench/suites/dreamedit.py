@@ -34,12 +34,12 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 from PIL import Image
 
 from bench import BenchError
+from bench.files import cache_root, file_sha256
 from bench.suites.base import Suite
 from bench.types import Sample
 
@@ -57,15 +57,6 @@ FOLDER_OF_SUBJECT = {
     "replacement": dict(_SHARED_FOLDERS),
     "addition": {**_SHARED_FOLDERS, "colorful_sneaker": "sneaker", "shiny_sneaker": "sneaker"},
 }
-
-
-def cache_root() -> Path:
-    """BENCH_CACHE, else <system temp>/bench-cache (the same rule as bench.models)."""
-    return Path(os.environ.get("BENCH_CACHE", Path(tempfile.gettempdir()) / "bench-cache"))
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _data_dir(root: Path) -> Path:

@@ -24,7 +24,6 @@ report, never a partial load.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bench import BenchError
+from bench.files import files_sha256
 
 ADAPTER_FILE = "adapter.safetensors"
 REFERENCE_FILE = "reference_unet.safetensors"
@@ -83,16 +83,6 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: not a flat state dict of tensors")
     return state
-
-
-def _sha256(paths: list[Path]) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(p.name.encode())
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def _model_file_groups(folder: Path) -> list[list[Path]]:
@@ -160,7 +150,7 @@ def read_checkpoint(path: str | Path, base_keys: set[str]) -> Checkpoint:
                               "adapter_norm.*, learnable_weights) found")
     if ignored:
         notes.append(f"{ignored} base-UNet tensors in the checkpoint ignored (the base model is loaded separately)")
-    return Checkpoint(adapter_state, reference_state, used, _sha256(used), ignored, notes)
+    return Checkpoint(adapter_state, reference_state, used, files_sha256(used), ignored, notes)
 
 
 def check_strict(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor], what: str, source) -> None:

@@ -32,6 +32,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from bench.files import file_sha256
 from bench.types import GenRequest
 from methods.common import StableDiffusionParts, load_image_tensor
 
@@ -53,11 +54,6 @@ def capture_norm1(unet: nn.Module, block_names: Sequence[str]):
     finally:
         for h in handles:
             h.remove()
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes (cache keys are content, not paths)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def noise_seed(*parts: object) -> int:
@@ -103,7 +99,7 @@ class ReferenceEncoder:
         path = Path(path)
         key = (str(path), path.stat().st_mtime)
         if key not in self._digests:
-            self._digests[key] = file_digest(path)
+            self._digests[key] = file_sha256(path)
         return self._digests[key]
 
     def subject_keys(self, request: GenRequest) -> list[tuple]:

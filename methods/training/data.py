@@ -10,7 +10,6 @@ the order does not depend on the number of workers and a resumed run sees the sa
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Sequence
 
 import torch
