@@ -14,7 +14,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch and torchvision first, as the pair DESIGN.md fixes.
+	# torch and torchvision first, as the pair docs/architecture.md fixes.
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install -q -e ".[test]"
 	# facenet-pytorch pins torch<=2.3 and numpy<2 in its metadata but works with this stack.

@@ -71,7 +71,7 @@ TINY_TEXT = dict(
     vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
     num_attention_heads=4, max_position_embeddings=77, hidden_act="gelu", projection_dim=32,
 )
-# The scheduler EZIGen samples with (PROTOCOLS.md section 1: DDPM, "leading" spacing,
+# The scheduler EZIGen samples with (docs/protocols.md section 1: DDPM, "leading" spacing,
 # t = 981 ... 1 for 50 steps); betas are SD's.
 SD_SCHEDULER = dict(
     num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",

@@ -1,9 +1,9 @@
 """`bench report`: pandas aggregation of scored runs, markdown leaderboards, plots.
 
-Aggregation (PROTOCOLS.md section 2, "six runs averaged"): per run and seed, the mean over all
+Aggregation (docs/protocols.md section 2, "six runs averaged"): per run and seed, the mean over all
 images; then the mean and the sample standard deviation (ddof=1) over seeds, with n = the number
 of seeds. A NaN score ("could not be computed") is left out of the means and a metric with no
-value is shown as a dash, never as 0 (DESIGN.md).
+value is shown as a dash, never as 0 (docs/architecture.md).
 
 DataFrame API, for notebooks::
 
@@ -14,7 +14,7 @@ DataFrame API, for notebooks::
     summarize(df, by="subject")
 
 The leaderboard ``<out>/leaderboard-<suite>.md`` has one row per run and the paper's numbers
-(reports/paper/<suite>.csv, PROTOCOLS.md section 5) as separately marked rows. Its columns come
+(reports/paper/<suite>.csv, docs/protocols.md section 5) as separately marked rows. Its columns come
 from the suite's ``leaderboard_columns`` (metric-id prefix -> title) so every suite reuses it.
 """
 
@@ -279,7 +279,7 @@ def scatter_plot(numeric: list[dict], x: str, y: str, path: Path, title: str) ->
                     xytext=(4, 4), fontsize=7, color="0.35" if r["paper"] else "tab:blue")
     from matplotlib.lines import Line2D
     ax.legend(handles=[Line2D([], [], marker="o", color="tab:blue", ls="", label="ours: mean ± std over seeds"),
-                       Line2D([], [], marker="s", color="0.55", ls="", label="paper (PROTOCOLS.md section 5)")],
+                       Line2D([], [], marker="s", color="0.55", ls="", label="paper (docs/protocols.md section 5)")],
               fontsize=7, loc="best")
     ax.set_xlabel(x)
     ax.set_ylabel(y)
@@ -361,7 +361,7 @@ def write_leaderboard(df, runs, suite: str, out: Path, paper_dir: Path = PAPER_D
              f"{len(suite_runs)} run(s). Our rows: "
              + ("mean ± std (ddof=1) over all images (the suite's protocol)" if suite_aggregate(suite) == "images"
                 else "per seed the mean over images, then mean ± std (ddof=1) over seeds") +
-             ". Rows marked *paper* are the published numbers (PROTOCOLS.md section 5), not rerun here. "
+             ". Rows marked *paper* are the published numbers (docs/protocols.md section 5), not rerun here. "
              f"{DASH} means not measured.", ""]
     if suite_runs["random_weights"].any():
         lines += ["**Note:** rows whose Weights column says *random weights* come from random models "

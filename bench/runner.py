@@ -22,6 +22,7 @@ from pathlib import Path
 
 from bench import BenchError
 from bench.files import tree_sha256
+from bench.options import default_device, parse_params, parse_seeds  # noqa: F401 (re-exported)
 from bench.store import RunStore
 from bench.suites.base import samples_hash
 from bench.types import GenRequest, LoadSpec, Sample, request_key, request_seed
@@ -29,44 +30,6 @@ from bench.types import GenRequest, LoadSpec, Sample, request_key, request_seed
 SMOKE = dict(model_preset="tiny", mini=True, seeds=(0,), images_per_prompt=1, resolution=64,
              num_inference_steps=10, metric_preset="tiny")
 PRESETS = ("smoke", "tiny", "sd21-random")
-
-
-# ---- argument parsing ---------------------------------------------------------------------
-def parse_seeds(text: str) -> tuple[int, ...]:
-    """'0-5' -> (0..5); '0,2,4' -> (0, 2, 4); '3' -> (3,)."""
-    seeds: list[int] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1)
-                seeds.extend(range(int(lo), int(hi) + 1))
-            elif part:
-                seeds.append(int(part))
-    except ValueError:
-        raise BenchError(f"--seeds {text!r}: expected a range like 0-5 or a list like 0,2,4") from None
-    if not seeds:
-        raise BenchError(f"--seeds {text!r} names no seed")
-    return tuple(sorted(set(seeds)))
-
-
-def parse_params(items: list[str], option: str = "--param") -> dict:
-    """KEY=VALUE pairs of a repeatable option; values parsed as int, float, bool or left as strings."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise BenchError(f"{option} {item!r}: expected KEY=VALUE")
-        for cast in (int, float):
-            try:
-                out[key] = cast(value)
-                break
-            except ValueError:
-                continue
-        else:
-            out[key] = {"true": True, "false": False, "none": None}.get(value.lower(), value)
-    return out
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -186,11 +149,6 @@ def provenance(device: str) -> dict:
         device_name = f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
     return {"packages": packages, "git_commit": commit, "python": platform.python_version(),
             "platform": platform.platform(), "device": device_name, "command": sys.argv}
-
-
-def default_device() -> str:
-    import torch
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 # ---- the command --------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """`bench score`: the scoring stage. Reads a run, writes per-image metric rows to scores.parquet.
 
-Scoring is separate from generation (DESIGN.md "Data flow"): a metric can change without
+Scoring is separate from generation (docs/architecture.md "Data flow"): a metric can change without
 regenerating images, and images made by any other tool can be scored.
 
 ``scores.parquet`` is long format, one row per (image, metric id)::
@@ -299,7 +299,7 @@ def prepare_external_run(suite_name: str, images: Path | str, out: Path | str, d
 # ---- CLI ------------------------------------------------------------------------------------
 def parse_metric_params(items: list[str]) -> dict[str, dict]:
     """--metric-param NAME.KEY=VALUE (e.g. clip.mode=paired) -> {name: {key: value}}."""
-    from bench.runner import parse_params
+    from bench.options import parse_params
 
     out: dict[str, dict] = {}
     for item in items:
@@ -334,7 +334,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from bench.runner import default_device, parse_params
+    from bench.options import default_device, parse_params
 
     device = args.device or default_device()
     params = parse_metric_params(args.metric_param)

@@ -1,6 +1,6 @@
 """CLIP/DINO + projector + EZIGen adapter: the image-encoder baselines of paper table 7 (left).
 
-PROTOCOLS.md section 1, "Ablations and variants": the subject tokens are the patch tokens of a
+docs/protocols.md section 1, "Ablations and variants": the subject tokens are the patch tokens of a
 CLIP or DINO ViT (instead of the reference UNet's norm1 outputs), projected per transformer
 block to that block's width, and fed to the same adapter. Trained by the same command as the
 adapter (``python -m bench train --method clip-projector ...``); everything but the

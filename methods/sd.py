@@ -1,7 +1,7 @@
-"""Plain Stable Diffusion, the text-only baseline (DESIGN.md: methods/sd.py).
+"""Plain Stable Diffusion, the text-only baseline (docs/architecture.md: methods/sd.py).
 
 Prompted with the suite's prompt (class noun, no identifier); the subject images are ignored.
-Same sampler as EZIGen's layout pass: DDPM, 50 "leading" steps, guidance 7.5 (PROTOCOLS.md
+Same sampler as EZIGen's layout pass: DDPM, 50 "leading" steps, guidance 7.5 (docs/protocols.md
 section 1), so the baseline differs from EZIGen only by the subject conditioning.
 """
 

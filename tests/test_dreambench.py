@@ -1,4 +1,4 @@
-"""DreamBench loader, the embedded mini suite and `bench data` (PROTOCOLS.md section 2)."""
+"""DreamBench loader, the embedded mini suite and `bench data` (docs/protocols.md section 2)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """CLIP-T / CLIP-I: agreement with torchmetrics' CLIPScore on the same weights, input ranges,
-ids, caching of reference embeddings, missing weights (PROTOCOLS.md sections 2 and 6)."""
+ids, caching of reference embeddings, missing weights (docs/protocols.md sections 2 and 6)."""
 
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def test_float_input_in_uint8_range_is_refused_not_rescaled(hf_metric):
 
 
 def test_torchmetrics_silently_misreads_unit_floats(hf_dir, hf_metric):
-    """The pitfall PROTOCOLS.md section 6 warns about: torchmetrics rescales by 1/255 whatever the
+    """The pitfall docs/protocols.md section 6 warns about: torchmetrics rescales by 1/255 whatever the
     dtype, so [0, 1] floats score a near-black image; ours converts them and scores the real one."""
     image = random_images(1, seed=5)[0]
     ours = 100 * hf_metric.clip_t([image.float() / 255], TEXTS[:1])[0]

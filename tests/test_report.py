@@ -44,7 +44,7 @@ def test_summarize_means_images_within_seed_then_seeds():
 
 
 def test_summarize_follows_each_suites_protocol():
-    """FastComposer reports mean and std over all images of one run (PROTOCOLS.md section 4)."""
+    """FastComposer reports mean and std over all images of one run (docs/protocols.md section 4)."""
     values = [0.2, 0.4, 0.9, 0.3]
     fc = pd.DataFrame({"run": "fc", "suite": "fastcomposer", "metric": "faceid/x", "seed": 0, "value": values})
     db = pd.DataFrame({"run": "db", "suite": "dreambench", "metric": "dino/x", "seed": [0, 0, 1, 1], "value": values})

@@ -1,7 +1,7 @@
 """CLIP-T (image-text) and CLIP-I (image-image) cosines, and the image helpers shared by the
 embedding metrics.
 
-PROTOCOLS.md section 2: CLIP-T is the cosine between the generated image and the prompt with
+docs/protocols.md section 2: CLIP-T is the cosine between the generated image and the prompt with
 the identifier removed; CLIP-I the cosine of image embeddings averaged over all pairs
 (generated image, real image of the subject); both with CLIP ViT-B/32 (OpenAI weights), reported
 as cosines (about 0.30), not x100 and not clamped. The "paired" mode (DreamBench++, Kosmos-G)
@@ -12,9 +12,9 @@ Backbones:
 - ``open_clip:<arch>/<pretrained>`` (default ``open_clip:ViT-B-32/openai``): the model and its own
   eval transform from ``open_clip.create_model_and_transforms``.
 - ``hf:<id or folder>``: a transformers ``CLIPModel`` with the ``CLIPProcessor`` saved beside it
-  (the pair torchmetrics' ``CLIPScore`` uses; PROTOCOLS.md section 6).
+  (the pair torchmetrics' ``CLIPScore`` uses; docs/protocols.md section 6).
 
-Image input (PROTOCOLS.md section 6): a path, a PIL image, a uint8 array/tensor, or a float
+Image input (docs/protocols.md section 6): a path, a PIL image, a uint8 array/tensor, or a float
 array/tensor with values in [0, 1], which is converted exactly (``round(x * 255)``). A float input
 with values outside [0, 1] is refused: it is ambiguous (0..255 floats, or [-1, 1]) and scoring
 it would silently measure a different image. Tensors are CHW (torch convention), numpy arrays
@@ -117,7 +117,7 @@ def normalize(features: torch.Tensor) -> torch.Tensor:
 
 def mean_cosines(generated: torch.Tensor, groups: Iterable[torch.Tensor]) -> list[float]:
     """Per generated embedding, the mean cosine with every embedding of its group (all
-    normalised): the "all pairs" average of PROTOCOLS.md section 2."""
+    normalised): the "all pairs" average of docs/protocols.md section 2."""
     return [float((refs @ vector).mean()) for vector, refs in zip(generated, groups)]
 
 
@@ -292,7 +292,7 @@ class ClipMetric(Metric):
 
 
 def reference_set(item: ScoreItem, mode: str) -> tuple[Path, ...]:
-    """The real images an output is compared with (PROTOCOLS.md section 2): every real image of
+    """The real images an output is compared with (docs/protocols.md section 2): every real image of
     the subject ("all-pairs"), or only the conditioning image(s) ("paired")."""
     refs = item.reference_images if mode == "all-pairs" else item.subject_images
     if not refs:

@@ -1,4 +1,4 @@
-"""DINO image similarity (PROTOCOLS.md section 2) and a DINOv2 extra.
+"""DINO image similarity (docs/protocols.md section 2) and a DINOv2 extra.
 
 DINO (the protocol's): cosine of the CLS token after the final norm of DINO ViT-S/16 (timm
 ``vit_small_patch16_224.dino``, the weights of ``dino_vits16``); preprocessing Resize(256, bicubic),
@@ -38,7 +38,7 @@ _KNOWN_NAMES = {
 
 def dino_transform():
     """Resize(256, bicubic) on the shorter side, CenterCrop(224), ToTensor, ImageNet
-    normalisation (PROTOCOLS.md section 2, DINO)."""
+    normalisation (docs/protocols.md section 2, DINO)."""
     from torchvision import transforms as T
 
     return T.Compose([T.Resize(256, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224),

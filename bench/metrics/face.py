@@ -1,4 +1,4 @@
-"""Face identity scores (PROTOCOLS.md section 4).
+"""Face identity scores (docs/protocols.md section 4).
 
 ``faceid/facenet-vggface2`` (the FastComposer protocol, entry "faceid"): facenet-pytorch MTCNN
 (image_size 160, margin 0, min_face_size 20, thresholds 0.6/0.7/0.7, factor 0.709,

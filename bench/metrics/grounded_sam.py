@@ -1,4 +1,4 @@
-"""Grounded-SAM masks and the DreamEdit scores (PROTOCOLS.md section 3).
+"""Grounded-SAM masks and the DreamEdit scores (docs/protocols.md section 3).
 
 Annotator (:class:`GroundedSam`): transformers ``GroundingDinoForObjectDetection`` finds boxes
 for the text ``"<class noun>."``; the box with the highest score goes to ``SamModel`` (one mask,

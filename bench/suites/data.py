@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench import BenchError
-from bench.runner import parse_params
+from bench.options import parse_params
 from bench.suites import REPO_ROOT
 
 

@@ -1,6 +1,6 @@
 """DreamBench (google/dreambooth): 30 subjects x 25 prompts, CLIP-T / CLIP-I / DINO.
 
-Reads the public repository's layout as it is (PROTOCOLS.md section 2): ``dataset/<subject>/NN.jpg``
+Reads the public repository's layout as it is (docs/protocols.md section 2): ``dataset/<subject>/NN.jpg``
 and ``dataset/prompts_and_classes.txt``. That file is not a CSV: a ``Classes`` table, then two
 Python-looking ``prompt_list = [ ... ]`` blocks (``Object Prompts``, ``Live Subject Prompts``)
 of ``'a {0} {1} in the jungle'.format(unique_token, class_token),`` lines. It is parsed line by
@@ -26,7 +26,7 @@ from bench.suites.base import Suite
 from bench.types import Sample
 
 PROMPTS_FILE = "prompts_and_classes.txt"
-#: PROTOCOLS.md section 2: live subjects are those whose class is cat or dog.
+#: docs/protocols.md section 2: live subjects are those whose class is cat or dog.
 LIVE_CLASSES = frozenset({"cat", "dog"})
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 CONDITIONING_CHOICES = ("first", "all")
@@ -174,7 +174,7 @@ def _as_subject_list(subjects) -> list[str] | None:
 
 
 class DreamBench(Suite):
-    """DreamBench as PROTOCOLS.md section 2 describes it.
+    """DreamBench as docs/protocols.md section 2 describes it.
 
     Options (constructor keywords, ``--suite-option KEY=VALUE`` on the CLI):
       identifier   token written before the class noun in the prompt the method sees

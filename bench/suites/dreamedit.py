@@ -1,4 +1,4 @@
-"""DreamEditBench: subject replacement and subject addition (PROTOCOLS.md section 3).
+"""DreamEditBench: subject replacement and subject addition (docs/protocols.md section 3).
 
 Layout (the public DreamEditBench release; ``--data-root`` may be the folder holding ``data/``
 or ``data/`` itself)::
@@ -7,7 +7,7 @@ or ``data/`` itself)::
     data/addition_source/<class folder>/found0.jpg ... found9.jpg
     data/addition_source/<class folder>/bbox.json     {"foundK.jpg": [x0, y0, x1, y1], ...}
 
-Boxes are in 512x512 pixel coordinates (PROTOCOLS.md section 3) and are scaled to the source's
+Boxes are in 512x512 pixel coordinates (docs/protocols.md section 3) and are scaled to the source's
 size when a source is not 512x512.
 
 Subjects and their reference images come from DreamBench (``dataset/prompts_and_classes.txt``
@@ -79,7 +79,7 @@ def _dreambench_dataset_dir(root: Path) -> Path:
 
 def read_dreambench_classes(prompts_file: Path) -> dict[str, str]:
     """The ``subject_name,class`` table of DreamBench's prompts_and_classes.txt, read with the
-    DreamBench suite's parser (PROTOCOLS.md section 2)."""
+    DreamBench suite's parser (docs/protocols.md section 2)."""
     from bench.suites.dreambench import parse_prompts_file
     return dict(parse_prompts_file(prompts_file).classes)
 
@@ -127,7 +127,7 @@ class DreamEdit(Suite):
     default_metrics = ("masked", "dreamedit-official")
     default_root = "datasets/dreamedit"
     mini_root = "datasets/mini-dreamedit"
-    # PROTOCOLS.md section 5 column order: DINO-sub / DINO-back / CLIP-I-sub / CLIP-I-back.
+    # docs/protocols.md section 5 column order: DINO-sub / DINO-back / CLIP-I-sub / CLIP-I-back.
     # Then the official protocol's scores and the no-detection rate of the masked protocol.
     scatter_axes = ("DINO-back", "DINO-sub")
     leaderboard_columns = {"dino_sub": "DINO-sub", "dino_back": "DINO-back",

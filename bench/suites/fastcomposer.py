@@ -1,4 +1,4 @@
-"""The FastComposer single-subject set: 15 CelebA identities x 40 prompts (PROTOCOLS.md section 4).
+"""The FastComposer single-subject set: 15 CelebA identities x 40 prompts (docs/protocols.md section 4).
 
 Layout (mit-han-lab/fastcomposer): ``data/celeba_test_single/<id>/*.jpg``, one reference image
 per identity (the first ``*.jpg`` sorted by name is the one used, as in FastComposer's
@@ -25,7 +25,7 @@ from bench import BenchError
 from bench.suites.base import Suite
 from bench.types import Sample
 
-# FastComposer's IMAGE_TO_GENDER_EVAL (PROTOCOLS.md section 4).
+# FastComposer's IMAGE_TO_GENDER_EVAL (docs/protocols.md section 4).
 IDENTITIES = {
     "000001": "man", "000181": "man", "000268": "man", "001854": "man", "002782": "man", "003785": "man",
     "000612": "woman", "000667": "woman", "001603": "woman", "002088": "woman", "002464": "woman",

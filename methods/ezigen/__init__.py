@@ -1,4 +1,4 @@
-"""EZIGen: zero-shot subject-driven generation and editing (PROTOCOLS.md section 1).
+"""EZIGen: zero-shot subject-driven generation and editing (docs/protocols.md section 1).
 
 Modules: :mod:`.adapter` (the per-block subject attention and its gate), :mod:`.reference`
 (the reference-UNet subject encoder), :mod:`.sampler` (decoupled + iterative generation),

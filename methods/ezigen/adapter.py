@@ -1,6 +1,6 @@
 """The EZIGen adapter: subject attention between self- and cross-attention of every block.
 
-PROTOCOLS.md section 1, "Adapter". In every transformer block of the main UNet::
+docs/protocols.md section 1, "Adapter". In every transformer block of the main UNet::
 
     a  = adapter_norm(h1)                     # h1: hidden state after the self-attention residual
     o  = Attn(q = a Wq, k = [a ; w_l f_l] Wk, v = [a ; w_l f_l] Wv) Wo
@@ -48,7 +48,7 @@ def transformer_block_names(unet: nn.Module) -> list[str]:
     """Names of the UNet's transformer blocks in forward order: down blocks, mid, up blocks.
 
     Within a down/up block, attention j runs after resnet j, so (stage, block, attention,
-    transformer index) is the execution order (PROTOCOLS.md section 1, "Order").
+    transformer index) is the execution order (docs/protocols.md section 1, "Order").
     """
     names = [n for n, _ in unet.named_modules() if _BLOCK_NAME.match(n)]
     return sorted(names, key=_forward_order_key)
@@ -95,7 +95,7 @@ class SubjectTokens:
 
     def for_guidance(self) -> "SubjectTokens":
         """Tokens for a classifier-free-guided call over [uncond; cond]: the subject features
-        are used in both halves, so guidance acts on the text only (PROTOCOLS.md section 1)."""
+        are used in both halves, so guidance acts on the text only (docs/protocols.md section 1)."""
         return SubjectTokens([torch.cat([f, f]) for f in self.features], self.weights,
                              None if self.slot_mask is None else torch.cat([self.slot_mask] * 2))
 
@@ -168,7 +168,7 @@ class SubjectAttention(nn.Module):
         normed = self.adapter_norm(hidden_states)
         mask = tokens.key_mask(self.index, hidden_states.shape[1])
         out = self.attend(normed, tokens.features[self.index], tokens.weights[self.index], mask)
-        return hidden_states + out + normed          # h2 = h1 + o + a (PROTOCOLS.md section 1)
+        return hidden_states + out + normed          # h2 = h1 + o + a (docs/protocols.md section 1)
 
 
 class _PassThrough(nn.Module):
@@ -207,11 +207,11 @@ class EZIGenAdapter(nn.Module):
         unet._ezigen_adapter_attached = True
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """What training updates (PROTOCOLS.md section 1, "Training"): q/k/v/out, adapter_norm, w_l."""
+        """What training updates (docs/protocols.md section 1, "Training"): q/k/v/out, adapter_norm, w_l."""
         return list(self.parameters())
 
     def official_state_dict(self) -> dict[str, torch.Tensor]:
-        """Weights under the official checkpoint's key names (PROTOCOLS.md section 1)."""
+        """Weights under the official checkpoint's key names (docs/protocols.md section 1)."""
         state = {"learnable_weights": self.learnable_weights.detach()}
         for name, block in zip(self.block_names, self.blocks):
             for key, value in block.state_dict().items():

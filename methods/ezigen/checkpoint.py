@@ -1,6 +1,6 @@
 """EZIGen adapter checkpoints: our safetensors format and the official accelerate folder.
 
-Key names are the official ones (PROTOCOLS.md section 1, "Official checkpoint key names")::
+Key names are the official ones (docs/protocols.md section 1, "Official checkpoint key names")::
 
     {down,mid,up}_blocks.*.attentions.*.transformer_blocks.0.adapter.{to_q,to_k,to_v,to_out.0}.*
     {down,mid,up}_blocks.*.attentions.*.transformer_blocks.0.adapter_norm.{weight,bias}

@@ -1,4 +1,4 @@
-"""EZIGen subject-driven editing (task "edit"; PROTOCOLS.md section 1, "Editing (DreamEdit)").
+"""EZIGen subject-driven editing (task "edit"; docs/protocols.md section 1, "Editing (DreamEdit)").
 
 The source image is loop 0. Each loop:
 

@@ -1,6 +1,6 @@
 """The reference UNet (subject encoder): one UNet forward over the noised subject latent.
 
-PROTOCOLS.md section 1, "Reference UNet". For each subject image:
+docs/protocols.md section 1, "Reference UNet". For each subject image:
 
 - the image is used as given: EZIGen expects the background removed (white). The harness
   does not segment it; suites that want the paper's preprocessing must provide whitened

@@ -1,4 +1,4 @@
-"""Decoupled + iterative EZIGen sampling (PROTOCOLS.md section 1, "Generation").
+"""Decoupled + iterative EZIGen sampling (docs/protocols.md section 1, "Generation").
 
 One batch of requests, one CPU generator per request (``request.seed``); every noise draw
 (initial latents, DDPM step noise, each re-noise) comes from that request's generator in a

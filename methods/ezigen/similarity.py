@@ -1,4 +1,4 @@
-"""CLIP ViT-B/32 image similarity for the iterative stop rule (PROTOCOLS.md section 1, "Stop rule").
+"""CLIP ViT-B/32 image similarity for the iterative stop rule (docs/protocols.md section 1, "Stop rule").
 
 Real runs use open_clip ``ViT-B-32`` with the OpenAI weights (from the local cache; a missing
 weight is one BenchError). Runs on a random-weight preset use a tiny random CLIP vision tower

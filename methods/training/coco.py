@@ -1,4 +1,4 @@
-"""COCO 2014 training pairs (PROTOCOLS.md section 1, "Training": the COCO half of the data).
+"""COCO 2014 training pairs (docs/protocols.md section 1, "Training": the COCO half of the data).
 
 On-disk layout (the public COCO 2014 release, unchanged)::
 
@@ -34,7 +34,7 @@ from methods.training.pairs import (MAX_SUBJECTS, SUBJECT_PROMPT, PairSource, Tr
 
 log = logging.getLogger(__name__)
 
-MIN_AREA = 1000           # PROTOCOLS.md section 1: subjects have area >= 1000 px
+MIN_AREA = 1000           # docs/protocols.md section 1: subjects have area >= 1000 px
 SPLITS = ("train2014", "val2014")
 
 
@@ -118,7 +118,7 @@ class CocoImage:
 
 
 def choose_instances(instances: list[CocoInstance]) -> list[CocoInstance]:
-    """PROTOCOLS.md section 1: area >= 1000, largest first; more than 4 -> keep the top half by
+    """docs/protocols.md section 1: area >= 1000, largest first; more than 4 -> keep the top half by
     area; at most 4."""
     kept = sorted((i for i in instances if i.area >= MIN_AREA), key=lambda i: -i.area)
     if len(kept) > MAX_SUBJECTS:

@@ -1,6 +1,6 @@
 """``--data KIND:DIR`` specs -> one pair source, and the epoch order of its pairs.
 
-PROTOCOLS.md section 1: the paper trains on 200k pairs, COCO 2014 (the first 100k images) and
+docs/protocols.md section 1: the paper trains on 200k pairs, COCO 2014 (the first 100k images) and
 YouTube-VIS, one epoch. ``--pairs N`` splits N evenly between the sources: COCO takes its
 first N/k images, YouTube-VIS cycles over its objects until it has N/k pairs. The epoch order
 is a permutation seeded by the run seed; process r of w takes every w-th pair from r on, so

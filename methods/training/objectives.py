@@ -1,7 +1,7 @@
 """What is trained and its loss: the EZIGen adapter (with a frozen or a trained reference UNet)
 and the CLIP/DINO projector baselines.
 
-PROTOCOLS.md section 1, "Training": epsilon-prediction MSE at t ~ U{0..999}; the target image
+docs/protocols.md section 1, "Training": epsilon-prediction MSE at t ~ U{0..999}; the target image
 VAE-encoded (a posterior sample) times the scaling factor; up to 4 subject slots, empty slots
 masked out of the adapter attention; subject dropout p = 0.2 zeroes a sample's subject features
 (``keep = u >= 0.2``: the reference code's inverted comparison, which zeroes 80%, is not
@@ -116,7 +116,7 @@ class Trainee(nn.Module):
 
     def keep_subjects(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         """[B] bool: False where the sample's subject features are dropped (zeroed). A draw
-        u ~ U[0, 1) keeps the subject when u >= p, so p = 0.2 drops 20% (PROTOCOLS.md section 1;
+        u ~ U[0, 1) keeps the subject when u >= p, so p = 0.2 drops 20% (docs/protocols.md section 1;
         the reference code's comparison drops 80%). Always drawn, so the random stream of a step
         is the same in train and eval mode; nothing is dropped in eval mode."""
         keep = torch.rand(batch_size, generator=generator) >= self.subject_dropout
@@ -172,7 +172,7 @@ class Trainee(nn.Module):
 
 
 class EZIGenTrainee(Trainee):
-    """The EZIGen adapter fed by the reference UNet's norm1 outputs (PROTOCOLS.md section 1).
+    """The EZIGen adapter fed by the reference UNet's norm1 outputs (docs/protocols.md section 1).
 
     ``reference_trained=False`` (the paper's default): the reference UNet is the frozen main
     UNet itself (no copy), run without the adapter. ``True`` (table 7's "trained" rows): a

@@ -1,6 +1,6 @@
 """The training pair type, subject-crop helpers, the synthetic smoke set, and the collate.
 
-A *pair* is one training example of the adapter (PROTOCOLS.md section 1, "Training"): a
+A *pair* is one training example of the adapter (docs/protocols.md section 1, "Training"): a
 target image with its prompt, and 1 to 4 subject images (white background, square) with the
 reference-pass prompt of each (``a photo of a {noun}.``). Pair sources (COCO, YouTube-VIS,
 synthetic) share the :class:`PairSource` contract: ``len()``, ``load(i, seed)`` returning a
@@ -24,8 +24,8 @@ from PIL import Image
 
 log = logging.getLogger(__name__)
 
-MAX_SUBJECTS = 4                     # PROTOCOLS.md section 1: up to 4 subject slots per sample
-SUBJECT_PROMPT = "a photo of a {}."  # PROTOCOLS.md section 1: the reference-pass text
+MAX_SUBJECTS = 4                     # docs/protocols.md section 1: up to 4 subject slots per sample
+SUBJECT_PROMPT = "a photo of a {}."  # docs/protocols.md section 1: the reference-pass text
 WHITE = (255, 255, 255)
 
 
@@ -101,7 +101,7 @@ def expand_box(box: Sequence[float], factor: float) -> tuple[float, float, float
 
 def crop_to_white_square(image: Image.Image, box: Sequence[float], size: int) -> Image.Image:
     """Crop ``box`` (may reach outside the image: filled white), pad it to a square with white,
-    centred, and resize to ``size`` (the subject crop of PROTOCOLS.md section 1)."""
+    centred, and resize to ``size`` (the subject crop of docs/protocols.md section 1)."""
     x0, y0, x1, y1 = (int(round(v)) for v in box)
     w, h = max(1, x1 - x0), max(1, y1 - y0)
     side = max(w, h)
@@ -215,7 +215,7 @@ def collate_pairs(pairs: Sequence[TrainingPair | None]) -> dict | None:
 
     Returns ``target`` [B, 3, R, R], ``prompts`` [B], ``subjects`` [B, 4, 3, R, R] (empty slots
     white), ``slot_mask`` [B, 4] bool (True = a real subject; empty slots are masked out of the
-    adapter attention, PROTOCOLS.md section 1), ``subject_prompts`` [B][4] ("" when empty),
+    adapter attention, docs/protocols.md section 1), ``subject_prompts`` [B][4] ("" when empty),
     ``skipped`` (bad samples dropped from this batch), ``sources`` and ``empty`` (True when
     every pair of the batch was bad: then only ``skipped`` is set).
     """

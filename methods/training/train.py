@@ -1,4 +1,4 @@
-"""The training loop behind ``python -m bench train`` (PROTOCOLS.md section 1, "Training").
+"""The training loop behind ``python -m bench train`` (docs/protocols.md section 1, "Training").
 
 Defaults are the reference code's: AdamW (lr 1e-4, betas (0.9, 0.999), weight decay 0.01,
 eps 1e-8), constant learning rate, grad-norm clip 1.0, fp32, batch 1, one epoch, subject
@@ -138,7 +138,7 @@ def build_trainee(cfg: TrainConfig, components, device: str):
 
 
 def check_frozen(trainee) -> None:
-    """Exactly the trainee's trainable parameters require gradients (PROTOCOLS.md section 1)."""
+    """Exactly the trainee's trainable parameters require gradients (docs/protocols.md section 1)."""
     trainable = {id(p) for p in trainee.trainable_parameters()}
     wrong = [n for n, p in trainee.named_parameters(remove_duplicate=False) if p.requires_grad != (id(p) in trainable)]
     if wrong:

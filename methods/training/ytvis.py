@@ -1,4 +1,4 @@
-"""YouTube-VIS training pairs (PROTOCOLS.md section 1, "Training": the video half of the data).
+"""YouTube-VIS training pairs (docs/protocols.md section 1, "Training": the video half of the data).
 
 On-disk layout (the public YouTube-VIS/VOS "meta.json" release)::
 
@@ -39,7 +39,7 @@ from methods.training.pairs import (SUBJECT_PROMPT, PairSource, TrainingPair, ex
 log = logging.getLogger(__name__)
 
 TARGET_TEMPLATES = ("a picture of {}.", "a photo of {}.", "an image of {}.", "a picture showing {}.")
-AREA_RATIO = (0.01, 0.64)          # open interval, PROTOCOLS.md section 1
+AREA_RATIO = (0.01, 0.64)          # open interval, docs/protocols.md section 1
 SUBJECT_EXPAND = (1.1, 1.4)
 TARGET_EXPAND = (1.3, 3.0)
 FRAME_DRAWS = 3

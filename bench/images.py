@@ -1,0 +1,82 @@
+"""The one image loader of the harness: suites, methods and metrics all read files through it.
+
+What it does, in order (docs/protocols.md, "Image files"):
+
+1. a full decode (``Image.load()``), so a truncated or corrupt file fails here, in one line
+   naming the file, and not later inside a model;
+2. EXIF orientation applied (a phone photo stored sideways comes out upright);
+3. an explicit conversion to 8-bit RGB:
+   - alpha (RGBA, LA, PA, P with a transparency key) is composited on white;
+   - 16- and 32-bit integer greyscale (``I;16*``, ``I``) is scaled down by its bit depth
+     (``convert("RGB")`` would clip it and turn most of the image white);
+   - 32-bit float greyscale (``F``) is taken as 0..1 when its maximum is at most 1, else 0..255;
+   - palette, CMYK, greyscale, YCbCr and the rest go through PIL's own conversion.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from bench import BenchError
+
+_WHITE = (255, 255, 255)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An already decoded PIL image as 8-bit RGB (alpha on white; high bit depths scaled)."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode == "P" and "transparency" in image.info:
+        image, mode = image.convert("RGBA"), "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _WHITE + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode.startswith("I;16") or mode == "I":
+        arr = np.asarray(image).astype(np.float64)
+        peak = 65535.0 if (mode.startswith("I;16") or arr.max(initial=0) > 255) else 255.0
+        if mode == "I" and arr.max(initial=0) > 65535:
+            peak = float(2 ** 32 - 1)
+        grey = np.clip(np.round(arr / peak * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if mode == "F":
+        arr = np.asarray(image).astype(np.float64)
+        scale = 255.0 if arr.max(initial=0) <= 1.0 else 1.0
+        grey = np.clip(np.round(arr * scale), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    return image.convert("RGB")
+
+
+def open_image(path: Path | str) -> Image.Image:
+    """Decode a file fully and apply its EXIF orientation; keep its mode. One-line error if bad."""
+    path = Path(path)
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            image = ImageOps.exif_transpose(opened)
+            if image is opened:
+                image = opened.copy()
+    except FileNotFoundError:
+        raise BenchError(f"missing image file {path}") from None
+    except IsADirectoryError:
+        raise BenchError(f"{path} is a folder, expected an image file") from None
+    except Exception as exc:  # PIL raises many kinds (UnidentifiedImageError, OSError, SyntaxError, ...)
+        raise BenchError(f"corrupt or unreadable image {path}: {exc}") from None
+    return image
+
+
+def load_rgb(path: Path | str) -> Image.Image:
+    """An image file as 8-bit RGB, decoded in full, upright, alpha on white."""
+    return to_rgb(open_image(path))
+
+
+def check_image(path: Path | str) -> None:
+    """Refuse anything that is not a regular, fully decodable image file (one-line BenchError)."""
+    path = Path(path)
+    if not path.is_file():  # also refuses /dev/zero, FIFOs and folders before any read
+        raise BenchError(f"{path} is not a regular image file")
+    open_image(path).close()
