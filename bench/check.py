@@ -62,6 +62,14 @@ def read_baseline(path: Path) -> dict:
         raise BenchError(f"cannot read baseline {path}: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
         raise BenchError(f"baseline {path} has no 'metrics' table")
+    for metric, entry in data["metrics"].items():
+        if (not isinstance(entry, dict) or not isinstance(entry.get("mean"), (int, float))
+                or isinstance(entry.get("mean"), bool) or not isinstance(entry.get("n"), int)):
+            raise BenchError(f"baseline {path}: metric {metric!r} needs a numeric 'mean' and an integer 'n'")
+    try:
+        float(data.get("tolerance", 0))
+    except (TypeError, ValueError):
+        raise BenchError(f"baseline {path}: 'tolerance' must be a number") from None
     return data
 
 

@@ -7,10 +7,19 @@ modules are imported only when their subcommand is used, so `--help` stays fast.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 
 from bench import BenchError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (exit 2), naming the option."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 SUBCOMMANDS = {
     "run": ("bench.runner", "generate a suite with a method (then score it)"),
@@ -41,11 +50,11 @@ def run(args) -> int:
 
 
 def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, dict]:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m bench",
         description="Benchmark harness for zero-shot subject-driven image generation. "
                     "Start with: python -m bench run --method ezigen --suite dreambench --preset smoke")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     modules = {}
     wanted = next((a for a in argv if not a.startswith("-")), None)
     for name, (module_name, summary) in SUBCOMMANDS.items():
@@ -63,8 +72,23 @@ def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, dict]:
     return parser, modules
 
 
+def describe_os_error(exc: OSError) -> str:
+    """One line for an operating-system error: what failed, on which file, and why."""
+    reason = exc.strerror or str(exc)
+    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f)
+    hint = {errno.ENOSPC: " (the disk is full: free space and run the same command again to resume)",
+            errno.EDQUOT: " (disk quota exceeded)",
+            errno.EACCES: " (permission denied: choose another --out or fix the permissions)",
+            errno.EROFS: " (read-only file system)"}.get(exc.errno, "")
+    return f"{where}: {reason}{hint}" if where else f"{reason}{hint}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. User and environment errors are one line on stderr and exit status 2;
+    an unexpected exception (a bug) is one line and exit status 1, with the traceback when
+    BENCH_DEBUG=1."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("BENCH_DEBUG", "") not in ("", "0")
     try:
         parser, modules = build_parser(argv)
         args = parser.parse_args(argv)
@@ -73,8 +97,22 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return int(modules[args.command].run(args) or 0)
     except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print("error: out of memory (try a smaller --batch-size or --resolution)", file=sys.stderr)
+        return 2
+    except OSError as exc:                     # a full disk, a permission, a vanished file
+        if debug:
+            raise
+        print(f"error: {' '.join(describe_os_error(exc).split())}", file=sys.stderr)
+        return 2
+    except Exception as exc:                   # a bug: say so in one line; BENCH_DEBUG=1 shows where
+        if debug:
+            raise
+        print(f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:500]} "
+              "(a bug; run again with BENCH_DEBUG=1 for the traceback and report it)", file=sys.stderr)
+        return 1

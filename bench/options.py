@@ -1,4 +1,4 @@
-"""Helpers below both the runner and scoring: option parsing and device choice.
+"""Helpers below both the runner and scoring: option parsing, input checks and device choice.
 
 They live here, not in :mod:`bench.runner`, so that scoring and data commands can use them
 without importing the runner (and the runner can import scoring without a circle).
@@ -6,25 +6,44 @@ without importing the runner (and the runner can import scoring without a circle
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from bench import BenchError
 
+#: Seeds are generator seeds scaled per image index (bench.types.request_seed): keep them in
+#: 0..2**31-1 so that every derived seed fits a 64-bit generator seed.
+MAX_SEED = 2**31 - 1
+#: More seeds than this is certainly a typo (the published protocols use 6); refusing it also
+#: keeps `--seeds 0-999999999` from building a list of a billion numbers.
+MAX_SEEDS = 10_000
 
-def parse_seeds(text: str) -> tuple[int, ...]:
-    """'0-5' -> (0..5); '0,2,4' -> (0, 2, 4); '3' -> (3,)."""
-    seeds: list[int] = []
+
+def parse_seeds(text: str, option: str = "--seeds") -> tuple[int, ...]:
+    """'0-5' -> (0..5); '0,2,4' -> (0, 2, 4); '3' -> (3,). Bounded: each seed in 0..MAX_SEED,
+    at most MAX_SEEDS seeds, checked before any list is built."""
+    ranges: list[tuple[int, int]] = []
     try:
-        for part in text.split(","):
+        for part in str(text).split(","):
             part = part.strip()
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1)
-                seeds.extend(range(int(lo), int(hi) + 1))
-            elif part:
-                seeds.append(int(part))
+            if not part:
+                continue
+            lo, sep, hi = part.partition("-")
+            lo, hi = (int(lo), int(hi)) if sep else (int(part), int(part))
+            ranges.append((lo, hi))
     except ValueError:
-        raise BenchError(f"--seeds {text!r}: expected a range like 0-5 or a list like 0,2,4") from None
-    if not seeds:
-        raise BenchError(f"--seeds {text!r} names no seed")
-    return tuple(sorted(set(seeds)))
+        raise BenchError(f"{option} {text!r}: expected a range like 0-5 or a list like 0,2,4 "
+                         f"(seeds are integers 0..{MAX_SEED})") from None
+    if not ranges:
+        raise BenchError(f"{option} {text!r} names no seed")
+    for lo, hi in ranges:
+        if not (0 <= lo <= MAX_SEED and 0 <= hi <= MAX_SEED):
+            raise BenchError(f"{option} {text!r}: seeds must be integers in 0..{MAX_SEED}")
+        if hi < lo:
+            raise BenchError(f"{option} {text!r}: the range {lo}-{hi} is empty (write low-high)")
+    if sum(hi - lo + 1 for lo, hi in ranges) > MAX_SEEDS:
+        raise BenchError(f"{option} {text!r}: more than {MAX_SEEDS} seeds (the protocols use 6)")
+    return tuple(sorted({s for lo, hi in ranges for s in range(lo, hi + 1)}))
 
 
 def parse_params(items: list[str], option: str = "--param") -> dict:
@@ -46,6 +65,72 @@ def parse_params(items: list[str], option: str = "--param") -> dict:
     return out
 
 
+def check_int(value, option: str, low: int = 1, high: int | None = None, multiple_of: int | None = None):
+    """Refuse an integer option outside low..high (or not a multiple); None passes (default)."""
+    if value is None:
+        return None
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise BenchError(f"{option} {value}: must be {bound}")
+    if multiple_of and value % multiple_of:
+        raise BenchError(f"{option} {value}: must be a multiple of {multiple_of}")
+    return value
+
+
+def check_output_dir(path: Path | str, option: str = "--out") -> Path:
+    """A folder we may create or write into: not a file, and its nearest existing ancestor
+    writable. Nothing is created here."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise BenchError(f"{option} {path}: is a file, expected a folder")
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise BenchError(f"{option} {path}: {probe} is a file, so the folder cannot be created")
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        raise BenchError(f"{option} {path}: {probe} is not writable")
+    return path
+
+
+def check_input_dir(path: Path | str | None, option: str) -> Path | None:
+    """An existing folder to read from (None passes)."""
+    if path is None:
+        return None
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise BenchError(f"{option} {path}: no such folder")
+    if not path.is_dir():
+        raise BenchError(f"{option} {path}: is a file, expected a folder")
+    return path
+
+
 def default_device() -> str:
     import torch
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_device(device: str | None, option: str = "--device") -> str | None:
+    """cpu, cuda, cuda:N or mps, and available on this machine (None passes: the default)."""
+    if device is None:
+        return None
+    import re
+
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
+        raise BenchError(f"{option} {device!r}: expected cpu, cuda, cuda:N or mps")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BenchError(f"{option} {device}: CUDA is not available on this machine (use --device cpu)")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise BenchError(f"{option} {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise BenchError(f"{option} mps: MPS is not available on this machine")
+    return device

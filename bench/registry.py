@@ -79,6 +79,116 @@ class Registry:
         return name in self._entries
 
 
+# ---- method parameters --------------------------------------------------------------------
+#: constructor arguments that the runner fills itself, never --param
+_RUNNER_ARGUMENTS = ("self", "spec", "name")
+
+
+def method_parameters(cls) -> dict[str, tuple[object, object]]:
+    """A method's parameters: name -> (type annotation, default), read from its constructor.
+
+    A constructor that forwards ``**kwargs`` to another method class names that class in the
+    attribute ``forwards_params_to`` ("module:attr"); its parameters are included."""
+    import inspect
+    import typing
+
+    init = cls.__init__
+    try:
+        hints = typing.get_type_hints(init)
+    except Exception:            # an annotation that cannot be resolved: fall back to the raw ones
+        hints = dict(getattr(init, "__annotations__", {}))
+    out: dict[str, tuple[object, object]] = {}
+    forwards = False
+    for name, p in inspect.signature(init).parameters.items():
+        if p.kind is p.VAR_KEYWORD:
+            forwards = True
+        elif p.kind is not p.VAR_POSITIONAL and name not in _RUNNER_ARGUMENTS:
+            out[name] = (hints.get(name, object), p.default)
+    target = getattr(cls, "forwards_params_to", None)
+    if forwards and target:
+        module, _, attr = target.partition(":")
+        inner = getattr(importlib.import_module(module), attr)
+        out = {**method_parameters(inner), **out}
+    elif forwards:
+        out["**"] = (object, None)   # takes any keyword: unknown names cannot be refused
+    return out
+
+
+def _coerce(value, annotation):
+    """``value`` as ``annotation`` wants it, or raise ValueError naming what was expected."""
+    import inspect
+    import math
+    import types
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if annotation in (object, typing.Any, inspect.Parameter.empty):
+        return value
+    if origin is typing.Literal:
+        choices = typing.get_args(annotation)
+        for choice in choices:
+            if value == choice or str(value) == str(choice):
+                return choice
+        raise ValueError(f"one of {', '.join(repr(c) for c in choices)}")
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(annotation):
+            try:
+                return _coerce(value, option)
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError(" or ".join(errors))
+    if annotation is type(None):
+        if value is None:
+            return None
+        raise ValueError("none")
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if value in (0, 1):
+            return bool(value)
+        raise ValueError("a boolean (true or false)")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ValueError("an integer")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return value
+        raise ValueError("a finite number")
+    if annotation is str:
+        if value is None or isinstance(value, bool):
+            raise ValueError("a text")
+        return str(value)
+    if isinstance(annotation, type) and not isinstance(value, annotation):
+        raise ValueError(f"a {annotation.__name__}")
+    return value
+
+
+def check_method_params(method: str, cls, params: Mapping[str, Any], option: str = "--param") -> dict:
+    """Validate parameters against the method class's constructor before anything loads:
+    unknown names get a did-you-mean and the full list; values must fit the annotation
+    (``typing.Literal`` choices included). Returns the values as the constructor wants them."""
+    known = method_parameters(cls)
+    open_ended = known.pop("**", None) is not None
+    out = {}
+    for key, value in params.items():
+        if key not in known and open_ended:
+            out[key] = value
+            continue
+        if key not in known:
+            close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise BenchError(f"{option} {key}: method {method!r} has no parameter {key!r}; {hint}"
+                             f"its parameters: {', '.join(sorted(known)) or 'none'}")
+        annotation, _default = known[key]
+        try:
+            out[key] = _coerce(value, annotation)
+        except ValueError as exc:
+            raise BenchError(f"{option} {key}={value!r}: method {method!r} expects {exc}") from None
+    return out
+
+
 METHODS = Registry("method", entry_point_group="bench.methods")
 SUITES = Registry("suite")
 METRICS = Registry("metric")

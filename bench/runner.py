@@ -1,15 +1,23 @@
-"""`bench run`: plan the work items of a suite, generate them in batches, resume, shard.
+"""`bench run`: plan the work items of a suite, generate them in fixed batches, resume, shard.
 
 Plan: every (sample, seed, image index) of the suite becomes one GenRequest whose key is
-``suite/subject/prompt/s<seed>/i<k>``. Keys already recorded in the run directory are skipped,
-so re-running the same command resumes. With several processes (``--shard i/n``, or the
-RANK/WORLD_SIZE variables that ``accelerate launch`` sets) each key belongs to one shard by its
-position in the full plan, and each process writes its own records file.
+``suite/subject/prompt/s<seed>/i<k>``. The plan is cut into fixed batches by position (within
+each subject; :func:`plan_batches`), and the batch size is part of the run's identity: a batch is
+always computed with the same companions, so the same command gives the same bytes on the same
+machine whether it runs uninterrupted, is killed and resumed, or is sharded. Recorded keys whose
+image checks out are skipped; a partly finished batch is regenerated whole and only its missing
+images are written. With several processes (``--shard i/n``, or the RANK/WORLD_SIZE variables
+that ``accelerate launch`` sets) each whole batch belongs to one shard by its position, and each
+process writes its own records file under an advisory lock.
+
+Every input (options, method parameters, suite files, images, adapter files, the output folder)
+is checked before a model loads or run.json is written.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.metadata
 import os
 import platform
@@ -21,9 +29,12 @@ from itertools import groupby
 from pathlib import Path
 
 from bench import BenchError
-from bench.files import tree_sha256
-from bench.options import default_device, parse_params, parse_seeds  # noqa: F401 (re-exported)
-from bench.store import RunStore
+from bench.files import files_sha256, weight_files
+from bench.images import check_image
+from bench.options import (check_device, check_input_dir, check_int, check_output_dir, default_device,
+                           parse_params, parse_seeds)
+from bench.registry import check_method_params
+from bench.store import RunStore, encode_png
 from bench.suites.base import samples_hash
 from bench.types import GenRequest, LoadSpec, Sample, request_key, request_seed
 
@@ -50,7 +61,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "suite's protocol, 4)")
     add("--subjects", default=None, help="comma-separated subset of subjects")
     add("--limit", type=int, default=None, help="only the first N (subject, prompt) cells")
-    add("--batch-size", type=int, default=4, help="requests per method call (does not change images)")
+    add("--batch-size", type=int, default=4, help="requests per method call (default 4). Part of the run's "
+        "identity: images agree across batch sizes only within a small tolerance, not byte for byte")
     add("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
     add("--dtype", choices=["fp16", "bf16", "fp32"], default=None,
         help="model precision (default: fp16 on CUDA, fp32 on CPU)")
@@ -69,7 +81,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--no-score", action="store_true", help="generate only; score later with `bench score`")
     add("--shard", default=None, metavar="I/N", help="process I of N (default: RANK/WORLD_SIZE or 0/1)")
     add("--out", type=Path, default=None, help="run directory (default runs/<suite>/<method>[-<preset>])")
-    add("--dry-run", action="store_true", help="print the plan and exit without loading any model")
+    add("--dry-run", action="store_true", help="check every input, print the plan and exit without loading any model")
+    add("--verify", action="store_true", help="re-hash every recorded image (sha256) before resuming and "
+        "scoring; by default an image whose size and mtime match its record is trusted without a re-hash")
 
 
 # ---- planning -----------------------------------------------------------------------------
@@ -152,16 +166,75 @@ def provenance(device: str) -> dict:
 
 
 # ---- the command --------------------------------------------------------------------------
+#: Bounds of the numeric options (checked before anything loads). 1000 steps: the schedulers'
+#: training timesteps (diffusers refuses more); 4096 px: beyond any SD model's size.
+MAX_RESOLUTION = 4096
+MAX_STEPS = 1000
+MAX_IMAGES_PER_PROMPT = 1000
+MAX_BATCH_SIZE = 4096
+#: Range checks of well-known method parameters, on top of the type checks of the signature.
+PARAM_RANGES = {"num_inference_steps": (1, MAX_STEPS)}
+
+
+def check_options(args) -> None:
+    """Every numeric option, before anything is loaded or written."""
+    check_int(args.resolution, "--resolution", 8, MAX_RESOLUTION, multiple_of=8)
+    check_int(args.steps, "--steps", 1, MAX_STEPS)
+    check_int(args.batch_size, "--batch-size", 1, MAX_BATCH_SIZE)
+    check_int(args.images_per_prompt, "--images-per-prompt", 1, MAX_IMAGES_PER_PROMPT)
+    check_int(args.limit, "--limit", 1)
+    check_device(args.device)
+    if args.preset and args.weights:
+        raise BenchError("--weights and --preset exclude each other: a preset builds random weights")
+
+
+def method_params(name: str, method_cls, entry_params: dict, overrides: list[str]) -> dict:
+    params = check_method_params(name, method_cls, {**entry_params, **parse_params(overrides)})
+    for key, (low, high) in PARAM_RANGES.items():
+        if key in params and isinstance(params[key], int) and not low <= params[key] <= high:
+            raise BenchError(f"--param {key}={params[key]}: must be between {low} and {high}")
+    return params
+
+
+def check_request_images(samples: list[Sample]) -> None:
+    """Decode every file a method will read (subject images, sources, masks) in full now, so a
+    truncated file fails here in one line and not inside a model mid-run."""
+    seen = set()
+    for s in samples:
+        for path in (*s.subject_images, s.source_image, s.mask):
+            if path is not None and path not in seen:
+                seen.add(path)
+                check_image(path)
+
+
+def adapter_identity(adapter: str | None) -> object:
+    """'init' / None as given; a checkpoint: its path and a hash of the weight files it holds
+    (bench.files.weight_files: never a whole folder tree)."""
+    if adapter in (None, "init"):
+        return adapter
+    files = weight_files(Path(adapter))
+    return {"path": str(Path(adapter).expanduser().resolve()), "sha256": files_sha256(files)[:16]}
+
+
 def run(args) -> int:
     from bench.registry import METHODS
     from bench.suites import load_suite
 
     smoke = args.preset == "smoke"
     model_preset = SMOKE["model_preset"] if smoke else args.preset
-    if args.preset and args.weights:
-        raise BenchError("--weights and --preset exclude each other: a preset builds random weights")
+    # 1. options, method and parameters: nothing is loaded or written yet
+    check_options(args)
+    rank, world = shard_of(args)
+    seeds = parse_seeds(args.seeds) if args.seeds else None
     entry = METHODS.get(args.method)
+    method_cls = entry.load()
+    params = method_params(args.method, method_cls, dict(entry.params), args.param)
     suite_options = parse_params(args.suite_option, "--suite-option")
+    out = args.out or Path("runs") / args.suite / (args.method + (f"-{args.preset}" if args.preset else ""))
+    check_output_dir(out)
+    check_input_dir(args.data_root, "--data-root")
+
+    # 2. the suite and its files
     if args.task:
         suite_options["task_kind"] = args.task
     if model_preset and args.suite == "dreamedit":
@@ -169,6 +242,10 @@ def run(args) -> int:
     if args.dry_run and args.suite == "dreamedit":
         suite_options.setdefault("annotate", False)   # a plan needs no Grounded-SAM weights
     suite = load_suite(args.suite, args.data_root, mini=smoke, **suite_options)
+    tasks = getattr(method_cls, "tasks", frozenset({"generate"}))
+    if suite.task not in tasks:
+        raise BenchError(f"method {args.method!r} cannot do the '{suite.task}' task that suite "
+                         f"{args.suite!r} needs (it does: {', '.join(sorted(tasks))})")
     all_samples = suite.samples()
     samples = select_samples(all_samples, args.subjects, args.limit)
     unmasked = [s.cell for s in samples if suite.task == "edit" and s.mask is None]
@@ -177,12 +254,15 @@ def run(args) -> int:
         print(f"warning: {len(unmasked)} edit sample(s) have no mask and are skipped: "
               f"{', '.join(unmasked[:5])}{' ...' if len(unmasked) > 5 else ''}", file=sys.stderr)
         samples = [s for s in samples if s.mask is not None]
-    seeds = parse_seeds(args.seeds) if args.seeds else (SMOKE["seeds"] if smoke else suite.default_seeds)
+    check_request_images(samples)
+    seeds = seeds or (SMOKE["seeds"] if smoke else suite.default_seeds)
     per_prompt = args.images_per_prompt or (SMOKE["images_per_prompt"] if smoke else suite.default_images_per_prompt)
-    if per_prompt < 1:
-        raise BenchError("--images-per-prompt must be at least 1")
     plan = Plan(samples, all_samples, seeds, per_prompt)
-    out = args.out or Path("runs") / args.suite / (args.method + (f"-{args.preset}" if args.preset else ""))
+    adapter = args.adapter
+    if smoke and adapter is None and getattr(method_cls, "smoke_adapter", None):
+        adapter = method_cls.smoke_adapter
+        print(f"smoke preset: {args.method} runs with --adapter {adapter} (untrained adapter)", file=sys.stderr)
+    adapter_id = adapter_identity(adapter)
 
     if args.dry_run:
         print(f"method     {args.method} ({entry.target}{', ' + str(dict(entry.params)) if entry.params else ''})")
@@ -193,29 +273,15 @@ def run(args) -> int:
         print(f"per seed   {plan.images_per_seed} images")
         print(f"seeds      {len(plan.seeds)}: {', '.join(map(str, plan.seeds))}")
         print(f"total      {plan.total} images")
+        print(f"batches    {len(plan_batches(plan.requests(), args.batch_size))} of up to {args.batch_size}")
         if hasattr(suite, "describe"):
             print(f"protocol   {suite.describe()}  (at the suite's default images per prompt)")
         print(f"output     {out}")
         return 0
 
-    method_cls = entry.load()
-    tasks = getattr(method_cls, "tasks", frozenset({"generate"}))
-    if suite.task not in tasks:
-        raise BenchError(f"method {args.method!r} cannot do the '{suite.task}' task that suite "
-                         f"{args.suite!r} needs (it does: {', '.join(sorted(tasks))})")
+    # 3. identity, lock, model; run.json only once the model has loaded
     device = args.device or default_device()
     dtype = args.dtype or ("fp16" if device.startswith("cuda") else "fp32")
-    params = {**entry.params, **parse_params(args.param)}
-    adapter = args.adapter
-    if smoke and adapter is None and getattr(method_cls, "smoke_adapter", None):
-        adapter = method_cls.smoke_adapter
-        print(f"smoke preset: {args.method} runs with --adapter {adapter} (untrained adapter)", file=sys.stderr)
-    if adapter not in (None, "init"):
-        if not Path(adapter).exists():
-            raise BenchError(f"--adapter {adapter}: no such file or folder")
-        adapter_id = {"path": str(Path(adapter).resolve()), "sha256": tree_sha256(Path(adapter))[:16]}
-    else:
-        adapter_id = adapter
     spec = LoadSpec(weights=args.weights or LoadSpec.weights, preset=model_preset, device=device, dtype=dtype,
                     adapter=adapter, resolution=args.resolution or (SMOKE["resolution"] if smoke else None),
                     num_inference_steps=args.steps or (SMOKE["num_inference_steps"] if smoke else None),
@@ -224,10 +290,10 @@ def run(args) -> int:
         "method": args.method, "method_params": params,
         "model": model_preset and f"preset:{model_preset}" or spec.weights, "adapter": adapter_id,
         "dtype": dtype, "resolution": spec.resolution, "steps": spec.num_inference_steps,
+        "batch_size": args.batch_size,
         "suite": {"name": args.suite, "version": suite.version, "samples_hash": samples_hash(all_samples),
                   "options": suite_options},
     }
-    rank, world = shard_of(args)
     metric_preset = args.metric_preset or (SMOKE["metric_preset"] if model_preset else None)
     info = {
         "suite": {"name": args.suite, "root": str(suite.root.resolve()), "options": suite_options},
@@ -239,20 +305,43 @@ def run(args) -> int:
     }
     store = RunStore(out)
     store.check_identity(identity)            # refuse a mismatched run before loading anything
-    requests = plan.requests()
-    mine = [r for i, r in enumerate(requests) if i % world == rank]
-    done = store.done_keys()
-    todo = [r for r in mine if r.key not in done]
-    method = method_cls(spec, name=args.method, **params) if todo else None
-    store = RunStore.open_for_run(out, identity, info)
-    print(f"{args.method} on {args.suite}: {plan.total} images planned, {len(mine) - len(todo)} already "
-          f"done, {len(todo)} to generate -> {store.root}", file=sys.stderr)
-    if method is not None:
-        description = method.describe()
-        store.update_run(method=description, weights_status=description.get("weights_status"),
-                         random_weights=bool(model_preset) or bool(description.get("model", {}).get("random_weights")))
-        generate_into(store, method, todo, args.batch_size, rank, already=len(mine) - len(todo), total=len(mine))
-    store.update_run(finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    batches = plan_batches(plan.requests(), args.batch_size)
+    mine = [b for i, b in enumerate(batches) if i % world == rank]
+    created = [p for p in (Path(out), Path(out) / "generations") if not p.exists()]
+    lock = store.lock_shard(rank, world)      # the same shard started twice is refused here
+    try:
+        recorded, problems = store.verified_records(verify=args.verify)
+        mine_keys = {r.key for b in mine for r in b}
+        bad = {k: why for k, why in problems.items() if k in mine_keys}
+        if bad:
+            first = next(iter(bad.items()))
+            print(f"warning: {len(bad)} recorded image(s) fail their check and are regenerated, e.g. "
+                  f"{first[0]}: {first[1]}", file=sys.stderr)
+        todo = [b for b in mine if any(r.key not in recorded for r in b)]
+        method = method_cls(spec, name=args.method, **params) if todo else None
+        store = RunStore.open_for_run(out, identity, info)
+    except BaseException:
+        lock.release()
+        if not store.run_json.exists():       # nothing of this run may stay behind
+            lock.path.unlink(missing_ok=True)
+            for folder in reversed(created):
+                try:
+                    folder.rmdir()
+                except OSError:
+                    pass
+        raise
+    with lock:
+        n_mine = sum(len(b) for b in mine)
+        n_todo = sum(1 for b in todo for r in b if r.key not in recorded)
+        print(f"{args.method} on {args.suite}: {plan.total} images planned, {n_mine - n_todo} already "
+              f"done, {n_todo} to generate in {len(todo)} batch(es) of up to {args.batch_size} -> {store.root}",
+              file=sys.stderr)
+        if method is not None:
+            description = method.describe()
+            store.update_run(method=description, weights_status=description.get("weights_status"),
+                             random_weights=bool(model_preset) or bool(description.get("model", {}).get("random_weights")))
+            generate_into(store, method, todo, recorded, rank, total=n_mine)
+        store.update_run(finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
 
     if args.no_score:
         return 0
@@ -265,22 +354,34 @@ def run(args) -> int:
     except ModuleNotFoundError:
         print("scoring is not available in this version; images and records are written", file=sys.stderr)
         return 0
-    score_run(store.root, device=device, metric_preset=metric_preset)
+    score_run(store.root, device=device, metric_preset=metric_preset, verify=args.verify)
     return 0
 
 
-def generate_into(store: RunStore, method, requests: list[GenRequest], batch_size: int, rank: int,
-                  already: int = 0, total: int | None = None) -> None:
-    """Generate ``requests`` in batches of one subject and record each image as it lands."""
-    from tqdm import tqdm
-
-    if batch_size < 1:
-        raise BenchError("--batch-size must be at least 1")
+def plan_batches(requests: list[GenRequest], batch_size: int) -> list[list[GenRequest]]:
+    """The plan cut into fixed batches: by position within each subject's run of requests (a
+    batch never mixes subjects). The cut depends only on the plan and the batch size, never on
+    what is already done, so a resumed or sharded run computes every batch exactly as one
+    uninterrupted process does."""
     batches = []
     for _, group in groupby(requests, key=lambda r: r.subject_images):
         group = list(group)
         batches += [group[i:i + batch_size] for i in range(0, len(group), batch_size)]
-    with store.writer(rank) as writer, tqdm(total=total or len(requests), initial=already, unit="img",
+    return batches
+
+
+def generate_into(store: RunStore, method, batches: list[list[GenRequest]], recorded: dict[str, dict],
+                  rank: int, total: int | None = None) -> None:
+    """Generate whole batches and record each image not yet recorded.
+
+    A partly finished batch (a run interrupted mid-batch) is regenerated whole, so that its
+    images are computed in the same batch as before; only the missing images are written, and
+    the regenerated bytes of the others are compared with their records."""
+    from tqdm import tqdm
+
+    n_todo = sum(1 for b in batches for r in b if r.key not in recorded)
+    differing = []
+    with store.writer(rank) as writer, tqdm(total=total or n_todo, initial=(total or n_todo) - n_todo, unit="img",
                                             desc=method.name, dynamic_ncols=True) as bar:
         try:
             for batch in batches:
@@ -290,10 +391,19 @@ def generate_into(store: RunStore, method, requests: list[GenRequest], batch_siz
                     raise RuntimeError(f"method {method.name} returned {len(images)} images for {len(batch)} requests")
                 seconds = (time.perf_counter() - start) / len(batch)
                 for request, image in zip(batch, images):
-                    writer.write(request.key, request.run_seed, image, seconds, image.info.get("bench"))
-                bar.update(len(batch))
+                    data = encode_png(image)
+                    if request.key in recorded:
+                        if hashlib.sha256(data).hexdigest() != recorded[request.key]["sha256"]:
+                            differing.append(request.key)
+                        continue
+                    writer.write(request.key, request.run_seed, image, seconds, image.info.get("bench"), data=data)
+                    bar.update(1)
         except KeyboardInterrupt:
             bar.close()
             print(f"\ninterrupted: {bar.n} of {bar.total} images are recorded in {store.root}; "
                   f"run the same command again to resume", file=sys.stderr)
             raise
+    if differing:
+        print(f"warning: {len(differing)} regenerated image(s) of partly finished batches differ from their "
+              f"records (e.g. {differing[0]}): this machine does not reproduce the earlier bytes "
+              "(another CPU, GPU or library version?); the recorded images are kept", file=sys.stderr)

@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Iterable
 
 from bench import BenchError
-from bench.files import file_sha256
+from bench.files import check_path_part, file_sha256, temporary_name, write_atomic
+from bench.images import check_image
 from bench.metrics.base import ScoreItem
 from bench.store import RunStore
 from bench.types import Sample
@@ -74,23 +75,33 @@ def load_run_samples(run: dict, run_json: Path) -> tuple[object, dict[str, Sampl
     return suite, {s.cell: s for s in suite.samples()}
 
 
-def build_items(store: RunStore, cells: dict[str, Sample]) -> list[tuple[ScoreItem, Sample, str]]:
+def build_items(store: RunStore, cells: dict[str, Sample], verify: bool = False
+                ) -> list[tuple[ScoreItem, Sample, str]]:
     """(ScoreItem, its sample, image sha256) for every recorded image, sorted by key (so that
-    images of one subject are scored together and its reference embeddings are reused)."""
+    images of one subject are scored together and its reference embeddings are reused).
+
+    Every image is checked against its record first (RunStore.check_record; ``verify``: a full
+    re-hash): a missing, truncated or replaced image is refused, never scored from the cache."""
+    good, bad = store.verified_records(verify)
+    if bad:
+        key, why = next(iter(sorted(bad.items())))
+        external = any(r.get("external") for r in store.records().values())
+        fix = ("re-import the images with `bench score --images ...`" if external
+               else "run the same `bench run` command again to regenerate them")
+        raise BenchError(f"{store.root}: {len(bad)} recorded image(s) do not match their records, e.g. {key}: "
+                         f"{why}; {fix}")
     out = []
-    for key, record in sorted(store.records().items()):
+    for key, record in sorted(good.items()):
         sample = cells.get(cell_of(key))
         if sample is None:
             raise BenchError(f"{store.root}: image {key} is not a cell of the run's suite "
                              "(did the suite's data or options change?)")
-        image = store.root / record["image"]           # an absolute path stays absolute
-        if not image.exists():
-            raise BenchError(f"{store.root}: the image of {key} is missing ({image})")
+        image = store.record_path(record)             # an absolute path stays absolute
         item = ScoreItem(key=key, image=image, seed=int(record["seed"]), subject=sample.subject,
                          class_noun=sample.class_noun, eval_text=sample.eval_text,
                          reference_images=sample.reference_images, subject_images=sample.subject_images,
                          source_image=sample.source_image, mask=sample.mask)
-        out.append((item, sample, record.get("sha256") or file_sha256(image)))
+        out.append((item, sample, record["sha256"]))
     return out
 
 
@@ -104,13 +115,14 @@ def metric_names(value) -> list[str]:
 
 def build_metrics(names: Iterable[str], device: str, preset: str | None, params: dict[str, dict]) -> list:
     """Metric instances from registry names; ``params`` per name override the entry's."""
-    from bench.registry import METRICS
+    from bench.registry import METRICS, check_method_params
 
     out = []
     for name in names:
         entry = METRICS.get(name)
         factory = entry.load()
-        out.append(factory(device=device, preset=preset, **{**entry.params, **params.get(name, {})}))
+        given = check_method_params(name, factory, params.get(name, {}), "--metric-param") if name in params else {}
+        out.append(factory(device=device, preset=preset, **{**entry.params, **given}))
     return out
 
 
@@ -129,13 +141,17 @@ def read_scores(path: Path):
 
 
 def _write_parquet_atomic(df, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    tmp = temporary_name(path)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)       # a full disk or an interrupt leaves no temporary file
+        raise
 
 
 def score_run(run_dir, metrics=None, device: str = "cpu", batch_size: int = 16, metric_preset: str | None = None,
-              progress: bool = True, metric_params: dict[str, dict] | None = None):
+              progress: bool = True, metric_params: dict[str, dict] | None = None, verify: bool = False):
     """Score every recorded image of a run; write and return scores.parquet as a DataFrame.
 
     metrics: registry names (list or comma-separated); default run.json's "metrics", else the
@@ -148,6 +164,7 @@ def score_run(run_dir, metrics=None, device: str = "cpu", batch_size: int = 16, 
     if batch_size < 1:
         raise BenchError("--batch-size must be at least 1")
     store = RunStore.open_existing(run_dir)
+    store.remove_stale_temporaries()
     run = store.read_run()
     suite, cells = load_run_samples(run, store.run_json)
     names = metric_names(metrics) or metric_names(run.get("metrics")) or list(suite.default_metrics)
@@ -155,8 +172,8 @@ def score_run(run_dir, metrics=None, device: str = "cpu", batch_size: int = 16, 
         raise BenchError(f"no metrics to score {store.root} with: pass --metrics")
     preset = metric_preset if metric_preset is not None else run.get("metric_preset")
     params = {**(run.get("metric_params") or {}), **(metric_params or {})}
+    items = build_items(store, cells, verify)          # refuse stale images before any model loads
     instances = build_metrics(names, device, preset, params)
-    items = build_items(store, cells)
 
     old = read_scores(store.scores_path)
     cache = {(r.sha256, r.context, r.metric, str(r.metric_version)): r.value
@@ -224,8 +241,11 @@ def find_external_images(source: Path, samples: list[Sample]) -> dict[str, tuple
     if source.is_file():
         if source.suffix.lower() != ".csv":
             raise BenchError(f"--images {source}: expected a folder or a .csv manifest")
-        with open(source, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
+        try:
+            with open(source, newline="", encoding="utf-8") as f:
+                rows = list(csv.DictReader(f))
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise BenchError(f"--images {source}: not a UTF-8 CSV manifest ({exc})") from None
         for n, row in enumerate(rows, start=2):
             where = f"{source}:{n}"
             if not row.get("path"):
@@ -245,6 +265,12 @@ def find_external_images(source: Path, samples: list[Sample]) -> dict[str, tuple
             path = path if path.is_absolute() else source.parent / path
             if not path.exists():
                 raise BenchError(f"{where}: image {path} does not exist")
+            try:
+                check_image(path)                      # a regular, decodable image: not /dev/zero
+            except BenchError as exc:
+                raise BenchError(f"{where}: {exc}") from None
+            if key in found:
+                raise BenchError(f"{where}: a second image for {key} (also {found[key][0]})")
             found[key] = (path.resolve(), seed)
     elif source.is_dir():
         for path in sorted(source.rglob("*")):
@@ -256,6 +282,7 @@ def find_external_images(source: Path, samples: list[Sample]) -> dict[str, tuple
                 raise BenchError(f"{path}: not in the layout <subject>/<prompt index>/s<seed>/i<k>.png")
             fields = match.groupdict()
             key, seed = key_for(fields["subject"], fields["prompt"], fields["seed"], fields["index"], str(path))
+            check_image(path)
             if key in found:
                 raise BenchError(f"{path}: a second image for {key} (also {found[key][0]})")
             found[key] = (path.resolve(), seed)
@@ -286,13 +313,15 @@ def prepare_external_run(suite_name: str, images: Path | str, out: Path | str, d
             "random_weights": False, "weights_status": "external images", "method": {"name": label}}
     store = RunStore.open_for_run(out, identity, info)
     store.generations_dir.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps({"key": key, "seed": seed, "image": str(path), "sha256": file_sha256(path),
-                         "seconds": None, "external": True})
-             for key, (path, seed) in sorted(found.items())]
+    lines = []
+    for key, (path, seed) in sorted(found.items()):
+        st = path.stat()
+        lines.append(json.dumps({"key": key, "seed": seed, "image": str(path), "sha256": file_sha256(path),
+                                 "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "seconds": None,
+                                 "external": True}))
     records = store.generations_dir / "rank-00000.jsonl"
-    tmp = records.with_name(f".{records.name}.{os.getpid()}.tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, records)                           # the folder's current content, every time
+    with store.lock_shard(0):
+        write_atomic(records, ("\n".join(lines) + "\n").encode("utf-8"))   # the folder's current content
     return store
 
 
@@ -331,21 +360,35 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="with --images: a suite option, as in `bench run` (repeatable)")
     add("--name", default=None, help="with --images: the method name shown in reports (default: the folder name)")
     add("--out", default=None, help="with --images: the run directory to create (default: runs/external-<name>)")
+    add("--verify", action="store_true", help="re-hash every image (sha256) against its record before scoring; "
+        "by default an image whose size and mtime match its record is trusted without a re-hash")
 
 
 def run(args) -> int:
-    from bench.options import default_device, parse_params
+    from bench.options import (check_device, check_input_dir, check_int, check_output_dir, default_device,
+                               parse_params)
 
-    device = args.device or default_device()
+    check_int(args.batch_size, "--batch-size", 1, 4096)
+    device = check_device(args.device) or default_device()
     params = parse_metric_params(args.metric_param)
+    from bench.registry import METRICS, check_method_params
+
+    for name in metric_names(args.metrics) or []:
+        METRICS.get(name)                      # an unknown metric: one line before anything is written
+    for name, values in params.items():
+        check_method_params(name, METRICS.get(name).load(), values, "--metric-param")
     if args.images:
         if args.run_dir:
             raise BenchError("give a RUN_DIR or --images, not both")
         if not args.suite:
             raise BenchError("--images needs --suite (which suite the images answer)")
         images = Path(args.images)
+        if not images.exists():
+            raise BenchError(f"--images {images}: no such folder or file")
         label = args.name or (images.stem if images.is_file() else images.resolve().name)
-        out = Path(args.out) if args.out else Path("runs") / f"external-{label}"
+        check_path_part(label, "--name" if args.name else f"--images {images}", "run name")
+        out = check_output_dir(Path(args.out) if args.out else Path("runs") / f"external-{label}")
+        check_input_dir(args.data_root, "--data-root")
         store = prepare_external_run(args.suite, images, out, data_root=args.data_root, mini=args.mini,
                                      suite_options=parse_params(args.suite_option), name=label,
                                      metrics=args.metrics, metric_preset=args.metric_preset)
@@ -357,7 +400,8 @@ def run(args) -> int:
     else:
         raise BenchError("give a RUN_DIR to score, or --suite NAME --images DIR")
     df = score_run(run_dir, metrics=args.metrics, device=device, batch_size=args.batch_size,
-                   metric_preset=args.metric_preset, progress=not args.no_progress, metric_params=params)
+                   metric_preset=args.metric_preset, progress=not args.no_progress, metric_params=params,
+                   verify=args.verify)
     means = df.groupby("metric")["value"].mean()
     for metric, value in means.items():
         print(f"{metric:<40} {value:.4f}  (mean over {int((df['metric'] == metric).sum())} images)")

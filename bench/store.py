@@ -3,15 +3,22 @@
 Layout::
 
     RUN_DIR/run.json                      identity (what makes images differ), plan, provenance
-    RUN_DIR/generations/rank-00000.jsonl  one line per finished image, one file per process
+    RUN_DIR/generations/rank-00000.jsonl  one line per finished image, one file per shard
+    RUN_DIR/generations/rank-00000.lock   the advisory lock of the process writing that shard
     RUN_DIR/images/<subject>/<prompt>/s<seed>/i<k>.png
     RUN_DIR/scores.parquet                written by the scoring stage
 
-Writing one image: save to a temporary name in the target folder, fsync, rename, then append
-the jsonl line and flush it. A killed process therefore leaves at worst a stray temporary
-file (removed on the next open) or a finished image without its line (regenerated). Each
-process appends only to its own ``rank-NNNNN.jsonl``, so several processes (one per GPU) write
-one run without locks; readers merge the files.
+Writing one image: save to ``.<name>.<pid>.tmp`` in the target folder, fsync, rename, then
+append the jsonl line (with the image's size, mtime and sha256) and flush it. A killed process
+therefore leaves at worst a temporary file (removed by the next process once its writer pid is
+gone) or a finished image without its line (regenerated). Each shard appends only to its own
+``rank-NNNNN.jsonl`` under an advisory lock (``fcntl.flock``), so several processes (one per GPU)
+write one run; the same shard started twice is refused. Readers merge the files.
+
+Integrity (``verified_records``): a record counts only if its image exists as a regular file
+with the recorded size, and either its mtime is the recorded one or its sha256 is (``verify``:
+always the sha256). Malformed lines (torn by a kill, not UTF-8, not JSON, missing fields) are
+skipped with one warning that counts them.
 """
 
 from __future__ import annotations
@@ -20,21 +27,31 @@ import hashlib
 import io
 import json
 import os
+import re
+import stat
+import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from PIL import Image
 
 from bench import BenchError
+from bench.files import check_path_part, file_sha256, remove_stale_temporaries, write_atomic
 
 RUN_FORMAT = 1
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8"))
+
+
+def encode_png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _diff(old, new, prefix="") -> list[str]:
@@ -47,6 +64,44 @@ def _diff(old, new, prefix="") -> list[str]:
     return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
 
 
+def _valid_record(rec) -> bool:
+    return (isinstance(rec, dict) and isinstance(rec.get("key"), str) and rec["key"].count("/") >= 4
+            and isinstance(rec.get("image"), str) and rec["image"] != ""
+            and isinstance(rec.get("sha256"), str) and bool(_SHA256.match(rec["sha256"]))
+            and isinstance(rec.get("seed"), int) and not isinstance(rec.get("seed"), bool)
+            and (rec.get("bytes") is None or (isinstance(rec["bytes"], int) and rec["bytes"] >= 0)))
+
+
+class ShardLock:
+    """An exclusive advisory lock (flock) on one shard's records; released when the process ends."""
+
+    def __init__(self, path: Path, label: str):
+        import fcntl
+
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(self._fd, 32).decode("ascii", "replace").strip() or "?"
+            os.close(self._fd)
+            raise BenchError(f"{label} is already being written by process {holder} (lock {path}); "
+                             "wait for it to finish or stop it") from None
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, f"{os.getpid()}\n".encode())
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)          # closing the descriptor releases the flock
+            self._fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
 class RunStore:
     def __init__(self, root: Path | str):
         self.root = Path(root)
@@ -54,6 +109,7 @@ class RunStore:
         self.images_dir = self.root / "images"
         self.generations_dir = self.root / "generations"
         self.scores_path = self.root / "scores.parquet"
+        self._warned_malformed = False
 
     # ---- opening -------------------------------------------------------------------------
     @classmethod
@@ -62,21 +118,22 @@ class RunStore:
         the image of a given key; a run directory recorded with a different identity is refused.
         ``info`` (plan, provenance) is merged into run.json: plans accumulate across resumes."""
         store = cls(root)
-        store.check_identity(identity)
-        if store.run_json.exists():
-            data = store.read_run()
-            history = data.setdefault("resumed_at", [])
-            history.append(time.strftime("%Y-%m-%dT%H:%M:%S"))
-            plan = data.get("plan", {})
-            new_plan = info.get("plan", {})
-            seeds = sorted(set(plan.get("seeds", [])) | set(new_plan.get("seeds", [])))
-            data.update(info)
-            data["plan"] = {**new_plan, "seeds": seeds}
-        else:
-            store.root.mkdir(parents=True, exist_ok=True)
-            data = {"format": RUN_FORMAT, "identity": identity, **info,
-                    "created_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        _write_json_atomic(store.run_json, data)
+        store.root.mkdir(parents=True, exist_ok=True)
+        with store._run_lock():
+            store.check_identity(identity)
+            if store.run_json.exists():
+                data = store.read_run()
+                history = data.setdefault("resumed_at", [])
+                history.append(time.strftime("%Y-%m-%dT%H:%M:%S"))
+                plan = data.get("plan", {})
+                new_plan = info.get("plan", {})
+                seeds = sorted(set(plan.get("seeds", [])) | set(new_plan.get("seeds", [])))
+                data.update(info)
+                data["plan"] = {**new_plan, "seeds": seeds}
+            else:
+                data = {"format": RUN_FORMAT, "identity": identity, **info,
+                        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            _write_json_atomic(store.run_json, data)
         store.remove_stale_temporaries()
         return store
 
@@ -93,49 +150,129 @@ class RunStore:
     @classmethod
     def open_existing(cls, root: Path | str) -> "RunStore":
         store = cls(root)
-        if not store.run_json.exists():
+        if not store.run_json.is_file():
             raise BenchError(f"{store.root} is not a run directory: {store.run_json} is missing")
         return store
 
     def read_run(self) -> dict:
         try:
-            return json.loads(self.run_json.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+            data = json.loads(self.run_json.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:      # ValueError: bad JSON or not UTF-8
             raise BenchError(f"cannot read {self.run_json}: {exc}") from None
+        if not isinstance(data, dict):
+            raise BenchError(f"cannot read {self.run_json}: not a JSON object")
+        return data
+
+    @contextmanager
+    def _run_lock(self):
+        """Serialise read-modify-write of run.json between processes (blocking flock)."""
+        import fcntl
+
+        fd = os.open(self.root / ".run.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def update_run(self, **fields) -> None:
-        data = self.read_run()
-        data.update(fields)
-        _write_json_atomic(self.run_json, data)
+        with self._run_lock():
+            data = self.read_run()
+            data.update(fields)
+            _write_json_atomic(self.run_json, data)
 
-    def remove_stale_temporaries(self) -> None:
-        if self.images_dir.exists():
-            for tmp in self.images_dir.rglob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
+    def remove_stale_temporaries(self) -> int:
+        """Remove temporary files left by dead processes (never those of a live writer)."""
+        return (remove_stale_temporaries(self.root) + remove_stale_temporaries(self.generations_dir)
+                + remove_stale_temporaries(self.images_dir, recursive=True))
+
+    def lock_shard(self, rank: int, world: int = 1) -> ShardLock:
+        self.generations_dir.mkdir(parents=True, exist_ok=True)
+        return ShardLock(self.generations_dir / f"rank-{rank:05d}.lock", f"shard {rank}/{world} of {self.root}")
 
     # ---- images and records --------------------------------------------------------------
     def image_path(self, key: str) -> Path:
-        """images/<key without the suite>.png; keys are suite/subject/prompt/s<seed>/i<k>."""
+        """images/<key without the suite>.png; keys are suite/subject/prompt/s<seed>/i<k>.
+        Every part must be a plain folder name: nothing is ever written outside images/."""
         parts = key.split("/")
+        for part in parts[1:]:
+            check_path_part(part, f"image key {key!r}", "part")
         return self.images_dir.joinpath(*parts[1:]).with_suffix(".png")
 
+    def record_path(self, record: dict) -> Path:
+        """The image file of a record (relative to the run, or absolute for external images)."""
+        return self.root / record["image"]
+
     def records(self) -> dict[str, dict]:
-        """Finished images by key, merged over all rank files (last line wins)."""
+        """Finished images by key, merged over all rank files (last line wins). Malformed lines
+        are skipped; one warning (per store) counts them."""
         out: dict[str, dict] = {}
-        if not self.generations_dir.exists():
+        if not self.generations_dir.is_dir():
             return out
+        malformed = 0
         for path in sorted(self.generations_dir.glob("rank-*.jsonl")):
-            for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                raw = path.read_bytes()
+            except OSError as exc:
+                raise BenchError(f"cannot read {path}: {exc.strerror}") from None
+            for line in raw.split(b"\n"):
+                if not line.strip():
+                    continue
                 try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a kill
-                if isinstance(rec, dict) and "key" in rec:
-                    out[rec["key"]] = rec
+                    rec = json.loads(line.decode("utf-8"))
+                except ValueError:              # torn by a kill, garbage, or not UTF-8
+                    malformed += 1
+                    continue
+                if not _valid_record(rec):
+                    malformed += 1
+                    continue
+                out[rec["key"]] = rec
+        if malformed and not self._warned_malformed:
+            self._warned_malformed = True
+            print(f"warning: skipped {malformed} malformed line(s) in {self.generations_dir} (cut by a kill, "
+                  "not UTF-8, not JSON, or missing key/seed/image/sha256); their images count as not done",
+                  file=sys.stderr)
         return out
 
-    def done_keys(self) -> set[str]:
-        return {k for k, rec in self.records().items() if (self.root / rec["image"]).exists()}
+    def check_record(self, record: dict, verify: bool = False) -> str | None:
+        """Why a record's image cannot be trusted, or None if it can.
+
+        Checked: a regular file, of the recorded size; then its sha256 unless the file still has
+        the recorded mtime (``verify``: the sha256 always)."""
+        path = self.record_path(record)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return f"missing ({path})"
+        except OSError as exc:
+            return f"unreadable ({path}: {exc.strerror})"
+        if not stat.S_ISREG(st.st_mode):
+            return f"not a regular file ({path})"
+        size = record.get("bytes")
+        if size is not None and st.st_size != size:
+            return f"{st.st_size} bytes, {size} recorded: truncated or replaced ({path})"
+        if verify or size is None or record.get("mtime_ns") != st.st_mtime_ns:
+            try:
+                digest = file_sha256(path)
+            except OSError as exc:
+                return f"unreadable ({path}: {exc.strerror})"
+            if digest != record["sha256"]:
+                return f"content differs from its recorded sha256: replaced ({path})"
+        return None
+
+    def verified_records(self, verify: bool = False) -> tuple[dict[str, dict], dict[str, str]]:
+        """(records whose image checks out, {key: what is wrong} for the others)."""
+        good, bad = {}, {}
+        for key, rec in self.records().items():
+            problem = self.check_record(rec, verify)
+            if problem is None:
+                good[key] = rec
+            else:
+                bad[key] = problem
+        return good, bad
+
+    def done_keys(self, verify: bool = False) -> set[str]:
+        return set(self.verified_records(verify)[0])
 
     def writer(self, rank: int = 0) -> "GenerationWriter":
         return GenerationWriter(self, rank)
@@ -154,21 +291,17 @@ class GenerationWriter:
                 self._file.write(b"\n")
         self._file.seek(0, os.SEEK_END)
 
-    def write(self, key: str, seed: int, image: Image.Image, seconds: float, extras: dict | None = None) -> dict:
+    def write(self, key: str, seed: int, image: Image.Image, seconds: float, extras: dict | None = None,
+              data: bytes | None = None) -> dict:
+        """Write one image atomically, then append its record. ``data``: the PNG bytes when
+        already encoded."""
         path = self.store.image_path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        data = buffer.getvalue()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        data = encode_png(image) if data is None else data
+        write_atomic(path, data)
         record = {"key": key, "seed": seed, "image": path.relative_to(self.store.root).as_posix(),
-                  "sha256": hashlib.sha256(data).hexdigest(), "seconds": round(seconds, 4),
-                  **(extras or {})}
+                  "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+                  "mtime_ns": path.stat().st_mtime_ns, "seconds": round(seconds, 4), **(extras or {})}
         self._file.write((json.dumps(record, default=str) + "\n").encode("utf-8"))
         self._file.flush()
         os.fsync(self._file.fileno())

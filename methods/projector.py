@@ -215,6 +215,8 @@ class ProjectorMethod:
     by ``bench train --method {clip,dino}-projector`` (adapter + projector files)."""
 
     tasks = frozenset({"generate", "edit"})
+    #: ``**ezigen_params`` go to EZIGenMethod: the runner checks --param against its signature too
+    forwards_params_to = "methods.ezigen.method:EZIGenMethod"
 
     def __init__(self, spec, name: str = "clip-projector", encoder: str = "clip",
                  encoder_model: str | None = None, **ezigen_params):

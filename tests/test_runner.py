@@ -131,7 +131,7 @@ def test_shards_split_the_plan_without_overlap(toy_root, tmp_path):
 @pytest.mark.parametrize("extra, message", [
     (("--seeds", "zero"), "--seeds 'zero'"),
     (("--subjects", "dog,unicorn"), "unknown subject(s) unicorn"),
-    (("--limit", "0"), "--limit must be at least 1"),
+    (("--limit", "0"), "--limit 0: must be at least 1"),
     (("--param", "novalue"), "--param 'novalue': expected KEY=VALUE"),
     (("--shard", "2/2"), "--shard '2/2'"),
     (("--adapter", "/no/such/adapter"), "--adapter /no/such/adapter: no such file"),

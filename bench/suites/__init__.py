@@ -28,4 +28,6 @@ def load_suite(name: str, data_root: Path | str | None = None, mini: bool = Fals
         how = (f"run `python -m bench data fetch {name}`, or pass --data-root" if data_root is None
                else "check --data-root")
         raise BenchError(f"data for suite {name!r} not found at {root}: {how}")
+    if not root.is_dir():
+        raise BenchError(f"--data-root {root}: is a file, expected the folder of suite {name!r}")
     return cls(root, **options)

@@ -12,7 +12,8 @@ from collections import Counter
 from pathlib import Path
 
 from bench import BenchError
-from bench.options import parse_params
+from bench.images import check_image
+from bench.options import check_input_dir, check_output_dir, parse_params
 from bench.suites import REPO_ROOT
 
 
@@ -37,6 +38,9 @@ def suite_counts(suite) -> dict[str, object]:
     by_category = {(s.category, s.subject) for s in samples}   # a subject may be in several
     files = {p for s in samples for p in (*s.reference_images, *s.subject_images)}
     sources = {s.source_image for s in samples if s.source_image is not None}
+    masks = {s.mask for s in samples if s.mask is not None}
+    for path in sorted(files | sources | masks):
+        check_image(path)                  # the same full decode as `bench run` does up front
     return {
         "subjects": len(subjects),
         "categories": dict(sorted(Counter(category for category, _ in by_category).items())),
@@ -73,7 +77,7 @@ def default_dest(cls) -> Path:
 def run(args) -> int:
     cls = suite_class(args.name)
     if args.action == "fetch":
-        dest = (args.dest or default_dest(cls)).expanduser()
+        dest = check_output_dir(args.dest or default_dest(cls), "--dest")
         path = cls.fetch(dest)
         print(f"{args.name}: data in {path}")
         print(f"check it with: python -m bench data check {args.name}"
@@ -90,6 +94,7 @@ def run(args) -> int:
     if args.action == "check":
         from bench.suites import load_suite
 
+        check_input_dir(args.data_root, "--data-root")
         suite = load_suite(args.name, args.data_root, mini=args.mini, **parse_params(args.suite_option, "--suite-option"))
         counts = suite_counts(suite)
         categories = ", ".join(f"{n} {c}" for c, n in counts["categories"].items() if c)

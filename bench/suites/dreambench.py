@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from PIL import Image
-
 from bench import BenchError
+from bench.files import check_path_part
+from bench.images import check_image
 from bench.suites.base import Suite
 from bench.types import Sample
 
@@ -121,6 +121,7 @@ def parse_prompts_file(path: Path) -> PromptsFile:
             if not sep or not subject or not noun or "," in noun:
                 raise BenchError(f"{path}:{lineno}: expected 'subject,class' in the Classes table, "
                                  f"got {line!r}")
+            check_path_part(subject, f"{path}:{lineno}", "subject")   # it becomes a folder name
             if subject in classes:
                 raise BenchError(f"{path}:{lineno}: subject {subject!r} is listed twice")
             classes[subject] = noun
@@ -157,12 +158,9 @@ def subject_images(folder: Path) -> tuple[Path, ...]:
 
 
 def verify_image(path: Path) -> None:
-    """A cheap integrity check (header + structure) so a corrupt file fails before generation."""
-    try:
-        with Image.open(path) as image:
-            image.verify()
-    except Exception as exc:  # PIL raises many kinds (UnidentifiedImageError, SyntaxError, OSError)
-        raise BenchError(f"corrupt or unreadable image {path}: {exc}") from None
+    """A full decode (bench.images.check_image), so a corrupt or truncated file fails before
+    generation, in one line naming it."""
+    check_image(path)
 
 
 def _as_subject_list(subjects) -> list[str] | None:

@@ -139,7 +139,7 @@ class ReferenceEncoder:
 
     @torch.no_grad()
     def _run(self, keys: list[tuple], timestep: int) -> list[list[torch.Tensor]]:
-        """One batched reference forward over the given subject images at ``timestep``."""
+        """One reference forward over the given subject images at ``timestep`` (callers pass one)."""
         pairs = [self._clean_and_noise(k) for k in keys]
         clean = torch.stack([c for c, _ in pairs])
         noise = torch.stack([n for _, n in pairs])
@@ -156,25 +156,26 @@ class ReferenceEncoder:
                  ) -> list[list[list[torch.Tensor]]]:
         """Per request, per subject image, the per-block features [L, C] in forward order.
 
-        Fixed timestep: computed once per cache key (all missing images in one batched
-        forward). Adaptive: computed at ``timestep`` (the main UNet's) for every call, once per
-        distinct subject image in the batch.
+        Each subject image is encoded by its own forward (batch of one), so its features do not
+        depend on which other requests share the batch, nor on what the cache already held.
+        Fixed timestep: computed once per cache key. Adaptive: computed at ``timestep`` (the main
+        UNet's) for every call, once per distinct subject image in the batch.
         """
         if self.adaptive:
             if timestep is None:
                 raise ValueError("the adaptive reference encoder needs the main UNet's timestep")
             keys = [k for r in requests for k in self.subject_keys(r)]
             distinct = list(dict.fromkeys(keys))
-            computed = dict(zip(distinct, self._run(distinct, int(timestep))))
+            # one forward per subject image, so its features never depend on its batch companions
+            computed = {k: self._run([k], int(timestep))[0] for k in distinct}
             return [[computed[k] for k in self.subject_keys(r)] for r in requests]
         wanted = [[k for k in self.subject_keys(r)] for r in requests]
         batch_keys = {k for keys in wanted for k in keys}
         missing = list(dict.fromkeys(k for keys in wanted for k in keys if k not in self._features))
         for key in batch_keys - set(missing):
             self._features.move_to_end(key)
-        if missing:
-            for key, value in zip(missing, self._run(missing, int(self.timestep))):
-                self._remember(self._features, key, value, batch_keys)
+        for key in missing:   # one forward per subject image: the same features whatever the batch
+            self._remember(self._features, key, self._run([key], int(self.timestep))[0], batch_keys)
         return [[self._features[k] for k in keys] for keys in wanted]
 
     def passes_per_image(self, request: GenRequest, main_steps_with_adapter: int) -> int:
