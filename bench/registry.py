@@ -165,7 +165,8 @@ def _coerce(value, annotation):
     return value
 
 
-def check_method_params(method: str, cls, params: Mapping[str, Any], option: str = "--param") -> dict:
+def check_method_params(method: str, cls, params: Mapping[str, Any], option: str = "--param",
+                        kind: str = "method", prefix: str = "") -> dict:
     """Validate parameters against the method class's constructor before anything loads:
     unknown names get a did-you-mean and the full list; values must fit the annotation
     (``typing.Literal`` choices included). Returns the values as the constructor wants them."""
@@ -179,13 +180,13 @@ def check_method_params(method: str, cls, params: Mapping[str, Any], option: str
         if key not in known:
             close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            raise BenchError(f"{option} {key}: method {method!r} has no parameter {key!r}; {hint}"
+            raise BenchError(f"{option} {prefix}{key}: {kind} {method!r} has no parameter {key!r}; {hint}"
                              f"its parameters: {', '.join(sorted(known)) or 'none'}")
         annotation, _default = known[key]
         try:
             out[key] = _coerce(value, annotation)
         except ValueError as exc:
-            raise BenchError(f"{option} {key}={value!r}: method {method!r} expects {exc}") from None
+            raise BenchError(f"{option} {prefix}{key}={value!r}: {kind} {method!r} expects {exc}") from None
     return out
 
 

@@ -121,7 +121,8 @@ def build_metrics(names: Iterable[str], device: str, preset: str | None, params:
     for name in names:
         entry = METRICS.get(name)
         factory = entry.load()
-        given = check_method_params(name, factory, params.get(name, {}), "--metric-param") if name in params else {}
+        given = (check_method_params(name, factory, params[name], "--metric-param", "metric", f"{name}.")
+                 if name in params else {})
         out.append(factory(device=device, preset=preset, **{**entry.params, **given}))
     return out
 
@@ -376,7 +377,7 @@ def run(args) -> int:
     for name in metric_names(args.metrics) or []:
         METRICS.get(name)                      # an unknown metric: one line before anything is written
     for name, values in params.items():
-        check_method_params(name, METRICS.get(name).load(), values, "--metric-param")
+        check_method_params(name, METRICS.get(name).load(), values, "--metric-param", "metric", f"{name}.")
     if args.images:
         if args.run_dir:
             raise BenchError("give a RUN_DIR or --images, not both")

@@ -73,3 +73,104 @@ def test_open_existing_names_the_missing_file(tmp_path):
     (tmp_path / "run.json").write_text("{not json")
     with pytest.raises(BenchError, match="cannot read"):
         RunStore.open_existing(tmp_path).read_run()
+
+
+KEY = "dreambench/dog/000/s0/i0"
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_malformed_lines_are_skipped_with_one_counting_warning(tmp_path, capsys):
+    store = RunStore.open_for_run(tmp_path / "run", IDENTITY, {})
+    with store.writer(0) as w:
+        w.write(KEY, 0, _image(1), 0.1)
+    with open(store.generations_dir / "rank-00000.jsonl", "ab") as f:
+        f.write(b'\xff\xfe not utf-8 \x80\n')                                  # not UTF-8
+        f.write(b'garbage\n')                                                  # not JSON
+        f.write(b'{"key": "dreambench/dog/000/s0/i1", "seed": 0}\n')           # no image, no sha256
+        f.write(b'["a", "list"]\n')                                            # not a record
+        f.write(b'{"key": "dreambench/dog/001/s0/i0", "se')                    # torn by a kill
+    assert set(store.records()) == {KEY}
+    assert set(store.records()) == {KEY}                                       # warned once per store
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "skipped 5 malformed line(s)" in err[0]
+
+
+def test_a_truncated_or_replaced_image_is_not_done(tmp_path):
+    import os
+    store = RunStore.open_for_run(tmp_path / "run", IDENTITY, {})
+    with store.writer(0) as w:
+        rec = w.write(KEY, 0, _image(1), 0.1)
+    path = store.root / rec["image"]
+    original = path.read_bytes()
+    assert store.done_keys() == {KEY} and store.done_keys(verify=True) == {KEY}
+
+    path.write_bytes(original[:-10])                                 # truncated
+    assert store.done_keys() == set()
+    assert "truncated or replaced" in store.verified_records()[1][KEY]
+
+    changed = bytearray(original)
+    changed[len(changed) // 2] ^= 0xFF                               # same size, other content
+    path.write_bytes(bytes(changed))
+    assert store.done_keys() == set()                                # mtime moved: re-hashed
+    os.utime(path, ns=(rec["mtime_ns"], rec["mtime_ns"]))            # even with the old mtime back,
+    assert store.done_keys(verify=True) == set()                     # --verify re-hashes always
+    path.write_bytes(original)
+    assert store.done_keys() == {KEY}                                # the right bytes count again
+    path.unlink()
+    path.mkdir()
+    assert "not a regular file" in store.verified_records()[1][KEY]
+
+
+def test_temporaries_of_live_writers_are_kept_and_of_dead_ones_removed(tmp_path):
+    import os
+    store = RunStore.open_for_run(tmp_path / "run", IDENTITY, {})
+    folder = store.images_dir / "dog" / "000" / "s0"
+    folder.mkdir(parents=True)
+    live = folder / f".i0.png.{os.getppid()}.tmp"                    # another live process writing now
+    dead = folder / f".i1.png.{_dead_pid()}.tmp"
+    stale_json = store.root / f".run.json.{_dead_pid()}.tmp"
+    for p in (live, dead, stale_json):
+        p.write_bytes(b"half")
+    RunStore.open_for_run(tmp_path / "run", IDENTITY, {})
+    assert live.exists() and not dead.exists() and not stale_json.exists()
+
+
+def test_the_same_shard_twice_is_refused_naming_the_live_pid(tmp_path):
+    import os
+    store = RunStore.open_for_run(tmp_path / "run", IDENTITY, {})
+    with store.lock_shard(0, 2):
+        with pytest.raises(BenchError, match=f"shard 0/2 of .* is already being written by process {os.getpid()}"):
+            RunStore(tmp_path / "run").lock_shard(0, 2)
+        RunStore(tmp_path / "run").lock_shard(1, 2).release()     # another shard is fine
+    RunStore(tmp_path / "run").lock_shard(0, 2).release()         # released with its holder
+
+
+def test_a_full_disk_leaves_no_temporary_file(tmp_path, monkeypatch):
+    import errno
+    import os
+    store = RunStore.open_for_run(tmp_path / "run", IDENTITY, {})
+
+    def full(_fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with store.writer(0) as w:
+        monkeypatch.setattr(os, "fsync", full)
+        with pytest.raises(OSError):
+            w.write(KEY, 0, _image(1), 0.1)
+    assert [p for p in store.root.rglob("*.tmp")] == []
+    assert store.records() == {}
+
+
+@pytest.mark.parametrize("key", ["dreambench/../../x/000/s0/i0", "dreambench//000/s0/i0", "dreambench/a\\b/0/s0/i0",
+                                 "dreambench/~/0/s0/i0", "dreambench/ok/../s0/i0"])
+def test_keys_never_leave_the_images_folder(tmp_path, key):
+    store = RunStore.open_for_run(tmp_path / "run", IDENTITY, {})
+    with pytest.raises(BenchError, match="cannot be a folder name"):
+        store.image_path(key)
