@@ -51,20 +51,42 @@ def test_protocol_schedule_resumes_at_381():
     assert int(scheduler.timesteps[config.layout_steps]) == 381
 
 
-def test_same_request_same_bytes_at_batch_1_and_4(subjects):
+# Across batch sizes an image may differ by a few pixel levels: other matrix shapes take other
+# BLAS kernels, which sum in another order (and differ between CPUs: AVX2, AVX-512, AMX). Measured
+# with benchmarks/batch_tolerance.py (tiny preset, 10 steps): batch 1 vs 4 bit-identical on AVX2;
+# the same images under another kernel set (ATEN_CPU_CAPABILITY=default vs AVX2) differ by at most
+# 1 level, mean 0.007 levels, loops unchanged. The bounds leave room for CPUs we could not
+# measure while staying far below the difference between two distinct requests (~40 levels mean).
+PIXEL_TOLERANCE = 8          # 8-bit levels, any pixel
+MEAN_TOLERANCE = 0.25        # 8-bit levels, mean over the image
+
+
+def test_same_bytes_in_the_same_batch_and_within_tolerance_across_batch_sizes(subjects):
     requests = _requests(subjects)
     spec = LoadSpec(preset="tiny", adapter="init", num_inference_steps=5)
     batched = EZIGenMethod(spec, max_loops=3).generate(requests)
+    again = EZIGenMethod(spec, max_loops=3).generate(requests)     # the identical computation: same bytes
+    for b, a in zip(batched, again):
+        assert np.array_equal(np.asarray(b), np.asarray(a)) and b.info["bench"] == a.info["bench"]
+
     single = EZIGenMethod(spec, max_loops=3)
+    # a subject's reference features are computed alone (batch of one), whatever the batch: bit-equal
+    mixed = single.reference.features([requests[3]])[0][0]          # subject 0 beside subject 1
+    single.reference._features.clear()
+    alone_features = single.reference.features([requests[0]])[0][0]
+    assert all(torch.equal(x, y) for x, y in zip(mixed, alone_features))
+
     alone = []
     for r in requests:          # fresh caches: text and subject features computed alone too
         single.sd._text_cache.clear()
         single.reference._features.clear()
         alone.append(single.generate([r])[0])
     for b, a in zip(batched, alone):
-        assert np.array_equal(np.asarray(b), np.asarray(a))
-        assert b.info["bench"] == a.info["bench"] | {"reference_cached": b.info["bench"]["reference_cached"]}
-    assert not np.array_equal(np.asarray(batched[0]), np.asarray(batched[1]))
+        diff = np.abs(np.asarray(b, dtype=np.int16) - np.asarray(a, dtype=np.int16))
+        assert diff.max() <= PIXEL_TOLERANCE and diff.mean() <= MEAN_TOLERANCE
+        assert b.info["bench"]["loops"] == a.info["bench"]["loops"]
+    distinct = np.abs(np.asarray(batched[0], dtype=np.int16) - np.asarray(batched[1], dtype=np.int16))
+    assert distinct.mean() > 20 * MEAN_TOLERANCE                   # the bound can tell images apart
 
 
 def test_records_loops_and_unet_calls(method, subjects):
