@@ -80,7 +80,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="score with tiny random metric models (default with --preset)")
     add("--no-score", action="store_true", help="generate only; score later with `bench score`")
     add("--shard", default=None, metavar="I/N", help="process I of N (default: RANK/WORLD_SIZE or 0/1)")
-    add("--out", type=Path, default=None, help="run directory (default runs/<suite>/<method>[-<preset>])")
+    add("--out", default=None, help="run directory (default runs/<suite>/<method>[-<preset>])")
     add("--dry-run", action="store_true", help="check every input, print the plan and exit without loading any model")
     add("--verify", action="store_true", help="re-hash every recorded image (sha256) before resuming and "
         "scoring; by default an image whose size and mtime match its record is trusted without a re-hash")
@@ -120,8 +120,10 @@ class Plan:
 
 
 def select_samples(samples: list[Sample], subjects: str | None, limit: int | None) -> list[Sample]:
-    if subjects:
+    if subjects is not None:
         wanted = [s.strip() for s in subjects.split(",") if s.strip()]
+        if not wanted:
+            raise BenchError(f"--subjects {subjects!r} names no subject")
         known = sorted({s.subject for s in samples})
         unknown = [w for w in wanted if w not in known]
         if unknown:
@@ -217,7 +219,7 @@ def adapter_identity(adapter: str | None) -> object:
 
 
 def run(args) -> int:
-    from bench.registry import METHODS
+    from bench.registry import METHODS, METRICS
     from bench.suites import load_suite
 
     smoke = args.preset == "smoke"
@@ -230,8 +232,15 @@ def run(args) -> int:
     method_cls = entry.load()
     params = method_params(args.method, method_cls, dict(entry.params), args.param)
     suite_options = parse_params(args.suite_option, "--suite-option")
-    out = args.out or Path("runs") / args.suite / (args.method + (f"-{args.preset}" if args.preset else ""))
+    if args.out is not None and not str(args.out).strip():
+        raise BenchError("--out is empty: name the run directory")
+    out = Path(args.out) if args.out else Path("runs") / args.suite / (args.method + (f"-{args.preset}" if args.preset else ""))
     check_output_dir(out)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics is not None else None
+    if metrics is not None and not metrics:
+        raise BenchError(f"--metrics {args.metrics!r} names no metric")
+    for name in metrics or []:
+        METRICS.get(name)                     # an unknown metric fails now, not after generating
     check_input_dir(args.data_root, "--data-root")
 
     # 2. the suite and its files
@@ -255,16 +264,21 @@ def run(args) -> int:
               f"{', '.join(unmasked[:5])}{' ...' if len(unmasked) > 5 else ''}", file=sys.stderr)
         samples = [s for s in samples if s.mask is not None]
     check_request_images(samples)
+    if not samples:
+        raise BenchError(f"nothing to generate: the selection leaves no sample of suite {args.suite!r}")
     seeds = seeds or (SMOKE["seeds"] if smoke else suite.default_seeds)
     per_prompt = args.images_per_prompt or (SMOKE["images_per_prompt"] if smoke else suite.default_images_per_prompt)
     plan = Plan(samples, all_samples, seeds, per_prompt)
     adapter = args.adapter
+    smoke_note = None
     if smoke and adapter is None and getattr(method_cls, "smoke_adapter", None):
         adapter = method_cls.smoke_adapter
-        print(f"smoke preset: {args.method} runs with --adapter {adapter} (untrained adapter)", file=sys.stderr)
+        smoke_note = f"smoke preset: {args.method} runs with --adapter {adapter} (untrained adapter)"
     adapter_id = adapter_identity(adapter)
 
     if args.dry_run:
+        if smoke_note:
+            print(smoke_note, file=sys.stderr)
         print(f"method     {args.method} ({entry.target}{', ' + str(dict(entry.params)) if entry.params else ''})")
         print(f"suite      {args.suite} at {suite.root}")
         print(f"subjects   {len(plan.subjects)}")
@@ -299,7 +313,7 @@ def run(args) -> int:
         "suite": {"name": args.suite, "root": str(suite.root.resolve()), "options": suite_options},
         "plan": {"seeds": list(seeds), "images_per_prompt": per_prompt, "subjects": plan.subjects,
                  "limit": args.limit, "total": plan.total, "skipped_without_mask": unmasked},
-        "metrics": args.metrics.split(",") if args.metrics else list(suite.default_metrics),
+        "metrics": metrics or list(suite.default_metrics),
         "metric_preset": metric_preset, "random_weights": bool(model_preset),
         "provenance": provenance(device),
     }
@@ -330,6 +344,8 @@ def run(args) -> int:
                 except OSError:
                     pass
         raise
+    if smoke_note:
+        print(smoke_note, file=sys.stderr)
     with lock:
         n_mine = sum(len(b) for b in mine)
         n_todo = sum(1 for b in todo for r in b if r.key not in recorded)

@@ -388,6 +388,8 @@ def run(args) -> int:
             raise BenchError(f"--images {images}: no such folder or file")
         label = args.name or (images.stem if images.is_file() else images.resolve().name)
         check_path_part(label, "--name" if args.name else f"--images {images}", "run name")
+        if args.out is not None and not args.out.strip():
+            raise BenchError("--out is empty: name the run directory")
         out = check_output_dir(Path(args.out) if args.out else Path("runs") / f"external-{label}")
         check_input_dir(args.data_root, "--data-root")
         store = prepare_external_run(args.suite, images, out, data_root=args.data_root, mini=args.mini,

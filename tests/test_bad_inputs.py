@@ -138,6 +138,12 @@ CASES = {
     "check baseline fields": (["check", "{a-run}", "--baseline", "{baseline}"], "'mean'"),
     "check baseline missing": (["check", "{a-run}", "--baseline", "{root}/nowhere.json"], "does not exist"),
     "unknown command": (["frobnicate"], "frobnicate"),
+    "subjects empty": (RUN + ["--subjects", ","], "--subjects ','"),
+    "run unknown metric": (RUN + ["--metrics", "nope"], "unknown metric 'nope'"),
+    "out empty": (RUN + ["--out", ""], "--out is empty"),
+    "param out of range (method's own check)": (EZ + ["--param", "split_ratio=2"], "split_ratio"),
+    "score run name escapes": (["score", "--suite", "dreambench", "--mini", "--images", "{manifest-passwd}",
+                                "--name", "../x"], "--name"),
 }
 
 
