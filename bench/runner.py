@@ -174,6 +174,8 @@ MAX_RESOLUTION = 4096
 MAX_STEPS = 1000
 MAX_IMAGES_PER_PROMPT = 1000
 MAX_BATCH_SIZE = 4096
+#: a plan is built in memory: refuse one that could not be (the published protocols: <= 18,000)
+MAX_PLAN_IMAGES = 1_000_000
 #: Range checks of well-known method parameters, on top of the type checks of the signature.
 PARAM_RANGES = {"num_inference_steps": (1, MAX_STEPS)}
 
@@ -269,6 +271,9 @@ def run(args) -> int:
     seeds = seeds or (SMOKE["seeds"] if smoke else suite.default_seeds)
     per_prompt = args.images_per_prompt or (SMOKE["images_per_prompt"] if smoke else suite.default_images_per_prompt)
     plan = Plan(samples, all_samples, seeds, per_prompt)
+    if plan.total > MAX_PLAN_IMAGES:
+        raise BenchError(f"the plan has {plan.total} images (cells x seeds x --images-per-prompt), more than "
+                         f"{MAX_PLAN_IMAGES}: fewer --seeds or --images-per-prompt, or --limit")
     adapter = args.adapter
     smoke_note = None
     if smoke and adapter is None and getattr(method_cls, "smoke_adapter", None):

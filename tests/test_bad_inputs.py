@@ -138,6 +138,7 @@ CASES = {
     "check baseline fields": (["check", "{a-run}", "--baseline", "{baseline}"], "'mean'"),
     "check baseline missing": (["check", "{a-run}", "--baseline", "{root}/nowhere.json"], "does not exist"),
     "unknown command": (["frobnicate"], "frobnicate"),
+    "plan too large": (RUN + ["--seeds", "0-9999", "--images-per-prompt", "1000"], "more than 1000000"),
     "subjects empty": (RUN + ["--subjects", ","], "--subjects ','"),
     "run unknown metric": (RUN + ["--metrics", "nope"], "unknown metric 'nope'"),
     "out empty": (RUN + ["--out", ""], "--out is empty"),
