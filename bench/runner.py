@@ -326,7 +326,10 @@ def run(args) -> int:
     store.check_identity(identity)            # refuse a mismatched run before loading anything
     batches = plan_batches(plan.requests(), args.batch_size)
     mine = [b for i, b in enumerate(batches) if i % world == rank]
-    created = [p for p in (Path(out), Path(out) / "generations") if not p.exists()]
+    created, folder = [], Path(out) / "generations"     # folders this process creates, deepest first
+    while not folder.exists() and folder != folder.parent:
+        created.append(folder)
+        folder = folder.parent
     lock = store.lock_shard(rank, world)      # the same shard started twice is refused here
     try:
         recorded, problems = store.verified_records(verify=args.verify)
@@ -343,7 +346,7 @@ def run(args) -> int:
         lock.release()
         if not store.run_json.exists():       # nothing of this run may stay behind
             lock.path.unlink(missing_ok=True)
-            for folder in reversed(created):
+            for folder in created:
                 try:
                     folder.rmdir()
                 except OSError:

@@ -106,6 +106,7 @@ CASES = {
     "dtype": (RUN + ["--dtype", "fp8"], "--dtype"),
     "out is a file": (RUN + ["--out", "{a-file}"], "--out"),
     "out below a file": (RUN + ["--out", "{a-file}/run"], "is a file"),
+    "model fails after the lock (deep --out)": (EZ + ["--param", "max_loops=-1", "--out", "{tmp}/deep/er/run"], "max_loops"),
     "data root is a file": (RUN + ["--data-root", "{a-file}"], "--data-root"),
     "data root missing": (RUN + ["--data-root", "{root}/nowhere"], "--data-root"),
     "weights with preset": (RUN + ["--weights", "x/y"], "--weights and --preset"),
@@ -155,8 +156,9 @@ def _fill(argv, files):
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, world, tmp_path, capsys, monkeypatch):
     argv, culprit = CASES[case]
-    argv = _fill(argv, world)
-    culprit = _fill([culprit], world)[0]
+    files = {**world, "tmp": tmp_path}
+    argv = _fill(argv, files)
+    culprit = _fill([culprit], files)[0]
     if "--out" not in argv and argv[0] == "run":
         argv += ["--out", str(tmp_path / "out")]
     monkeypatch.chdir(tmp_path)                        # default output folders land here, if any
