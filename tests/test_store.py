@@ -174,3 +174,21 @@ def test_keys_never_leave_the_images_folder(tmp_path, key):
     store = RunStore.open_for_run(tmp_path / "run", IDENTITY, {})
     with pytest.raises(BenchError, match="cannot be a folder name"):
         store.image_path(key)
+
+
+def test_a_shard_held_by_another_process_is_refused_naming_its_pid(tmp_path):
+    import subprocess
+    import sys
+    store = RunStore.open_for_run(tmp_path / "run", IDENTITY, {})
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "from bench.store import RunStore; import sys, time; "
+         f"lock = RunStore({str(store.root)!r}).lock_shard(0); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(BenchError, match=f"already being written by process {holder.pid}"):
+            store.lock_shard(0)
+    finally:
+        holder.kill()
+        holder.wait()
+    store.lock_shard(0).release()                # the kernel released it with the dead holder
