@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -180,3 +181,25 @@ def call(argv) -> int:
         return main(argv)
     except SystemExit as exc:
         return exc.code
+
+
+class _Fake:
+    def __init__(self, spec, name: str = "fake", mode: Literal["fast", "slow"] = "fast", steps: int = 5,
+                 scale: float = 1.0, flag: bool = False, model: str | None = None):
+        pass
+
+
+def test_method_parameters_are_checked_against_the_constructor():
+    from bench import BenchError
+    from bench.registry import check_method_params
+
+    ok = check_method_params("fake", _Fake, {"mode": "slow", "steps": 3, "scale": 2, "flag": 1, "model": None})
+    assert ok == {"mode": "slow", "steps": 3, "scale": 2, "flag": True, "model": None}
+    for params, message in (({"mode": "medium"}, "expects one of 'fast', 'slow'"),
+                            ({"steps": 2.5}, "expects an integer"),
+                            ({"scale": float("inf")}, "expects a finite number"),
+                            ({"flag": "maybe"}, "expects a boolean"),
+                            ({"stepz": 1}, "did you mean 'steps'? its parameters: flag, mode, model, scale, steps"),
+                            ({"spec": 1}, "has no parameter 'spec'")):
+        with pytest.raises(BenchError, match=message.replace("?", r"\?")):
+            check_method_params("fake", _Fake, params)
