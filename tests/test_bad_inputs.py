@@ -203,3 +203,26 @@ def test_method_parameters_are_checked_against_the_constructor():
                             ({"spec": 1}, "has no parameter 'spec'")):
         with pytest.raises(BenchError, match=message.replace("?", r"\?")):
             check_method_params("fake", _Fake, params)
+
+
+@pytest.mark.parametrize("error, status, text", [
+    (OSError(28, "No space left on device", "/runs/x/run.json"), 2,
+     "error: /runs/x/run.json: No space left on device (the disk is full"),
+    (PermissionError(13, "Permission denied", "/runs/x"), 2, "error: /runs/x: Permission denied"),
+    (TypeError("a bug"), 1, "internal error: TypeError: a bug (a bug; run again with BENCH_DEBUG=1"),
+])
+def test_unexpected_errors_are_one_line_and_bugs_show_their_traceback_on_request(error, status, text, capsys,
+                                                                                   monkeypatch):
+    from bench.registry import Registry
+
+    def fail(self):
+        raise error
+
+    monkeypatch.setattr(Registry, "entries", fail)
+    monkeypatch.delenv("BENCH_DEBUG", raising=False)
+    assert call(["ls"]) == status
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(text), lines
+    monkeypatch.setenv("BENCH_DEBUG", "1")
+    with pytest.raises(type(error)):
+        main(["ls"])
