@@ -288,7 +288,7 @@ def train(cfg: TrainConfig, on_step=None, components=None, source=None) -> dict:
     trainee = build_trainee(cfg, components, device)
     check_frozen(trainee)
     if source is None:
-        source = build_source(cfg.data, resolution, cfg.pairs)
+        source = build_source(cfg.data, resolution, cfg.pairs, cfg.recipe)
     steps_per_epoch = max(1, len(source) // (cfg.batch_size * world))
     total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
     optimizer = torch.optim.AdamW(trainee.trainable_parameters(), lr=cfg.lr, betas=cfg.betas,
