@@ -87,7 +87,8 @@ METRICS = Registry("metric")
 _EZ = "methods.ezigen:EZIGenMethod"
 METHODS.add("sd", "methods.sd:StableDiffusionMethod",
             "plain Stable Diffusion with the class-noun prompt (text-only baseline)")
-METHODS.add("ezigen", _EZ, "EZIGen: decoupled layout/appearance, iterative transfer (paper default)")
+METHODS.add("ezigen", _EZ, "EZIGen: decoupled layout/appearance, iterative transfer "
+            "(protocol=release by default, as the public code; --param protocol=paper for the paper text)")
 METHODS.add("ezigen-allstep", _EZ, "EZIGen ablation: adapter on for every step, one pass (Tab. 5 line 1)",
             schedule="allstep", iterative=False)
 METHODS.add("ezigen-decoupled", _EZ, "EZIGen ablation: decoupled, one pass, no loops (Tab. 5 line 2)",

@@ -60,7 +60,7 @@ def _choice(name: str, value, choices: tuple[str, ...]) -> str:
 
 def _none(value):
     """A protocol-set parameter: None (or the text 'none'/'protocol') takes the protocol's value."""
-    return None if value is None or str(value).strip().lower() in ("none", "protocol", "") else value
+    return None if value is None or str(value).strip().lower() in ("none", "protocol") else value
 
 
 def _reference_timestep(value) -> int | str:
