@@ -194,7 +194,6 @@ class _FakeAnnotator:
 
     def __init__(self, folder):
         self.folder, self.calls = folder, 0
-        self.result = None
 
     def annotate(self, images, texts):
         from bench.metrics.grounded_sam import MaskResult

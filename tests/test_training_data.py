@@ -84,8 +84,8 @@ def test_release_instance_choice_keeps_the_top_half_before_the_area_filter():
     insts = [CocoInstance(a, f"c{a}", None) for a in (1500, 999, 5000, 2000, 3000, 1200, 4000)]
     # 7 instances > 4: the top half of all 7 areas is the top 3 (7 // 2), then >= 1000
     assert [i.area for i in choose_instances_release(insts)] == [5000, 4000, 3000]
-    # 5 instances: top 2 of all five, one of which is under 1000 px -> only one subject
-    five = [CocoInstance(a, "x", None) for a in (800, 900, 700, 600, 500)] + []
+    # 5 instances all under 1000 px: nothing; top 2 of five where only one reaches 1000 px: one subject
+    five = [CocoInstance(a, "x", None) for a in (800, 900, 700, 600, 500)]
     assert choose_instances_release(five) == []
     mixed = [CocoInstance(a, "x", None) for a in (5000, 990, 980, 970, 960)]
     assert [i.area for i in choose_instances_release(mixed)] == [5000]
@@ -348,7 +348,7 @@ def test_ytvis_release_pairs(ytvis_root):
         assert pair.prompt in [t.format("earless_seal") for t in RELEASE_TEMPLATES]
         subject = ((pair.subjects[0] + 1) * 127.5)
         assert (subject[:, 0, :] > 245).all()             # white padding around the subject
-        assert frame_number(pair.target) >= 2 or True     # black padding may cover the sample pixel
+        assert (subject[0] > 200).any()                   # the red object is in it
     assert len(RELEASE_TEMPLATES) == 30
 
 
