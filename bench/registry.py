@@ -198,26 +198,34 @@ METRICS = Registry("metric")
 _EZ = "methods.ezigen:EZIGenMethod"
 METHODS.add("sd", "methods.sd:StableDiffusionMethod",
             "plain Stable Diffusion with the class-noun prompt (text-only baseline)")
-METHODS.add("ezigen", _EZ, "EZIGen: decoupled layout/appearance, iterative transfer (paper default)")
+METHODS.add("ezigen", _EZ, "EZIGen: decoupled layout/appearance, iterative transfer "
+            "(protocol=release by default, as the public code; --param protocol=paper for the paper text)")
 METHODS.add("ezigen-allstep", _EZ, "EZIGen ablation: adapter on for every step, one pass (Tab. 5 line 1)",
             schedule="allstep", iterative=False)
 METHODS.add("ezigen-decoupled", _EZ, "EZIGen ablation: decoupled, one pass, no loops (Tab. 5 line 2)",
             iterative=False)
-for _t in (100, 300, 500, 800):
-    METHODS.add(f"ezigen-ref-t{_t}", _EZ, f"EZIGen with the reference UNet at t={_t} (Tab. 7)",
-                reference_timestep=_t)
+# Tab. 7 (reference-UNet timestep, trained reference, CLIP/DINO projectors) was measured with
+# all-step transfer: its t=1 row equals Tab. 5's all-step row (docs/protocols.md section 1b).
+_TAB7 = dict(schedule="allstep", iterative=False)
+_TAB7_NOTE = "all-step transfer, one pass, no loops, as Tab. 7 was measured"
+for _t in (1, 100, 300, 500, 800):
+    METHODS.add(f"ezigen-ref-t{_t}", _EZ, f"EZIGen, reference UNet at t={_t} (Tab. 7; {_TAB7_NOTE})",
+                reference_timestep=_t, **_TAB7)
 METHODS.add("ezigen-ref-adaptive", _EZ,
-            "EZIGen, reference UNet re-encoded at the main UNet's timestep each step (Tab. 7)",
-            reference_timestep="adaptive")
+            f"EZIGen, reference UNet re-encoded at the main UNet's timestep each step (Tab. 7; {_TAB7_NOTE})",
+            reference_timestep="adaptive", **_TAB7)
 METHODS.add("ezigen-ref-trained-adaptive", _EZ,
-            "EZIGen with a trained reference UNet, adaptive timestep (Tab. 7)",
-            reference_timestep="adaptive", reference_trained=True)
-METHODS.add("ezigen-ref-trained-t1", _EZ, "EZIGen with a trained reference UNet at t=1 (Tab. 7)",
-            reference_trained=True)
+            f"EZIGen with a trained reference UNet, adaptive timestep (Tab. 7; {_TAB7_NOTE})",
+            reference_timestep="adaptive", reference_trained=True, **_TAB7)
+METHODS.add("ezigen-ref-trained-t1", _EZ,
+            f"EZIGen with a trained reference UNet at t=1 (Tab. 7; {_TAB7_NOTE})",
+            reference_trained=True, **_TAB7)
 METHODS.add("clip-projector", "methods.projector:ProjectorMethod",
-            "CLIP ViT patch tokens + per-block projector + EZIGen adapter (Tab. 7)", encoder="clip")
+            f"CLIP ViT patch tokens + per-block projector + EZIGen adapter (Tab. 7; {_TAB7_NOTE})",
+            encoder="clip", **_TAB7)
 METHODS.add("dino-projector", "methods.projector:ProjectorMethod",
-            "DINO ViT patch tokens + per-block projector + EZIGen adapter (Tab. 7)", encoder="dino")
+            f"DINO ViT patch tokens + per-block projector + EZIGen adapter (Tab. 7; {_TAB7_NOTE})",
+            encoder="dino", **_TAB7)
 
 # ---- suites -------------------------------------------------------------------------------
 SUITES.add("dreambench", "bench.suites.dreambench:DreamBench",

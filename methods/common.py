@@ -142,10 +142,21 @@ class StableDiffusionParts:
         return vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0].float()
 
     @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Images in [-1, 1] -> scaled latents, using the posterior mean (deterministic)."""
+    def encode(self, images: torch.Tensor, generators: Sequence[torch.Generator] | None = None) -> torch.Tensor:
+        """Images in [-1, 1] -> scaled latents.
+
+        Without ``generators``: the posterior mean (deterministic). With one generator per image:
+        a posterior sample ``mean + std * eps`` (the reference code's ``latent_dist.sample()``),
+        ``eps`` drawn on the CPU from that image's generator so it does not depend on the batch.
+        """
         vae = self.c.vae
-        latents = vae.encode(images.to(self.device, vae.dtype)).latent_dist.mean
+        posterior = vae.encode(images.to(self.device, vae.dtype)).latent_dist
+        latents = posterior.mean
+        if generators is not None:
+            if len(generators) != latents.shape[0]:
+                raise ValueError("encode needs one generator per image to sample the posterior")
+            eps = randn_per_request(generators, tuple(latents.shape[1:]), latents.device, latents.dtype)
+            latents = latents + posterior.std * eps
         return (latents * vae.config.scaling_factor).to(self.dtype)
 
     def load_images(self, paths: Sequence[Path]) -> torch.Tensor:

@@ -11,7 +11,8 @@ projectors and the adapter is frozen.
   an assumption, override with ``--param encoder_model=ARCH/PRETRAINED``).
 - DINO: a timm ViT; tokens = ``forward_features`` after the final norm, prefix tokens dropped.
   Default ``vit_base_patch16_224.dino`` (the same caveat; ``--param encoder_model=NAME``).
-- Preprocessing: the subject image (white background, square, [-1, 1]) resized to the
+- Preprocessing: the subject image (its background removed by the same Grounded-SAM step as
+  EZIGen's, ``subject_background``; square, [-1, 1]) resized to the
   encoder's input size (bicubic, antialiased) and normalised with the encoder's statistics.
 - Projector: one ``Linear(vit_width, block_width)`` per transformer block, in forward order.
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -218,7 +219,7 @@ class ProjectorMethod:
     #: ``**ezigen_params`` go to EZIGenMethod: the runner checks --param against its signature too
     forwards_params_to = "methods.ezigen.method:EZIGenMethod"
 
-    def __init__(self, spec, name: str = "clip-projector", encoder: str = "clip",
+    def __init__(self, spec, name: str = "clip-projector", encoder: Literal["clip", "dino"] = "clip",
                  encoder_model: str | None = None, **ezigen_params):
         from methods.ezigen.editing import EZIGenEditor
         from methods.ezigen.method import EZIGenMethod
@@ -241,7 +242,7 @@ class ProjectorMethod:
         base.reference = self.features
         base.sampler = EZIGenSampler(base.sd, base.adapter, self.features, base.similarity, base.config)
         base.editor = EZIGenEditor(base.sd, base.adapter, self.features, base.similarity, base.config,
-                                   base.edit_guidance_scale)
+                                   base.edit_guidance_scale, base.editor.settings)
 
     def describe(self) -> dict:
         info = self.base.describe()

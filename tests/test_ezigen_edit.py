@@ -34,7 +34,7 @@ def _edit_requests(files):
 
 @pytest.fixture(scope="module")
 def method():
-    return EZIGenMethod(LoadSpec(preset="tiny", adapter="init", num_inference_steps=STEPS), max_loops=3)
+    return EZIGenMethod(LoadSpec(preset="tiny", adapter="init", num_inference_steps=STEPS), max_loops=3, protocol="paper")
 
 
 def test_latents_outside_the_mask_follow_the_source_trajectory(method, files):
@@ -72,7 +72,7 @@ def test_edit_requests_through_generate(method, files):
 
 
 def test_one_pass_edit_keeps_the_clean_source_outside_the_mask(files):
-    method = EZIGenMethod(LoadSpec(preset="tiny", adapter="init", num_inference_steps=STEPS), iterative=False)
+    method = EZIGenMethod(LoadSpec(preset="tiny", adapter="init", num_inference_steps=STEPS), iterative=False, protocol="paper")
     trace = {}
     _, facts = method.editor.edit(_edit_requests(files)[:1], trace=trace)
     (active, steps), = trace["steps"]

@@ -113,7 +113,7 @@ def _spy_on_unet_calls(method):
 
 
 def test_adapter_is_off_for_layout_and_on_for_appearance(subjects):
-    method = _method(iterative=False)
+    method = _method(iterative=False, protocol="paper")
     seen = _spy_on_unet_calls(method)
     image = method.generate(_requests(subjects)[:1])[0]
     assert [on for _, on, _ in seen] == [False] * 6 + [True] * 4
@@ -151,7 +151,7 @@ def test_converged_samples_leave_the_batch(subjects, monkeypatch):
     def denoise(scheduler, latents, timesteps, adapter_from, cond, uncond, reqs, gens, calls, tokens):
         if len(timesteps) == 4:
             batch_sizes.append(len(reqs))
-            state["active"] = [requests.index(r) for r in reqs]
+            state["active"] = [[q.key for q in requests].index(r.key) for r in reqs]
         return original_denoise(scheduler, latents, timesteps, adapter_from, cond, uncond, reqs, gens, calls,
                                 tokens)
 

@@ -64,7 +64,7 @@ def test_method_loads_and_generates(trained_clip, tmp_path):
     out, _, _ = trained_clip
     entry = METHODS.get("clip-projector")
     spec = LoadSpec(preset="tiny", adapter=str(out), resolution=R, num_inference_steps=3)
-    method = entry.load()(spec, name="clip-projector", iterative=False, **entry.params)
+    method = entry.load()(spec, name="clip-projector", **{**entry.params, "iterative": False})
     saved = load_file(str(out / "projector.safetensors"))
     assert all(torch.equal(saved[k], v) for k, v in method.projector.state_dict().items())
     assert method.describe()["params"]["encoder"] == "clip"

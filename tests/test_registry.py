@@ -29,7 +29,7 @@ def test_did_you_mean_on_misspelt_names():
 def test_variants_are_registrations_of_one_class_with_parameters():
     targets = {METHODS.get(n).target for n in METHODS.names() if n.startswith("ezigen")}
     assert targets == {"methods.ezigen:EZIGenMethod"}
-    assert METHODS.get("ezigen-ref-t300").params == {"reference_timestep": 300}
+    assert METHODS.get("ezigen-ref-t300").params == {"reference_timestep": 300, "schedule": "allstep", "iterative": False}
     assert METHODS.get("ezigen-allstep").params == {"schedule": "allstep", "iterative": False}
     for name in ("ezigen", "ezigen-allstep", "ezigen-decoupled", "ezigen-ref-t100", "ezigen-ref-t300",
                  "ezigen-ref-t500", "ezigen-ref-t800", "ezigen-ref-adaptive", "sd"):

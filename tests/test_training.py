@@ -92,7 +92,7 @@ def test_only_trainable_parameters_get_gradients_and_requires_grad():
 
 
 def test_subject_dropout_rate_and_direction():
-    trainee = EZIGenTrainee(build_preset("tiny"))
+    trainee = EZIGenTrainee(build_preset("tiny"), recipe="fixed")
     trainee.train()
     g = torch.Generator().manual_seed(0)
     kept = torch.cat([trainee.keep_subjects(100, g) for _ in range(50)])
@@ -104,7 +104,7 @@ def test_subject_dropout_rate_and_direction():
 def test_dropout_zeroes_features_and_empty_slots_are_masked(monkeypatch):
     from methods.ezigen import adapter as adapter_module
 
-    trainee = EZIGenTrainee(build_preset("tiny"))
+    trainee = EZIGenTrainee(build_preset("tiny"), recipe="fixed")
     seen = []
     real_kwargs = adapter_module.adapter_kwargs
     monkeypatch.setattr(adapter_module, "adapter_kwargs", lambda tokens: seen.append(tokens) or real_kwargs(tokens))

@@ -11,12 +11,12 @@ import torch
 from PIL import Image
 
 from bench import BenchError
-from methods.training.coco import (CocoInstance, CocoPairs, choose_instances, polygons_to_mask,
-                                   rle_counts_from_string, rle_to_mask)
+from methods.training.coco import (CocoInstance, CocoPairs, choose_instances, choose_instances_release,
+                                   segmentation_to_mask)
 from methods.training.data import build_source, epoch_order, parse_data_spec
 from methods.training.pairs import (MAX_SUBJECTS, IndexedPairs, SyntheticPairs, TrainingPair,
                                     collate_pairs, crop_to_white_square, mask_bbox, to_tensor)
-from methods.training.ytvis import YouTubeVISPairs, draw_frames
+from methods.training.ytvis import RELEASE_TEMPLATES, YouTubeVISPairs, draw_frames, release_frames
 
 R = 32  # training resolution in these tests
 
@@ -51,34 +51,47 @@ def mask_to_counts(mask: np.ndarray) -> list[int]:
     return counts
 
 
-def test_rle_string_decoding_known_values():
-    # "325": three small counts; "J" is -6 as a delta: counts [0, 10, 30, 4]
-    assert rle_counts_from_string("325") == [3, 2, 5]
-    assert rle_counts_from_string(encode_counts([0, 10, 30, 4])) == [0, 10, 30, 4]
-    assert encode_counts([0, 10, 30, 4])[-1] == "J"
-    big = [1000, 70000, 3, 123456, 7, 1]
-    assert rle_counts_from_string(encode_counts(big)) == big
-
-
 def test_rle_masks_are_column_major_and_match_both_forms():
+    """pycocotools against an encoder written from the format description (both RLE forms)."""
     rng = np.random.default_rng(0)
     mask = np.zeros((7, 11), dtype=bool)
     mask[1:3, 2:9] = True          # a wide bar: row/column order mistakes would show
     mask[5, 0] = True
     mask |= rng.random(mask.shape) > 0.8
     counts = mask_to_counts(mask)
-    assert (rle_to_mask({"size": [7, 11], "counts": counts}) == mask).all()
-    assert (rle_to_mask({"size": [7, 11], "counts": encode_counts(counts)}) == mask).all()
+    assert (segmentation_to_mask({"size": [7, 11], "counts": counts}, 7, 11) == mask).all()
+    assert (segmentation_to_mask({"size": [7, 11], "counts": encode_counts(counts)}, 7, 11) == mask).all()
+    big = np.zeros((300, 400), dtype=bool)
+    big[17:250, 33:390] = True
+    big[100:120, :] = False
+    assert (segmentation_to_mask({"size": [300, 400], "counts": encode_counts(mask_to_counts(big))}, 300, 400)
+            == big).all()
     with pytest.raises(ValueError):
-        rle_to_mask({"size": [7, 11], "counts": counts[:-1]})
+        segmentation_to_mask({"size": [7, 11], "counts": counts[:-1]}, 7, 11)
 
 
 def test_polygon_rasterisation_fills_the_shape():
-    mask = polygons_to_mask([[10, 5, 30, 5, 30, 25, 10, 25]], 40, 50)
+    mask = segmentation_to_mask([[10, 5, 30, 5, 30, 25, 10, 25]], 40, 50)
     assert mask.shape == (40, 50)
     assert mask[15, 20] and not mask[2, 2] and not mask[15, 40]
-    assert abs(int(mask.sum()) - 21 * 21) <= 42   # edge pixels may fall either way
-    assert mask_bbox(mask) == (10, 5, 31, 26)
+    assert int(mask.sum()) == 20 * 20              # COCO's convention: the polygon's area in pixels
+    assert mask_bbox(mask) == (10, 5, 30, 25)
+    two = segmentation_to_mask([[0, 0, 4, 0, 4, 4, 0, 4], [20, 20, 24, 20, 24, 24, 20, 24]], 40, 50)
+    assert two[2, 2] and two[22, 22] and not two[10, 10]      # an instance's polygons are merged
+
+
+def test_release_instance_choice_keeps_the_top_half_before_the_area_filter():
+    insts = [CocoInstance(a, f"c{a}", None) for a in (1500, 999, 5000, 2000, 3000, 1200, 4000)]
+    # 7 instances > 4: the top half of all 7 areas is the top 3 (7 // 2), then >= 1000
+    assert [i.area for i in choose_instances_release(insts)] == [5000, 4000, 3000]
+    # 5 instances all under 1000 px: nothing; top 2 of five where only one reaches 1000 px: one subject
+    five = [CocoInstance(a, "x", None) for a in (800, 900, 700, 600, 500)]
+    assert choose_instances_release(five) == []
+    mixed = [CocoInstance(a, "x", None) for a in (5000, 990, 980, 970, 960)]
+    assert [i.area for i in choose_instances_release(mixed)] == [5000]
+    assert [i.area for i in choose_instances(mixed)] == [5000]
+    # 4 or fewer: no top-half rule, only the area filter
+    assert [i.area for i in choose_instances_release(insts[:4])] == [5000, 2000, 1500]
 
 
 def test_instance_choice_follows_the_protocol():
@@ -165,7 +178,7 @@ def coco_root(tmp_path_factory):
 
 
 def test_coco_index_order_captions_and_subjects(coco_root):
-    ds = CocoPairs(coco_root, resolution=R)
+    ds = CocoPairs(coco_root, resolution=R, recipe="fixed")
     assert [im.image_id for im in ds.images] == [1, 2, 3, 10]      # train before val; 4 has no subject
     first = ds.images[0]
     assert first.caption == "an apple and a cup on a table"          # the longest caption
@@ -184,19 +197,34 @@ def test_coco_index_order_captions_and_subjects(coco_root):
     assert len(CocoPairs(coco_root, resolution=R, limit=2)) == 2
 
 
+def test_coco_release_selection_crowd_pads_and_crops(coco_root):
+    ds = CocoPairs(coco_root, resolution=R)                          # the release recipe (default)
+    assert [im.image_id for im in ds.images] == [1, 2, 3, 4, 10]     # 4 kept: it gets pads
+    first = ds.images[0]
+    # 4 instances (crowd included) -> no top-half rule; the crowd one (3000 px) is a subject
+    assert [(i.category, i.area) for i in first.instances] == [("cup", 3000.0), ("cup", 1201.0), ("apple", 1200.0)]
+    pair = ds.load(0)
+    # the crowd instance's 1x1 px box is empty once scaled to 32 px: skipped like the release's empty crop
+    assert pair.subject_prompts == ["a photo of a cup.", "a photo of a apple."]
+    _save_jpeg(coco_root / "train2014" / "nothing_usable.jpg", np.full((60, 80, 3), 128, np.uint8))
+    padded = ds.load(3)                                              # nothing usable: four black subjects
+    assert len(padded.subjects) == MAX_SUBJECTS and padded.subject_prompts == ["a photo of a ."] * 4
+    assert all(float(s.max()) == -1.0 for s in padded.subjects)
+
+
 def test_coco_background_whitened_through_the_mask(coco_root):
     # the RLE instance's crop is exactly its mask box, so every pixel is the object: no white
-    pair = CocoPairs(coco_root, resolution=40, splits=("train2014",)).load(1)
+    pair = CocoPairs(coco_root, resolution=40, splits=("train2014",), recipe="fixed").load(1)
     cup = ((pair.subjects[0] + 1) * 127.5)
     assert float(cup[2].mean()) > 150 and float(cup[0].mean()) < 80
     # the polygon instance, cropped with the noisy background whitened: no grey noise left
-    apple = ((CocoPairs(coco_root, resolution=R).load(0).subjects[1] + 1) * 127.5)
+    apple = ((CocoPairs(coco_root, resolution=R, recipe="fixed").load(0).subjects[1] + 1) * 127.5)
     grey = ((apple - 130).abs() < 35).all(dim=0)
     assert grey.float().mean() < 0.02
 
 
 def test_coco_bad_samples_are_skipped_not_raised(coco_root):
-    ds = CocoPairs(coco_root, resolution=R)
+    ds = CocoPairs(coco_root, resolution=R, recipe="fixed")
     assert ds.load(2) is None                                        # the missing image file
     batch = collate_pairs([IndexedPairs(ds, range(len(ds)), 0)[i] for i in range(len(ds))])
     assert batch["skipped"] == 1 and batch["target"].shape[0] == 3
@@ -260,7 +288,7 @@ def test_frame_draws_are_ordered_and_far_enough_apart():
 
 
 def test_ytvis_pairs_follow_the_protocol(ytvis_root):
-    ds = YouTubeVISPairs(ytvis_root, resolution=R)
+    ds = YouTubeVISPairs(ytvis_root, resolution=R, recipe="fixed")
     assert len(ds) == 5                                  # 2 videos x objects {1, 2} + vid_gone; object 3 has 1 frame
     assert [(o.video, o.object_id) for o in ds.objects] == [("vid_a", 1), ("vid_a", 2), ("vid_b", 1), ("vid_b", 2),
                                                             ("vid_gone", 1)]
@@ -288,13 +316,40 @@ def test_ytvis_pairs_follow_the_protocol(ytvis_root):
 
 
 def test_ytvis_missing_frames_skip_and_length_cycles(ytvis_root):
-    ds = YouTubeVISPairs(ytvis_root, resolution=R, length=10)
+    ds = YouTubeVISPairs(ytvis_root, resolution=R, length=10, recipe="fixed")
     assert len(ds) == 10 and ds.load(5, 0) is not None   # index 5 -> object 0 again, other draws
     assert not torch.equal(ds.load(5, 0).target, ds.load(0, 0).target)
     assert ds.load(4, 0) is None                         # vid_gone: every file missing -> skipped
     got = [r for r in (ds.load(2, seed) for seed in range(20)) if r is not None]   # vid_b: odd JPEGs missing
     assert len(got) >= 10                                # 3 draws per pair: most pairs still succeed
     assert all(frame_number(r.target) % 2 == 0 for r in got)   # only frames whose JPEG exists
+
+
+def test_release_frame_draws_transcribe_the_reference_code():
+    import random
+    rng = random.Random(0)
+    seen_gap_zero_equal = False
+    for n in (2, 3, 7, 8, 9, 17, 100):
+        gap = n // 8
+        for _ in range(200):
+            i, j = release_frames(n, rng)
+            assert 0 <= i <= n - gap - 1 and i + gap <= j <= n - 1
+            seen_gap_zero_equal |= gap == 0 and i == j
+    assert seen_gap_zero_equal                            # floor(n/8) = 0 lets both frames coincide
+
+
+def test_ytvis_release_pairs(ytvis_root):
+    pytest.importorskip("cv2")
+    ds = YouTubeVISPairs(ytvis_root, resolution=R)        # the release recipe (default)
+    got = [p for p in (ds.load(0, seed) for seed in range(16)) if p is not None]
+    assert 0 < len(got) < 16                              # the speck, drawn half the time, fails the filters
+    for pair in got:
+        assert pair.subject_prompts == ["a photo of a earless_seal."]
+        assert pair.prompt in [t.format("earless_seal") for t in RELEASE_TEMPLATES]
+        subject = ((pair.subjects[0] + 1) * 127.5)
+        assert (subject[:, 0, :] > 245).all()             # white padding around the subject
+        assert (subject[0] > 200).any()                   # the red object is in it
+    assert len(RELEASE_TEMPLATES) == 30
 
 
 def test_ytvis_needs_meta_json(tmp_path):
@@ -309,7 +364,7 @@ def test_data_specs_and_even_split(coco_root, ytvis_root):
     for bad in ("coco", "imagenet:/x", "ytvis:"):
         with pytest.raises(BenchError):
             parse_data_spec(bad)
-    src = build_source([f"coco:{coco_root}", f"ytvis:{ytvis_root}"], R, pairs=6)
+    src = build_source([f"coco:{coco_root}", f"ytvis:{ytvis_root}"], R, pairs=6, recipe="fixed")
     assert len(src) == 6                                  # 3 COCO images + 3 YouTube-VIS pairs
     assert src.load(0).source == "coco:1" and src.load(3).source.startswith("ytvis:vid_a")
     with pytest.raises(BenchError, match="no training data"):

@@ -132,16 +132,16 @@ def run(tmp_path_factory):
     held_out = collate_pairs([ColourGrids(HELD_OUT, "grid-held-out").load(i) for i in range(HELD_OUT)])
     base_loss = pretrain_base_denoiser(components, pairs)
 
-    probe = EZIGenTrainee(components, subject_dropout=0.2)      # the untrained adapter train() starts from
+    probe = EZIGenTrainee(components, subject_dropout=0.2, recipe="fixed")      # the untrained adapter train() starts from
     before = held_out_losses(probe, held_out)
 
     out = tmp_path_factory.mktemp("learns") / "ezigen"
     cfg = TrainConfig(method="ezigen", data=("test:colour-grids",), out=out, preset="tiny", resolution=R,
                       batch_size=BATCH, lr=ADAPTER_LR, max_steps=ADAPTER_STEPS, save_every=ADAPTER_STEPS,
-                      seed=0, progress=False, device="cpu")
+                      seed=0, progress=False, device="cpu", recipe="fixed")
     summary = train(cfg, components=components, source=pairs)
 
-    trained = EZIGenTrainee(components)                           # re-attaches a fresh adapter ...
+    trained = EZIGenTrainee(components, recipe="fixed")                           # re-attaches a fresh adapter ...
     load_adapter_state(trained.adapter, load_file(str(out / "adapter.safetensors")), out)   # ... then the trained one
     after = held_out_losses(trained, held_out)
     print(f"base {base_loss:.4f} before {before} after {after} summary {summary}")

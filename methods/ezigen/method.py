@@ -2,14 +2,18 @@
 
 One class; variants are parameter sets (bench/registry.py): ``ezigen`` (decoupled + iterative),
 ``ezigen-allstep`` (schedule="allstep", iterative=False), ``ezigen-decoupled`` (iterative=False),
-``ezigen-ref-t{100,300,500,800}`` (reference_timestep=N), ``ezigen-ref-adaptive``
+and the Tab. 7 variants on the all-step schedule, one pass, no loops (docs/protocols.md
+section 1b): ``ezigen-ref-t{1,100,300,500,800}`` (reference_timestep=N), ``ezigen-ref-adaptive``
 (reference_timestep="adaptive"), ``ezigen-ref-trained-*`` (reference_trained=True).
+
+``protocol`` (default ``release``) chooses the defaults of the parameters where the public
+reference code and the paper text differ (:mod:`.protocol`); any one can be overridden.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 from PIL import Image
@@ -20,9 +24,11 @@ from bench.types import GenRequest, LoadSpec
 from methods.common import StableDiffusionParts, share_time_embedding, to_pil
 from methods.ezigen.adapter import attach_adapter
 from methods.ezigen.checkpoint import CheckpointError, load_adapter_state, load_reference_state, read_checkpoint
-from methods.ezigen.editing import EZIGenEditor
+from methods.ezigen.background import BackgroundRemover
+from methods.ezigen.editing import EditSettings, EZIGenEditor
+from methods.ezigen.protocol import resolve as resolve_protocol
 from methods.ezigen.reference import REFERENCE_PROMPT, ReferenceEncoder
-from methods.ezigen.sampler import LAYOUT_NEGATIVE_PROMPT, EZIGenSampler, SamplerConfig
+from methods.ezigen.sampler import EZIGenSampler, SamplerConfig
 from methods.ezigen.similarity import ImageSimilarity
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -45,6 +51,18 @@ def _as_number(name: str, value, kind):
         raise BenchError(f"EZIGen parameter {name}={value!r} is not a {kind.__name__}") from None
 
 
+def _choice(name: str, value, choices: tuple[str, ...]) -> str:
+    text = str(value).strip()
+    if text not in choices:
+        raise BenchError(f"EZIGen parameter {name}={value!r} must be one of: {', '.join(choices)}")
+    return text
+
+
+def _none(value):
+    """A protocol-set parameter: None (or the text 'none'/'protocol') takes the protocol's value."""
+    return None if value is None or str(value).strip().lower() in ("none", "protocol") else value
+
+
 def _reference_timestep(value) -> int | str:
     if str(value).strip().lower() == "adaptive":
         return "adaptive"
@@ -59,35 +77,61 @@ class EZIGenMethod:
     #: `--preset smoke` runs it with the untrained adapter when no --adapter is given
     smoke_adapter = "init"
 
-    def __init__(self, spec: LoadSpec, name: str = "ezigen", num_inference_steps: int = 50,
-                 guidance_scale: float = 7.5, split_ratio: float = 0.4, schedule: str = "decoupled",
-                 iterative: bool = True, min_loops: int = 3, max_loops: int = 10,
-                 similarity_threshold: float = 0.99, negative_prompt: str = LAYOUT_NEGATIVE_PROMPT,
-                 reference_timestep: int | str = 1, reference_trained: bool = False,
-                 reference_seed: str = "run", reference_prompt: str = REFERENCE_PROMPT,
+    def __init__(self, spec: LoadSpec, name: str = "ezigen", protocol: Literal["release", "paper"] = "release",
+                 subject_background: Literal["remove", "keep"] = "remove",
+                 num_inference_steps: int = 50, guidance_scale: float = 7.5, split_ratio: float = 0.4,
+                 schedule: Literal["decoupled", "allstep"] = "decoupled", iterative: bool = True,
+                 loops: int = 0, min_loops: int = 3, max_loops: int | None = None,
+                 similarity_threshold: float = 0.99, negative_prompt: str | None = None,
+                 renoise: Literal["split", "resume"] | None = None,
+                 vae_latent: Literal["sample", "mean"] | None = None,
+                 subject_resize: Literal["bilinear", "bicubic"] | None = None,
+                 edit_denoiser: Literal["ddpm", "dpmsolver"] | None = None,
+                 inversion_text: Literal["exceptional", "empty"] | None = None,
+                 inversion_grid: Literal["linspace", "leading"] | None = None,
+                 edit_blend: Literal["release", "aligned"] | None = None,
+                 edit_mask: Literal["bilinear", "nearest"] | None = None,
+                 edit_aspect: Literal["source", "square"] | None = None,
+                 reference_timestep: int | Literal["adaptive"] = 1, reference_trained: bool = False,
+                 reference_seed: Literal["run", "request"] = "run", reference_prompt: str = REFERENCE_PROMPT,
                  edit_guidance_scale: float = 2.0):
+        """``protocol`` sets every parameter left at None (docs/protocols.md section 1b); ``loops=N``
+        (N > 0) runs exactly N loops, similarity ignored; ``subject_background`` segments the subject
+        and composites it on white before encoding (``keep``: as given)."""
         self.name = name
         self.spec = spec
         if spec.adapter is None:
             raise BenchError(f"method {name!r} needs adapter weights: pass --adapter DIR (our "
                              "adapter.safetensors folder or the official accelerate checkpoint folder) "
                              "or --adapter init for the untrained adapter (initialised from attn1/norm1)")
+        self.protocol = _choice("protocol", protocol, ("release", "paper"))
+        self.subject_background = _choice("subject_background", subject_background, ("remove", "keep"))
+        overrides = dict(negative_prompt=negative_prompt, renoise=renoise, vae_latent=vae_latent,
+                         subject_resize=subject_resize, edit_denoiser=edit_denoiser, inversion_text=inversion_text,
+                         inversion_grid=inversion_grid, edit_blend=edit_blend, edit_mask=edit_mask,
+                         edit_aspect=edit_aspect,
+                         max_loops=None if max_loops is None else _as_number("max_loops", max_loops, int))
+        try:
+            self.settings = resolve_protocol(self.protocol, **{k: _none(v) for k, v in overrides.items()})
+        except ValueError as exc:
+            raise BenchError(f"method {name!r}: {exc}") from None
+        st = self.settings
         try:
             self.config = SamplerConfig(
                 num_inference_steps=_as_number("num_inference_steps", spec.num_inference_steps or num_inference_steps, int),
                 guidance_scale=_as_number("guidance_scale", guidance_scale, float),
-                split_ratio=_as_number("split_ratio", split_ratio, float), schedule=str(schedule),
+                split_ratio=_as_number("split_ratio", split_ratio, float),
+                schedule=_choice("schedule", schedule, ("decoupled", "allstep")),
                 iterative=_as_bool("iterative", iterative), min_loops=_as_number("min_loops", min_loops, int),
-                max_loops=_as_number("max_loops", max_loops, int),
+                max_loops=int(st["max_loops"]),
                 similarity_threshold=_as_number("similarity_threshold", similarity_threshold, float),
-                negative_prompt=str(negative_prompt))
+                negative_prompt=str(st["negative_prompt"]), renoise=str(st["renoise"]),
+                vae_latent=str(st["vae_latent"]), fixed_loops=_as_number("loops", loops, int))
         except ValueError as exc:
             raise BenchError(f"method {name!r}: {exc}") from None
         self.reference_timestep = _reference_timestep(reference_timestep)
         self.reference_trained = _as_bool("reference_trained", reference_trained)
-        self.reference_seed = str(reference_seed)
-        if self.reference_seed not in ("run", "request"):
-            raise BenchError(f"EZIGen parameter reference_seed={reference_seed!r} must be 'run' or 'request'")
+        self.reference_seed = _choice("reference_seed", reference_seed, ("run", "request"))
         self.reference_prompt = str(reference_prompt)
         self.edit_guidance_scale = _as_number("edit_guidance_scale", edit_guidance_scale, float)
 
@@ -109,29 +153,32 @@ class EZIGenMethod:
         self.adapter = attach_adapter(components.unet)
         self.adapter.eval().requires_grad_(False)
         if checkpoint is not None:
-            try:
-                load_adapter_state(self.adapter, checkpoint.adapter_state, spec.adapter)
-            except CheckpointError:
-                raise
+            load_adapter_state(self.adapter, checkpoint.adapter_state, spec.adapter)
         self.checkpoint = checkpoint
+        self.background = BackgroundRemover(self.subject_background, device=str(components.device),
+                                            tiny=components.random_weights)
         self.reference = ReferenceEncoder(self.sd, reference_unet, self.adapter.block_names,
-                                          self.reference_timestep, self.reference_seed, self.reference_prompt)
-        self.similarity = (ImageSimilarity(components.device, tiny=components.random_weights)
-                           if self.config.iterative else None)
+                                          self.reference_timestep, self.reference_seed, self.reference_prompt,
+                                          resize=str(st["subject_resize"]), latent=str(st["vae_latent"]))
+        needs_similarity = self.config.iterative and not self.config.fixed_loops
+        self.similarity = ImageSimilarity(components.device, tiny=components.random_weights) if needs_similarity else None
         self.sampler = EZIGenSampler(self.sd, self.adapter, self.reference, self.similarity, self.config)
         self.editor = EZIGenEditor(self.sd, self.adapter, self.reference, self.similarity, self.config,
-                                   self.edit_guidance_scale)
+                                   self.edit_guidance_scale, EditSettings.from_protocol(st))
 
     def describe(self) -> dict:
         c = self.config
-        params = {"num_inference_steps": c.num_inference_steps, "guidance_scale": c.guidance_scale,
+        params = {"protocol": self.protocol, "subject_background": self.subject_background,
+                  "background_annotator": self.background.model_ids,
+                  "num_inference_steps": c.num_inference_steps, "guidance_scale": c.guidance_scale,
                   "split_ratio": c.split_ratio, "schedule": c.schedule, "iterative": c.iterative,
-                  "min_loops": c.min_loops, "max_loops": c.max_loops,
-                  "similarity_threshold": c.similarity_threshold, "negative_prompt": c.negative_prompt,
+                  "loops": c.fixed_loops or "stop rule", "min_loops": c.min_loops, "max_loops": c.max_loops,
+                  "similarity_threshold": c.similarity_threshold,
+                  **{k: v for k, v in self.settings.items() if k != "max_loops"},
                   "reference_timestep": self.reference_timestep, "reference_trained": self.reference_trained,
                   "reference_seed": self.reference_seed, "reference_prompt": self.reference_prompt,
                   "edit_guidance_scale": self.edit_guidance_scale, "resolution": self.sd.resolution,
-                  "scheduler": "DDPM leading (generate), DPM-Solver++ (edit)",
+                  "scheduler": f"DDPM leading (generate), {self.editor.describe()} (edit)",
                   "similarity_backbone": self.similarity.backbone if self.similarity else None}
         if self.checkpoint is None:
             adapter = {"source": "init", "sha256": None}
@@ -152,14 +199,19 @@ class EZIGenMethod:
         which other requests share its batch.
         """
         out: list[Image.Image | None] = [None] * len(requests)
-        groups: dict[tuple[str, int], list[int]] = {}
-        for i, r in enumerate(requests):
-            groups.setdefault((r.task, len(r.subject_images)), []).append(i)
-        for (task, _), index in groups.items():
-            batch = [requests[i] for i in index]
+        prepared, backgrounds = self.background.apply(requests)
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(prepared):
+            groups.setdefault((r.task, len(r.subject_images), self.editor.source_size(r)), []).append(i)
+        for (task, _, _), index in groups.items():
+            batch = [prepared[i] for i in index]
             run = self.sampler.generate if task == "generate" else self.editor.edit
             images, facts = run(batch)
             for i, image, fact in zip(index, to_pil(images), facts):
+                fact.update(protocol=self.protocol, subject_background=self.subject_background,
+                            subjects=backgrounds[i])
+                if any(b["background"].startswith("no-detection") for b in backgrounds[i]):
+                    fact.setdefault("flags", []).append("subject-background-not-removed")
                 if self.checkpoint is None:
                     fact["adapter"] = "untrained adapter"
                 image.info["bench"] = fact

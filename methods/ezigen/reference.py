@@ -2,10 +2,12 @@
 
 docs/protocols.md section 1, "Reference UNet". For each subject image:
 
-- the image is used as given: EZIGen expects the background removed (white). The harness
-  does not segment it; suites that want the paper's preprocessing must provide whitened
-  images. RGB, resized to the generation resolution (512 for SD 2.1), scaled to [-1, 1];
-- VAE-encoded (posterior mean, deterministic) and multiplied by the VAE scaling factor;
+- the image as the method hands it over: with ``subject_background="remove"`` (default) the
+  method has already composited the segmented subject on white (:mod:`.background`). RGB,
+  resized to the generation resolution (512 for SD 2.1; ``resize``: bilinear as released, or
+  bicubic), scaled to [-1, 1];
+- VAE-encoded and multiplied by the VAE scaling factor (``latent``: a posterior sample as
+  released, its eps drawn before the noise from the same seeded generator; or the mean);
 - noised with DDPM ``add_noise`` at t=1 (variants: 100/300/500/800, or the main UNet's
   current timestep for "adaptive");
 - one forward of the frozen base UNet with the text ``a photo of a {class_noun}.``;
@@ -29,14 +31,26 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from bench.files import file_sha256
 from bench.types import GenRequest
+from bench.images import load_rgb
 from methods.common import StableDiffusionParts, load_image_tensor
 
 REFERENCE_PROMPT = "a photo of a {}."
+
+
+def subject_tensor(path: Path, size: int, resize: str = "bicubic") -> torch.Tensor:
+    """A subject image as [3, size, size] in [-1, 1]; ``bilinear`` is the reference code's
+    torchvision Resize (antialiased on PIL input), ``bicubic`` the project's loader."""
+    if resize == "bicubic":
+        return load_image_tensor(path, size)
+    image = load_rgb(path).resize((size, size), Image.BILINEAR)
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div(127.5).sub(1.0)
 
 
 @contextmanager
@@ -71,7 +85,7 @@ class ReferenceEncoder:
 
     def __init__(self, parts: StableDiffusionParts, unet: nn.Module, block_names: Sequence[str],
                  timestep: int | str = 1, seed_policy: str = "run", prompt_template: str = REFERENCE_PROMPT,
-                 cache_size: int = 64):
+                 cache_size: int = 64, resize: str = "bicubic", latent: str = "mean"):
         if seed_policy not in ("run", "request"):
             raise ValueError(f"reference seed policy must be 'run' or 'request', not {seed_policy!r}")
         self.parts = parts
@@ -80,6 +94,9 @@ class ReferenceEncoder:
         self.timestep = timestep
         self.seed_policy = seed_policy
         self.prompt_template = prompt_template
+        if resize not in ("bilinear", "bicubic") or latent not in ("sample", "mean"):
+            raise ValueError(f"reference resize must be bilinear|bicubic and latent sample|mean, not {resize!r}, {latent!r}")
+        self.resize, self.latent = resize, latent
         self.noise_scheduler = parts.c.make_scheduler()
         self._digests: dict[tuple[str, float], str] = {}
         self._paths: dict[tuple, Path] = {}
@@ -130,9 +147,9 @@ class ReferenceEncoder:
             self._latents.move_to_end(key)
         else:
             digest, _noun, policy, seed = key
-            image = load_image_tensor(self._paths[key], self.parts.resolution)[None]
-            clean = self.parts.encode(image)[0]
+            image = subject_tensor(self._paths[key], self.parts.resolution, self.resize)[None]
             generator = torch.Generator("cpu").manual_seed(noise_seed(policy, seed, digest))
+            clean = self.parts.encode(image, [generator] if self.latent == "sample" else None)[0]
             noise = torch.randn(clean.shape, generator=generator, dtype=torch.float32)
             self._remember(self._latents, key, (clean, noise.to(clean.device, clean.dtype)), {key})
         return self._latents[key]

@@ -7,16 +7,19 @@ batch, so they stop costing UNet calls while the others go on.
 
 Schedule (defaults): DDPM, 50 "leading" steps (t = 981 ... 1), guidance 7.5.
 
-- Pass 0: layout generation (text only, negative prompt ``dark, blur, defocus, lack of content,
-  dizzy.``) for the first 60% of the steps, then appearance transfer (adapter on) for the last
+- Pass 0: layout generation (text only, negative prompt ``dark, blur, defoucus, lack of content,
+  dizzy.`` as released, typo included; ``defocus`` under protocol=paper) for the first 60% of the steps, then appearance transfer (adapter on) for the last
   40% (``split_ratio``), one continuous trajectory. ``schedule="allstep"``: adapter on for
   every step.
-- Loops (``iterative``): decode, VAE re-encode, re-noise to the timestep at which the last 40%
-  begins and denoise those steps with the adapter on (empty negative prompt). The reference
-  code noises to t=400 but resumes at t=381; here both are the same step (t=381 for 50
-  steps), so the noise level matches the step that removes it.
+- Loops (``iterative``): decode, VAE re-encode (``vae_latent``: a posterior sample as released,
+  or the mean), re-noise and denoise the last 40% of the steps with the adapter on (empty
+  negative prompt). ``renoise="split"`` (release): noise is added at t = split_ratio x 1000
+  (400) while denoising resumes at the step where the last 40% begins (t=381);
+  ``renoise="resume"`` (paper): both at t=381.
 - Stop rule: CLIP ViT-B/32 cosine between the previous and current image >= 0.99, at least 3
-  and at most 10 loops (``max_loops=9`` reproduces the reference code's loop condition).
+  and at most ``max_loops`` loops (9 as released: its loop condition; 10 in the paper text).
+  ``fixed_loops=N`` runs exactly N loops and ignores the similarity (the release's
+  ``num_interations``).
 """
 
 from __future__ import annotations
@@ -30,9 +33,8 @@ from bench.types import GenRequest
 from methods.common import StableDiffusionParts, randn_per_request, request_generators
 from methods.ezigen.adapter import EZIGenAdapter, SubjectTokens, adapter_kwargs
 from methods.ezigen.reference import ReferenceEncoder
+from methods.ezigen.protocol import PAPER_NEGATIVE_PROMPT as LAYOUT_NEGATIVE_PROMPT
 from methods.ezigen.similarity import ImageSimilarity
-
-LAYOUT_NEGATIVE_PROMPT = "dark, blur, defocus, lack of content, dizzy."
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,9 @@ class SamplerConfig:
     max_loops: int = 10                   # 9: the reference code's loop condition
     similarity_threshold: float = 0.99
     negative_prompt: str = LAYOUT_NEGATIVE_PROMPT
+    renoise: str = "resume"               # "split": noise at split_ratio x 1000 (release); "resume"
+    vae_latent: str = "mean"              # loop re-encode: "sample" (release) or "mean"
+    fixed_loops: int = 0                  # N > 0: exactly N loops, similarity ignored
 
     def __post_init__(self):
         if self.schedule not in ("decoupled", "allstep"):
@@ -54,6 +59,23 @@ class SamplerConfig:
             raise ValueError(f"split_ratio must be in (0, 1], not {self.split_ratio}")
         if not 0 <= self.min_loops <= self.max_loops:
             raise ValueError(f"need 0 <= min_loops <= max_loops, got {self.min_loops}, {self.max_loops}")
+        if self.renoise not in ("split", "resume") or self.vae_latent not in ("sample", "mean"):
+            raise ValueError(f"renoise must be split|resume and vae_latent sample|mean, not "
+                             f"{self.renoise!r}, {self.vae_latent!r}")
+        if self.fixed_loops < 0:
+            raise ValueError(f"loops must be >= 0 (0: the similarity stop rule), not {self.fixed_loops}")
+
+    def renoise_timestep(self, resume: torch.Tensor) -> torch.Tensor:
+        """The timestep the loops add noise at (the release: split_ratio x 1000, e.g. 400)."""
+        if self.renoise == "split":
+            return torch.tensor(int(self.split_ratio * 1000))
+        return resume
+
+    def finished(self, loops: torch.Tensor, similarity: torch.Tensor) -> torch.Tensor:
+        """Which samples stop after their current loop count."""
+        if self.fixed_loops:
+            return loops >= self.fixed_loops
+        return (loops >= self.max_loops) | ((similarity >= self.similarity_threshold) & (loops >= self.min_loops))
 
     @property
     def layout_steps(self) -> int:
@@ -66,7 +88,7 @@ class EZIGenSampler:
                  similarity: ImageSimilarity | None, config: SamplerConfig):
         self.sd, self.adapter, self.reference = parts, adapter, reference
         self.similarity, self.cfg = similarity, config
-        if config.iterative and similarity is None:
+        if config.iterative and similarity is None and not config.fixed_loops:
             raise ValueError("the iterative sampler needs an ImageSimilarity for its stop rule")
 
     # -- helpers ---------------------------------------------------------------------------
@@ -122,27 +144,30 @@ class EZIGenSampler:
 
         # Iterative appearance transfer: re-noise to the resume step, denoise with the adapter.
         if cfg.iterative:
-            resume = timesteps[cfg.layout_steps]            # same t for noising and resuming
-            embeddings = self.similarity.embed(images)
+            resume = timesteps[cfg.layout_steps]            # where denoising resumes (t=381)
+            noise_at = cfg.renoise_timestep(resume)         # t=400 as released, or 381
+            embeddings = self.similarity.embed(images) if self.similarity is not None else None
             active = list(range(n))
             while active:
                 rows = torch.tensor(active)
                 sub = [requests[i] for i in active]
                 gens = [generators[i] for i in active]
+                clean = sd.encode(images[rows], gens if cfg.vae_latent == "sample" else None)
                 noise = randn_per_request(gens, sd.latent_shape, sd.device, sd.dtype)
-                latents = scheduler.add_noise(sd.encode(images[rows]), noise, resume.expand(len(active)))
+                latents = scheduler.add_noise(clean, noise, noise_at.expand(len(active)))
                 sub_calls = calls[rows].clone()
                 latents = self._denoise(scheduler, latents, timesteps[cfg.layout_steps:], 0, cond[rows],
                                         loop_uncond[rows], sub, gens, sub_calls,
                                         None if tokens is None else tokens.select(rows).for_guidance())
                 calls[rows] = sub_calls
                 new_images = sd.decode(latents)
-                new_embeddings = self.similarity.embed(new_images)
-                similarity[rows] = ImageSimilarity.cosine(embeddings[rows], new_embeddings).cpu()
-                images[rows], embeddings[rows] = new_images, new_embeddings
+                if embeddings is not None:
+                    new_embeddings = self.similarity.embed(new_images)
+                    similarity[rows] = ImageSimilarity.cosine(embeddings[rows], new_embeddings).cpu()
+                    embeddings[rows] = new_embeddings
+                images[rows] = new_images
                 loops[rows] += 1
-                done = (loops[rows] >= cfg.max_loops) | (
-                    (similarity[rows] >= cfg.similarity_threshold) & (loops[rows] >= cfg.min_loops))
+                done = cfg.finished(loops[rows], similarity[rows])
                 active = [i for i, d in zip(active, done.tolist()) if not d]
 
         facts = [{"loops": int(loops[i]),

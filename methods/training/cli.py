@@ -41,6 +41,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="autocast precision (default no = fp32, the protocol's)")
     add("--subject-dropout", type=float, default=0.2,
         help="probability of zeroing a pair's subject features (default 0.2)")
+    add("--recipe", choices=["release", "fixed"], default="release",
+        help="release (default): as the released checkpoint was trained (80%% whole-batch subject dropout, "
+             "4 slots with unmasked pads, the release's data selection); fixed: 20%% per-sample dropout, "
+             "masked real slots only (docs/protocols.md section 1b)")
     add("--save-every", type=int, default=1000, help="checkpoint every N steps (and at the end)")
     add("--keep-checkpoints", type=int, default=2, help="how many training checkpoints to keep (default 2)")
     add("--seed", type=int, default=0, help="seed of the data order and of every random draw")
@@ -67,7 +71,7 @@ def run(args) -> int:
         weights=args.weights or TrainConfig.weights, resolution=args.resolution, pairs=args.pairs,
         epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, mixed_precision=args.mixed_precision,
-        subject_dropout=args.subject_dropout, save_every=max(1, args.save_every),
+        subject_dropout=args.subject_dropout, recipe=args.recipe, save_every=max(1, args.save_every),
         keep_checkpoints=args.keep_checkpoints, seed=args.seed, workers=args.workers, resume=args.resume,
         device=args.device, params=parse_params(args.param), progress=not args.no_progress)
     summary = train(cfg)

@@ -14,8 +14,15 @@ white square and resized to R. Crowd annotations (``iscrowd=1``) are regions of 
 objects, not instances, and are not used as subjects. Images are taken in the json's order,
 train before val ("the first 100k images" is ``limit=100_000``).
 
-Masks are decoded here without pycocotools: polygons are rasterised with PIL's ImageDraw and
-RLE (uncompressed count lists and the compressed string form) is decoded in numpy.
+Masks (polygons, RLE in both forms) are decoded with pycocotools.
+
+``recipe="release"`` (docs/protocols.md section 1b) selects as the reference code does: the
+top half by area over *all* instances (crowd ones included) is kept before the 1000-px filter
+(only when there are more than 4), images without any usable instance are kept with four black
+subjects (prompt ``a photo of a .``), and each crop is cut from the whitened image after it is
+resized to R x R (bilinear), with the box scaled alike, then padded white to a square.
+``recipe="fixed"``: the rules above (crowd excluded, filter first, images without subjects
+dropped, crops at full resolution).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from bench import BenchError
 from methods.training.pairs import (MAX_SUBJECTS, SUBJECT_PROMPT, PairSource, TrainingPair,
@@ -38,64 +45,28 @@ MIN_AREA = 1000           # docs/protocols.md section 1: subjects have area >= 1
 SPLITS = ("train2014", "val2014")
 
 
-# ---- mask decoding --------------------------------------------------------------------------
-
-def rle_counts_from_string(s: str) -> list[int]:
-    """Decode COCO's compressed RLE string: 6-bit groups (5 data bits + a continuation bit,
-    offset by ASCII 48), sign-extended, counts after the second stored as deltas of the count
-    two places back."""
-    counts: list[int] = []
-    p = 0
-    while p < len(s):
-        x, k, more = 0, 0, True
-        while more:
-            c = ord(s[p]) - 48
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(counts) > 2:
-            x += counts[-2]
-        counts.append(x)
-    return counts
-
-
-def rle_to_mask(rle: dict) -> np.ndarray:
-    """A COCO RLE dict ({"size": [h, w], "counts": list or str}) -> bool mask [h, w].
-
-    Runs alternate background/foreground starting with background, over the pixels in
-    column-major order."""
-    h, w = (int(v) for v in rle["size"])
-    counts = rle["counts"]
-    if isinstance(counts, (bytes, str)):
-        counts = rle_counts_from_string(counts.decode() if isinstance(counts, bytes) else counts)
-    counts = np.asarray(counts, dtype=np.int64)
-    if counts.sum() != h * w or (counts < 0).any():
-        raise ValueError(f"RLE counts do not cover a {h}x{w} mask")
-    values = np.zeros(len(counts), dtype=bool)
-    values[1::2] = True
-    flat = np.repeat(values, counts)
-    return flat.reshape(w, h).T
-
-
-def polygons_to_mask(polygons: list[list[float]], h: int, w: int) -> np.ndarray:
-    """COCO polygons ([x0, y0, x1, y1, ...] in pixels) -> bool mask [h, w]."""
-    canvas = Image.new("L", (w, h), 0)
-    draw = ImageDraw.Draw(canvas)
-    for poly in polygons:
-        if len(poly) >= 6:
-            draw.polygon([(float(poly[i]), float(poly[i + 1])) for i in range(0, len(poly) - 1, 2)], fill=1)
-    return np.asarray(canvas, dtype=bool)
-
+# ---- mask decoding (pycocotools) ----------------------------------------------------------
 
 def segmentation_to_mask(segmentation, h: int, w: int) -> np.ndarray:
-    if isinstance(segmentation, list):
-        return polygons_to_mask(segmentation, h, w)
-    if isinstance(segmentation, dict):
-        return rle_to_mask(segmentation)
-    raise ValueError(f"unknown segmentation type {type(segmentation).__name__}")
+    """A COCO segmentation (polygons, uncompressed RLE with a count list, or compressed RLE with
+    a string) -> bool mask [h, w], decoded by pycocotools as the COCO API does (polygons of
+    one instance merged)."""
+    from pycocotools import mask as mask_utils
+
+    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), (str, bytes)):
+        counts = segmentation["counts"]
+        rle = {"size": list(segmentation["size"]), "counts": counts.encode() if isinstance(counts, str) else counts}
+    elif isinstance(segmentation, (list, dict)):
+        if isinstance(segmentation, dict):
+            if sum(segmentation.get("counts", [])) != int(segmentation["size"][0]) * int(segmentation["size"][1]):
+                raise ValueError(f"RLE counts do not cover a {segmentation['size']} mask")
+        elif not segmentation or not all(len(poly) >= 6 for poly in segmentation):
+            raise ValueError("COCO polygons need at least 3 points each")
+        rles = mask_utils.frPyObjects(segmentation, h, w)
+        rle = mask_utils.merge(rles) if isinstance(rles, list) else rles
+    else:
+        raise ValueError(f"unknown segmentation type {type(segmentation).__name__}")
+    return mask_utils.decode(rle).astype(bool)
 
 
 # ---- the dataset ----------------------------------------------------------------------------
@@ -105,6 +76,29 @@ class CocoInstance:
     area: float
     category: str
     segmentation: object
+    bbox: tuple[float, ...] | None = None     # (x, y, w, h) in the image's pixels
+
+
+def release_crop(image: Image.Image, mask: np.ndarray, bbox, size: int) -> Image.Image | None:
+    """The reference code's crop: background whitened at full size, the image resized to
+    size x size (bilinear), the box scaled alike and truncated, the crop padded white to a
+    centred square, then resized to ``size`` (bilinear)."""
+    if not mask.any() or bbox is None:
+        return None
+    arr = np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    arr[~mask] = 255
+    h, w = arr.shape[:2]
+    small = np.asarray(Image.fromarray(arr).resize((size, size), Image.BILINEAR))
+    x, y, bw, bh = (int(v) for v in (bbox[0] * size / w, bbox[1] * size / h, bbox[2] * size / w, bbox[3] * size / h))
+    crop = small[y:y + bh, x:x + bw]
+    if crop.size == 0:
+        return None
+    ch, cw = crop.shape[:2]
+    pad = abs(ch - cw)
+    first, second = pad // 2, pad - pad // 2
+    widths = ((0, 0), (first, second), (0, 0)) if ch > cw else ((first, second), (0, 0), (0, 0))
+    square = np.pad(crop, widths, constant_values=255)
+    return Image.fromarray(square).resize((size, size), Image.BILINEAR)
 
 
 @dataclass(frozen=True)
@@ -126,6 +120,16 @@ def choose_instances(instances: list[CocoInstance]) -> list[CocoInstance]:
     return kept[:MAX_SUBJECTS]
 
 
+def choose_instances_release(instances: list[CocoInstance]) -> list[CocoInstance]:
+    """The reference code's choice: largest first; with more than 4 instances, those whose area
+    is not among the top half of all areas are skipped; areas under 1000 px are skipped. (Decode
+    failures are skipped later and the first 4 that decode are used.)"""
+    areas = [i.area for i in instances]
+    top = sorted(areas)[-int(len(areas) // 2):] if areas else []
+    ordered = sorted(instances, key=lambda i: -i.area)
+    return [i for i in ordered if not ((len(areas) > MAX_SUBJECTS and i.area not in top) or i.area < MIN_AREA)]
+
+
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -136,8 +140,10 @@ def _read_json(path: Path) -> dict:
         raise BenchError(f"COCO: {path} is not valid json ({exc})") from None
 
 
-def index_split(root: Path, split: str) -> list[CocoImage]:
-    """Every image of one split that has at least one usable subject, in the json's order."""
+def index_split(root: Path, split: str, recipe: str = "release") -> list[CocoImage]:
+    """Every image of one split in the json's order: with at least one usable subject
+    (``fixed``), or every image with a caption (``release``: subject-less ones are padded)."""
+    release = recipe == "release"
     instances = _read_json(root / "annotations" / f"instances_{split}.json")
     captions = _read_json(root / "annotations" / f"captions_{split}.json")
     categories = {c["id"]: c["name"] for c in instances.get("categories", [])}
@@ -148,15 +154,16 @@ def index_split(root: Path, split: str) -> list[CocoImage]:
             longest[ann["image_id"]] = text
     per_image: dict[int, list[CocoInstance]] = {}
     for ann in instances.get("annotations", []):
-        if ann.get("iscrowd", 0) or ann.get("category_id") not in categories:
+        if (ann.get("iscrowd", 0) and not release) or ann.get("category_id") not in categories:
             continue
         per_image.setdefault(ann["image_id"], []).append(
-            CocoInstance(float(ann.get("area", 0)), categories[ann["category_id"]], ann.get("segmentation")))
+            CocoInstance(float(ann.get("area", 0)), categories[ann["category_id"]], ann.get("segmentation"),
+                         tuple(ann["bbox"]) if ann.get("bbox") else None))
     images = []
     for img in instances.get("images", []):
-        chosen = choose_instances(per_image.get(img["id"], []))
+        chosen = (choose_instances_release if release else choose_instances)(per_image.get(img["id"], []))
         caption = longest.get(img["id"])
-        if chosen and caption:
+        if (chosen or release) and caption:
             images.append(CocoImage(img["id"], root / split / img["file_name"], int(img["height"]),
                                     int(img["width"]), caption, tuple(chosen)))
     return images
@@ -168,7 +175,10 @@ class CocoPairs(PairSource):
     name = "coco"
 
     def __init__(self, root: str | Path, resolution: int = 512, splits: tuple[str, ...] | None = None,
-                 limit: int | None = None):
+                 limit: int | None = None, recipe: str = "release"):
+        if recipe not in ("release", "fixed"):
+            raise BenchError(f"COCO: recipe must be release or fixed, not {recipe!r}")
+        self.recipe = recipe
         self.root = Path(root)
         if not self.root.is_dir():
             raise BenchError(f"COCO: {self.root} is not a folder")
@@ -179,7 +189,7 @@ class CocoPairs(PairSource):
         self.resolution = resolution
         self.images: list[CocoImage] = []
         for split in splits:
-            self.images.extend(index_split(self.root, split))
+            self.images.extend(index_split(self.root, split, recipe))
         if limit is not None:
             self.images = self.images[: int(limit)]
         log.info("COCO: %d images with subjects under %s", len(self.images), self.root)
@@ -208,11 +218,19 @@ class CocoPairs(PairSource):
                 continue
             if mask.shape != (entry.height, entry.width):
                 continue
-            crop = subject_crop(image, mask, self.resolution)
+            if self.recipe == "release":
+                crop = release_crop(image, mask, inst.bbox, self.resolution)
+            else:
+                crop = subject_crop(image, mask, self.resolution)
             if crop is None:           # empty mask
                 continue
             subjects.append(to_tensor(crop))
             prompts.append(SUBJECT_PROMPT.format(inst.category))
+            if len(subjects) == MAX_SUBJECTS:
+                break
+        if not subjects and self.recipe == "release":      # kept, with four black subjects
+            black = to_tensor(Image.new("RGB", (self.resolution, self.resolution), (0, 0, 0)))
+            subjects, prompts = [black] * MAX_SUBJECTS, [SUBJECT_PROMPT.format("")] * MAX_SUBJECTS
         if not subjects:
             return None
         return TrainingPair(to_tensor(resize_square(image, self.resolution)), entry.caption, subjects,

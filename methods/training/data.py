@@ -30,7 +30,8 @@ def parse_data_spec(spec: str) -> tuple[str, str]:
     return kind, where
 
 
-def build_source(specs: Sequence[str], resolution: int, pairs: int | None = None) -> PairSource:
+def build_source(specs: Sequence[str], resolution: int, pairs: int | None = None,
+                 recipe: str = "release") -> PairSource:
     """One source over every ``--data`` spec; ``pairs`` split evenly between them."""
     if not specs:
         raise BenchError("no training data: pass --data coco:DIR and/or --data ytvis:DIR, or --preset smoke")
@@ -40,12 +41,12 @@ def build_source(specs: Sequence[str], resolution: int, pairs: int | None = None
         kind, where = parse_data_spec(spec)
         if kind == "coco":
             from methods.training.coco import CocoPairs
-            source = CocoPairs(where, resolution, limit=share)
+            source = CocoPairs(where, resolution, limit=share, recipe=recipe)
             if share is not None and len(source) < share:
                 log.warning("COCO under %s has %d usable images, fewer than the %d asked", where, len(source), share)
         elif kind == "ytvis":
             from methods.training.ytvis import YouTubeVISPairs
-            source = YouTubeVISPairs(where, resolution, length=share)
+            source = YouTubeVISPairs(where, resolution, length=share, recipe=recipe)
         else:
             try:
                 n = int(where)

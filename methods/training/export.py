@@ -35,7 +35,8 @@ def save_adapter_folder(folder, trainee, info: dict | None = None) -> Path:
     described = trainee.describe()
     reference = trainee.reference_unet if getattr(trainee, "reference_trained", False) else None
     save_checkpoint(trainee.adapter, tmp, reference_unet=reference,
-                    metadata={"trained_by": "bench train", "kind": described["kind"]})
+                    metadata={"trained_by": "bench train", "kind": described["kind"],
+                              "recipe": described.get("recipe", "unknown")})
     if hasattr(trainee, "projector"):
         save_projector(tmp, trainee.projector, trainee.encoder)
     (tmp / TRAINING_INFO).write_text(json.dumps({**described, **(info or {})}, indent=2, default=str))

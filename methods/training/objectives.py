@@ -1,12 +1,21 @@
 """What is trained and its loss: the EZIGen adapter (with a frozen or a trained reference UNet)
 and the CLIP/DINO projector baselines.
 
-docs/protocols.md section 1, "Training": epsilon-prediction MSE at t ~ U{0..999}; the target image
-VAE-encoded (a posterior sample) times the scaling factor; up to 4 subject slots, empty slots
-masked out of the adapter attention; subject dropout p = 0.2 zeroes a sample's subject features
-(``keep = u >= 0.2``: the reference code's inverted comparison, which zeroes 80%, is not
-copied). The main UNet, VAE and text encoder are frozen; only :meth:`Trainee.trainable_modules`
-get gradients.
+docs/protocols.md section 1, "Training", and 1b: epsilon-prediction MSE at t ~ U{0..999}; the
+target image VAE-encoded (a posterior sample) times the scaling factor. Two recipes:
+
+- ``release`` (default; reproduces the released checkpoint's training): subject dropout as
+  released, ``randint(1, 10) / 10 > p`` for the whole batch at once (p = 0.2 drops 80% of the
+  steps); always 4 subject slots, the empty ones filled with pads that go through the VAE and
+  the reference UNet and are not masked (a pad is the reference code's zero tensor in the
+  normalised [-1, 1] image space, i.e. mid-grey, with all-zero text ids); subject latents are
+  posterior samples.
+- ``fixed``: dropout p per sample (``keep = u >= p``: 20% dropped); only as many slots as the
+  fullest sample, empty slots masked out of the adapter attention; subject latents are the
+  posterior mean.
+
+The main UNet, VAE and text encoder are frozen; only :meth:`Trainee.trainable_modules` get
+gradients.
 
 Every random draw of a step comes from the generator handed to :meth:`Trainee.forward`
 (timesteps, target noise, VAE posterior sample, dropout, reference noise, in that order), so a
@@ -26,6 +35,9 @@ from torch import nn
 from bench.models import Components
 
 SUBJECT_DROPOUT = 0.2
+RECIPES = ("release", "fixed")
+#: the text of a pad slot under the release recipe: all-zero token ids (not a string)
+PAD_TEXT = "\x00pad-slot"
 NUM_TRAIN_TIMESTEPS = 1000
 TEXT_CACHE = 4096
 
@@ -39,9 +51,13 @@ class Trainee(nn.Module):
 
     kind = "ezigen"
 
-    def __init__(self, components: Components, subject_dropout: float = SUBJECT_DROPOUT):
+    def __init__(self, components: Components, subject_dropout: float = SUBJECT_DROPOUT, recipe: str = "release"):
         super().__init__()
         from methods.ezigen.adapter import attach_adapter
+
+        if recipe not in RECIPES:
+            raise ValueError(f"training recipe must be one of {', '.join(RECIPES)}, not {recipe!r}")
+        self.recipe = recipe
 
         self.components = components
         self.vae, self.text_encoder = components.vae, components.text_encoder
@@ -102,6 +118,9 @@ class Trainee(nn.Module):
         """[N, 77, D] embeddings of the frozen text encoder; the most recent ``TEXT_CACHE``
         distinct texts are kept (subject prompts and prompt templates repeat all the time)."""
         cache = self._text_cache
+        if PAD_TEXT in texts and PAD_TEXT not in cache:
+            ids = torch.zeros(1, self.tokenizer.model_max_length, dtype=torch.long, device=self.device)
+            cache[PAD_TEXT] = self.text_encoder(ids)[0][0]
         missing = list(dict.fromkeys(t for t in texts if t not in cache))
         if missing:
             tok = self.tokenizer(missing, padding="max_length", max_length=self.tokenizer.model_max_length,
@@ -119,7 +138,11 @@ class Trainee(nn.Module):
         u ~ U[0, 1) keeps the subject when u >= p, so p = 0.2 drops 20% (docs/protocols.md section 1;
         the reference code's comparison drops 80%). Always drawn, so the random stream of a step
         is the same in train and eval mode; nothing is dropped in eval mode."""
-        keep = torch.rand(batch_size, generator=generator) >= self.subject_dropout
+        if self.recipe == "release":       # one draw for the whole batch: drop when u > p
+            u = int(torch.randint(1, 11, (1,), generator=generator)) / 10
+            keep = torch.full((batch_size,), not u > self.subject_dropout)
+        else:
+            keep = torch.rand(batch_size, generator=generator) >= self.subject_dropout
         return keep if self.training else torch.ones_like(keep)
 
     def subject_features(self, images: torch.Tensor, prompts: Sequence[str], timesteps: torch.Tensor,
@@ -150,10 +173,16 @@ class Trainee(nn.Module):
         # subject slots: only as many as the fullest sample of the batch; run the encoder on
         # the filled slots only
         slot_mask = batch["slot_mask"]
+        subjects, subject_prompts = batch["subjects"], batch["subject_prompts"]
+        if self.recipe == "release":       # every slot, pads included, through VAE and reference UNet
+            subjects = torch.where(slot_mask.view(*slot_mask.shape, 1, 1, 1), subjects, torch.zeros_like(subjects))
+            subject_prompts = [[p if on else PAD_TEXT for p, on in zip(row, m)]
+                               for row, m in zip(subject_prompts, slot_mask.tolist())]
+            slot_mask = torch.ones_like(slot_mask)
         slots = int(slot_mask.sum(dim=1).max())
         slot_mask = slot_mask[:, :slots]
-        images = batch["subjects"][:, :slots][slot_mask].to(device, self.vae.dtype)
-        prompts = [p for row, m in zip(batch["subject_prompts"], slot_mask) for p, on in zip(row, m) if on]
+        images = subjects[:, :slots][slot_mask].to(device, self.vae.dtype)
+        prompts = [p for row, m in zip(subject_prompts, slot_mask) for p, on in zip(row, m) if on]
         owner = slot_mask.nonzero()[:, 0]                      # which sample each subject image belongs to
         flat = self.subject_features(images, prompts, timesteps[owner], generator)
         features = []
@@ -164,7 +193,7 @@ class Trainee(nn.Module):
             full = full * keep_dev.view(b, 1, 1, 1).to(full.dtype)      # subject dropout: features zeroed
             features.append(full.reshape(b, slots * f.shape[1], f.shape[2]).to(dtype))
         tokens = SubjectTokens(features, self.adapter.learnable_weights,
-                               None if bool(slot_mask.all()) else slot_mask.to(device))
+                               None if bool(slot_mask.all()) else slot_mask.to(device))   # release: all True
         text = self.encode_text(batch["prompts"]).to(dtype)
         pred = self.unet(noisy, timesteps.to(device), encoder_hidden_states=text, return_dict=False,
                          **adapter_kwargs(tokens))[0]
@@ -181,9 +210,10 @@ class EZIGenTrainee(Trainee):
     """
 
     def __init__(self, components: Components, reference_trained: bool = False,
-                 reference_timestep: int | str = 1, subject_dropout: float = SUBJECT_DROPOUT):
+                 reference_timestep: int | str = 1, subject_dropout: float = SUBJECT_DROPOUT,
+                 recipe: str = "release"):
         reference = copy.deepcopy(components.unet) if reference_trained else None   # before the adapter
-        super().__init__(components, subject_dropout)
+        super().__init__(components, subject_dropout, recipe)
         self.reference_trained = bool(reference_trained)
         if reference is not None:
             reference.requires_grad_(True)
@@ -203,14 +233,18 @@ class EZIGenTrainee(Trainee):
 
     def describe(self) -> dict:
         return {"kind": "ezigen", "reference_trained": self.reference_trained,
-                "reference_timestep": self.reference_timestep}
+                "reference_timestep": self.reference_timestep, "recipe": self.recipe}
 
     def subject_features(self, images, prompts, timesteps, generator):
         from methods.ezigen.reference import capture_norm1
 
         device = self.device
         with torch.no_grad():
-            clean = self.vae.encode(images).latent_dist.mean * self.vae.config.scaling_factor
+            posterior = self.vae.encode(images).latent_dist
+            clean = posterior.mean
+            if self.recipe == "release":       # latent_dist.sample(), as released
+                clean = clean + posterior.std * torch.randn(clean.shape, generator=generator).to(device, clean.dtype)
+            clean = clean * self.vae.config.scaling_factor
         noise = torch.randn(clean.shape, generator=generator).to(device, clean.dtype)
         if self.reference_timestep == "adaptive":
             t_ref = timesteps.to(device)
@@ -228,10 +262,11 @@ class EZIGenTrainee(Trainee):
 class ProjectorTrainee(Trainee):
     """CLIP/DINO patch tokens -> per-block projector -> the same adapter (methods/projector.py)."""
 
-    def __init__(self, components: Components, encoder, subject_dropout: float = SUBJECT_DROPOUT):
+    def __init__(self, components: Components, encoder, subject_dropout: float = SUBJECT_DROPOUT,
+                 recipe: str = "release"):
         from methods.projector import BlockProjector, block_widths
 
-        super().__init__(components, subject_dropout)
+        super().__init__(components, subject_dropout, recipe)
         self.encoder = encoder.to(self.device)
         self.encoder.requires_grad_(False).eval()
         self.projector = BlockProjector(encoder.width, block_widths(self.unet, self.block_names)).to(self.device)
@@ -241,7 +276,8 @@ class ProjectorTrainee(Trainee):
         return {"adapter": self.adapter, "projector": self.projector}
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "encoder": self.encoder.kind, "encoder_model": self.encoder.name}
+        return {"kind": self.kind, "encoder": self.encoder.kind, "encoder_model": self.encoder.name,
+                "recipe": self.recipe}
 
     def subject_features(self, images, prompts, timesteps, generator):
         with torch.no_grad():

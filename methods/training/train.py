@@ -48,7 +48,7 @@ CHECKPOINTS = "checkpoints"
 # fields of TrainConfig that change the trajectory: a resumed run must agree on all of them
 TRAJECTORY_FIELDS = ("method", "params", "data", "preset", "weights", "resolution", "pairs", "batch_size",
                      "lr", "betas", "weight_decay", "eps", "max_grad_norm", "mixed_precision",
-                     "subject_dropout", "seed")
+                     "subject_dropout", "recipe", "seed")
 
 
 @dataclass
@@ -70,6 +70,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"               # "no" (fp32) | "bf16" | "fp16"
     subject_dropout: float = 0.2
+    recipe: str = "release"                   # "release" (as the released checkpoint was trained) | "fixed"
     save_every: int = 1000
     keep_checkpoints: int = 2
     seed: int = 0
@@ -92,6 +93,8 @@ class TrainConfig:
             raise BenchError(f"--batch-size must be >= 1, not {self.batch_size}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise BenchError(f"--mixed-precision must be no, bf16 or fp16, not {self.mixed_precision!r}")
+        if self.recipe not in ("release", "fixed"):
+            raise BenchError(f"--recipe must be release or fixed, not {self.recipe!r}")
         if not 0 <= self.subject_dropout < 1:
             raise BenchError(f"--subject-dropout must be in [0, 1), not {self.subject_dropout}")
 
@@ -129,12 +132,12 @@ def build_trainee(cfg: TrainConfig, components, device: str):
     if entry.target == "methods.projector:ProjectorMethod":
         from methods.projector import build_encoder
         encoder = build_encoder(params.get("encoder", "clip"), params.get("encoder_model"), cfg.model_preset, device)
-        return ProjectorTrainee(components, encoder, cfg.subject_dropout)
+        return ProjectorTrainee(components, encoder, cfg.subject_dropout, cfg.recipe)
     timestep = params.get("reference_timestep", 1)
     if timestep != "adaptive":
         timestep = int(timestep)
     return EZIGenTrainee(components, reference_trained=bool(params.get("reference_trained", False)),
-                         reference_timestep=timestep, subject_dropout=cfg.subject_dropout)
+                         reference_timestep=timestep, subject_dropout=cfg.subject_dropout, recipe=cfg.recipe)
 
 
 def check_frozen(trainee) -> None:
@@ -285,7 +288,7 @@ def train(cfg: TrainConfig, on_step=None, components=None, source=None) -> dict:
     trainee = build_trainee(cfg, components, device)
     check_frozen(trainee)
     if source is None:
-        source = build_source(cfg.data, resolution, cfg.pairs)
+        source = build_source(cfg.data, resolution, cfg.pairs, cfg.recipe)
     steps_per_epoch = max(1, len(source) // (cfg.batch_size * world))
     total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
     optimizer = torch.optim.AdamW(trainee.trainable_parameters(), lr=cfg.lr, betas=cfg.betas,

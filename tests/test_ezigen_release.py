@@ -1,0 +1,239 @@
+"""protocol=release: each behaviour of the public reference code, checked against an independent
+statement of it (docs/protocols.md section 1b)."""
+
+import copy
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bench import BenchError
+from bench.models import SD_SCHEDULER
+from bench.types import GenRequest, LoadSpec
+from methods.ezigen import EZIGenMethod
+from methods.ezigen.background import BackgroundRemover
+from methods.ezigen.protocol import SETTINGS
+from methods.ezigen.reference import subject_tensor
+from methods.ezigen.sampler import SamplerConfig
+
+STEPS = 10
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("release")
+    rng = np.random.default_rng(5)
+    for name, size in (("subject", (64, 64)), ("wide", (96, 64)), ("source", (64, 64))):
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(folder / f"{name}.png")
+    for name, size in (("mask", (64, 64)), ("widemask", (96, 64))):
+        mask = np.zeros((size[1], size[0]), dtype=np.uint8)
+        mask[12:44, 12:44] = 255            # edges between latent sample points: bilinear gives 0.5
+        Image.fromarray(mask).save(folder / f"{name}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def release():
+    return EZIGenMethod(LoadSpec(preset="tiny", adapter="init", num_inference_steps=STEPS),
+                        subject_background="keep")
+
+
+def _gen(files, seed=3):
+    return GenRequest(key=f"g{seed}", prompt="a dog on the beach", class_noun="dog",
+                      subject_images=(files / "subject.png",), seed=seed, run_seed=0)
+
+
+def _edit(files, source="source", mask="mask", seed=1):
+    return GenRequest(key=f"e/{source}", prompt="photo of a sks dog", class_noun="dog",
+                      subject_images=(files / "subject.png",), seed=seed,
+                      source_image=files / f"{source}.png", mask=files / f"{mask}.png")
+
+
+def test_release_is_the_default_and_each_setting_can_be_overridden(release):
+    assert release.protocol == "release" and release.describe()["params"]["protocol"] == "release"
+    assert release.config.negative_prompt == "dark, blur, defoucus, lack of content, dizzy."
+    assert release.config.max_loops == 9 and release.config.renoise == "split"
+    paper = EZIGenMethod(LoadSpec(preset="tiny", adapter="init", num_inference_steps=STEPS), protocol="paper",
+                         subject_background="keep", renoise="split", iterative=False)
+    assert paper.config.renoise == "split" and paper.config.negative_prompt.endswith("defocus, lack of content, dizzy.")
+    assert paper.settings == {**SETTINGS["paper"], "renoise": "split"}
+    with pytest.raises(BenchError, match="edit_mask"):
+        EZIGenMethod(LoadSpec(preset="tiny", adapter="init"), edit_mask="soft")
+    with pytest.raises(BenchError, match="protocol"):
+        EZIGenMethod(LoadSpec(preset="tiny", adapter="init"), protocol="arxiv")
+
+
+def test_typo_negative_prompt_tokenises_differently(release):
+    tok = release.components.tokenizer
+    assert tok("defoucus").input_ids != tok("defocus").input_ids
+
+
+def _release_loop_count(similarities, threshold=0.99, num_interations=-1):
+    """The reference code's loop (infer.py loop_infer), transcribed."""
+    cur, sim, max_n, min_n = 1, 0.0, 10, 4
+    if num_interations != -1:
+        max_n = min_n = num_interations + 1
+        threshold = 1
+    while (cur < max_n and sim < threshold) or cur < min_n:
+        sim = similarities[cur - 1]
+        cur += 1
+    return cur - 1
+
+
+def _our_loop_count(config, similarities):
+    loops = 0
+    while True:
+        loops += 1
+        if bool(config.finished(torch.tensor([loops]), torch.tensor([similarities[loops - 1]]))[0]):
+            return loops
+
+
+def test_loop_rule_matches_the_release_condition():
+    rng = random.Random(0)
+    release = SamplerConfig(**{"max_loops": SETTINGS["release"]["max_loops"]})
+    for _ in range(300):
+        sims = [rng.choice([0.5, 0.98, 0.99, 0.995, 1.0]) for _ in range(12)]
+        assert _our_loop_count(release, sims) == _release_loop_count(sims)
+        assert 3 <= _release_loop_count(sims) <= 9
+        n = rng.randint(1, 6)
+        assert _our_loop_count(SamplerConfig(fixed_loops=n), sims) == _release_loop_count(sims, num_interations=n) == n
+
+
+def test_fixed_loop_count_ignores_similarity(files):
+    method = EZIGenMethod(LoadSpec(preset="tiny", adapter="init", num_inference_steps=STEPS), loops=2,
+                          subject_background="keep")
+    assert method.similarity is None
+    facts = method.generate([_gen(files, 3), _gen(files, 4)])
+    assert [f.info["bench"]["loops"] for f in facts] == [2, 2]
+
+
+def test_renoise_at_split_and_resume_at_381_step(release, files, monkeypatch):
+    from diffusers import DDPMScheduler
+    seen = []
+    original = DDPMScheduler.add_noise
+
+    def spy(self, original_samples, noise, timesteps):
+        seen.append(timesteps.tolist())
+        return original(self, original_samples, noise, timesteps)
+
+    monkeypatch.setattr(DDPMScheduler, "add_noise", spy)
+    method = EZIGenMethod(LoadSpec(preset="tiny", adapter="init", num_inference_steps=STEPS), loops=1,
+                          subject_background="keep")
+    method.generate([_gen(files)])
+    # reference pass at t=1, then the loop's re-noise at split_ratio x 1000 = 400 (not the resume step)
+    assert seen[-1] == [400]
+    scheduler = DDPMScheduler.from_config(SD_SCHEDULER)
+    scheduler.set_timesteps(50)
+    assert int(scheduler.timesteps[int(50 - 0.4 * 50)]) == 381     # where the release resumes
+
+
+def test_vae_sample_is_mean_plus_std_times_seeded_noise(release, files):
+    image = subject_tensor(files / "subject.png", 64, "bilinear")[None]
+    got = release.sd.encode(image, [torch.Generator().manual_seed(7)])
+    posterior = release.components.vae.encode(image).latent_dist
+    eps = torch.randn(posterior.mean.shape[1:], generator=torch.Generator().manual_seed(7))
+    expected = (posterior.mean + posterior.std * eps) * release.components.vae.config.scaling_factor
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert release.reference.latent == "sample"
+
+
+def test_bilinear_subject_resize_is_torchvision_resize(files):
+    from torchvision import transforms
+    released = transforms.Compose([transforms.Resize((48, 48), interpolation=transforms.InterpolationMode.BILINEAR),
+                                   transforms.ToTensor(), transforms.Normalize([0.5], [0.5])])
+    with Image.open(files / "wide.png") as im:
+        expected = released(im.convert("RGB"))
+    assert torch.allclose(subject_tensor(files / "wide.png", 48, "bilinear"), expected, atol=1e-6)
+
+
+def test_exceptional_prompt_is_id_7788_without_positions(release):
+    encoder = copy.deepcopy(release.components.text_encoder)
+    position = (getattr(encoder, "embeddings", None) or encoder.text_model.embeddings).position_embedding
+    with torch.no_grad():
+        position.weight.zero_()
+        expected = encoder(torch.full((2, 77), 7788, dtype=torch.long))[0]
+    got = release.editor.inversion_text(2)
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert not torch.allclose(got, release.sd.encode_text(["", ""]), atol=1e-3)
+
+
+def test_release_editing_blends_with_the_latent_after_20_minus_i_steps(release, files):
+    trace = {}
+    method = EZIGenMethod(LoadSpec(preset="tiny", adapter="init", num_inference_steps=STEPS), iterative=False,
+                          subject_background="keep")
+    assert type(method.editor._scheduler(inverse=False)).__name__ == "DDPMScheduler"
+    method.editor.edit([_edit(files)], trace=trace)
+    trajectory = trace["trajectory"]
+    assert [level for level, _ in trajectory] == [0, 100, 200, 300, 400]       # linspace grid
+    mask = trace["mask"]
+    assert bool(((mask > 0) & (mask < 1)).any())                                # soft (bilinear) edges
+    keep = (mask == 0)
+    (_, steps), = trace["steps"]
+    assert [level for level, _ in steps] == [400, 300, 200, 100]                # never the clean latent
+    for k, (level, latents) in zip([4, 3, 2, 1], steps):
+        source = trajectory[k][1]
+        outside = keep.expand_as(latents)
+        assert torch.equal(latents[outside], source[outside])
+
+
+def test_release_editing_keeps_the_source_aspect_ratio(files):
+    method = EZIGenMethod(LoadSpec(preset="tiny", adapter="init", num_inference_steps=STEPS), iterative=False,
+                          subject_background="keep")
+    images = method.generate([_edit(files, "wide", "widemask")])
+    assert images[0].size == (96, 64)
+    square = EZIGenMethod(LoadSpec(preset="tiny", adapter="init", num_inference_steps=STEPS), iterative=False,
+                          subject_background="keep", edit_aspect="square")
+    assert square.generate([_edit(files, "wide", "widemask")])[0].size == (64, 64)
+
+
+class _FakeAnnotator:
+    """Grounded-SAM stand-in: a fixed square mask, or nothing for class 'ghost'."""
+    model_ids = "fake"
+
+    def __init__(self, folder):
+        self.folder, self.calls = folder, 0
+
+    def annotate(self, images, texts):
+        from bench.metrics.grounded_sam import MaskResult
+        self.calls += 1
+        out = []
+        for path, text in zip(images, texts):
+            if text == "ghost":
+                out.append(MaskResult("no-detection", None, None, None))
+                continue
+            with Image.open(path) as im:
+                w, h = im.size
+            mask = np.zeros((h, w), dtype=np.uint8)
+            mask[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 255
+            target = self.folder / f"mask-{path.stem}.png"
+            Image.fromarray(mask).save(target)
+            out.append(MaskResult("ok", target, (w / 4, h / 4, 3 * w / 4, 3 * h / 4), 0.9))
+        return out
+
+
+def test_background_is_white_outside_the_subject_and_cached(files, tmp_path):
+    fake = _FakeAnnotator(tmp_path)
+    remover = BackgroundRemover("remove", annotator=fake, cache_dir=tmp_path / "white")
+    (prepared,), (facts,) = remover.apply([_gen(files)])
+    white = np.asarray(Image.open(prepared.subject_images[0]))
+    original = np.asarray(Image.open(files / "subject.png").convert("RGB"))
+    assert (white[:16] == 255).all() and (white[:, :16] == 255).all()
+    assert np.array_equal(white[16:48, 16:48], original[16:48, 16:48])
+    assert facts == [{"image": "subject.png", "background": "removed"}]
+    remover.apply([_gen(files, 9)])
+    assert fake.calls == 1                                  # same image and noun: no second annotation
+
+
+def test_nothing_detected_is_used_as_is_and_flagged(files, tmp_path):
+    method = EZIGenMethod(LoadSpec(preset="tiny", adapter="init", num_inference_steps=STEPS), iterative=False)
+    method.background = BackgroundRemover("remove", annotator=_FakeAnnotator(tmp_path), cache_dir=tmp_path / "w")
+    ghost = GenRequest(key="x", prompt="a ghost", class_noun="ghost", subject_images=(files / "subject.png",),
+                       seed=0, run_seed=0)
+    dog, ghost_image = method.generate([_gen(files), ghost])
+    assert dog.info["bench"]["subjects"][0]["background"] == "removed" and "flags" not in dog.info["bench"]
+    facts = ghost_image.info["bench"]
+    assert facts["subjects"][0]["background"].startswith("no-detection")
+    assert facts["flags"] == ["subject-background-not-removed"]
+    assert facts["protocol"] == "release" and facts["subject_background"] == "remove"
