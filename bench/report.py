@@ -395,11 +395,11 @@ _OFFSETS = [(dx * r, dy * r) for r in (1, 2, 3, 4.5, 6.5)
             for dx, dy in ((5, 4), (5, -9), (-5, 4), (-5, -9), (0, 9), (0, -14), (9, -2), (-9, -2))]
 
 
-def place_labels(ax, points: list[tuple[float, float, str, dict]]) -> list:
+def place_labels(ax, points: list[tuple[float, float, str, dict]]) -> list[tuple[float, float, float, float]]:
     """Annotate each (x, y, text, style) so that no two labels overlap and no label covers a
     marker: each label takes the first offset (near ones first) whose box is free, else the
     least covered one; a label moved away from its point gets a thin leader line. Returns
-    the annotations."""
+    the labels' text boxes in pixels (x0, y0, x1, y1)."""
     fig = ax.figure
     renderer = fig.canvas.get_renderer()
     markers = []
@@ -407,7 +407,6 @@ def place_labels(ax, points: list[tuple[float, float, str, dict]]) -> list:
         px, py = ax.transData.transform((x, y))
         markers.append((px - 4, py - 4, px + 4, py + 4))
     taken: list[tuple[float, float, float, float]] = []
-    placed = []
 
     def overlap(a, b) -> float:
         w = min(a[2], b[2]) - max(a[0], b[0])
@@ -440,8 +439,7 @@ def place_labels(ax, points: list[tuple[float, float, str, dict]]) -> list:
             ann = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), ha=ha,
                               arrowprops={"arrowstyle": "-", "color": "0.7", "lw": 0.6}, **style)
         taken.append(rect)
-        placed.append(ann)
-    return placed
+    return taken
 
 
 def scatter_plot(numeric: list[dict], x: str, y: str, path: Path, title: str, stamp: str | None = None):
@@ -481,9 +479,7 @@ def scatter_plot(numeric: list[dict], x: str, y: str, path: Path, title: str, st
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.canvas.draw()
-    annotations = place_labels(ax, labels)
-    renderer = fig.canvas.get_renderer()
-    boxes = [tuple(a.get_window_extent(renderer).bounds) for a in annotations]
+    boxes = place_labels(ax, labels)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp)
     plt.close(fig)
@@ -718,8 +714,9 @@ def write_reports(run_dirs, out: Path | str = "reports", paper_dir: Path = PAPER
     return paths
 
 
-def print_warnings(df, runs, file=sys.stderr) -> int:
-    """Print one warning line per flagged run; returns how many runs were flagged."""
+def print_warnings(df, runs, file=None) -> int:
+    """Print one warning line per flagged run (to stderr); returns how many runs were flagged."""
+    file = file or sys.stderr
     flagged = 0
     for suite in sorted(runs["suite"].unique()):
         for run, notes in run_warnings(df[df["suite"] == suite], runs[runs["suite"] == suite]).items():
