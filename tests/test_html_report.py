@@ -63,8 +63,24 @@ def test_copied_images_make_the_folder_movable(report, tmp_path):
 
 
 # ---- in a real browser ----------------------------------------------------------------------
+def find_browser() -> str | None:
+    """The first installed Chromium that starts (a snap shim without snapd does not)."""
+    for name in BROWSERS:
+        path = shutil.which(name)
+        if path:
+            try:
+                if subprocess.run([path, "--version"], capture_output=True, timeout=30).returncode == 0:
+                    return path
+            except (OSError, subprocess.SubprocessError):
+                pass
+    return None
+
+
+BROWSER = find_browser()
+
+
 def browser() -> str | None:
-    return next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
+    return BROWSER
 
 
 needs_browser = pytest.mark.skipif(browser() is None, reason="no Chromium installed (apt-get install chromium)")
