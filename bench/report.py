@@ -1,9 +1,9 @@
-"""`bench report`: pandas aggregation of scored runs, markdown leaderboards, plots.
+"""`bench report`: pandas aggregation of scored runs, markdown leaderboards, plots, HTML.
 
 Aggregation (docs/protocols.md section 2, "six runs averaged"): per run and seed, the mean over all
 images; then the mean and the sample standard deviation (ddof=1) over seeds, with n = the number
 of seeds. A NaN score ("could not be computed") is left out of the means and a metric with no
-value is shown as a dash, never as 0 (docs/architecture.md).
+value is shown as a dash, never as 0 (docs/architecture.md, "Reports").
 
 DataFrame API, for notebooks::
 
@@ -16,6 +16,10 @@ DataFrame API, for notebooks::
 The leaderboard ``<out>/leaderboard-<suite>.md`` has one row per run and the paper's numbers
 (reports/paper/<suite>.csv, docs/protocols.md section 5) as separately marked rows. Its columns come
 from the suite's ``leaderboard_columns`` (metric-id prefix -> title) so every suite reuses it.
+The Base model column comes from the method's ``describe()["model"]``; the Method column marks
+``protocol=paper|release`` and the all-step schedule; the Check column flags runs that are
+incomplete against their plan, not fully scored, or have seeds with unequal image counts (also
+warned about on stderr). ``--html`` adds ``<out>/html/index.html`` (bench/html_report.py).
 """
 
 from __future__ import annotations
