@@ -399,11 +399,12 @@ _OFFSETS = [(dx * r, dy * r) for r in (1, 2, 3, 4.5, 6.5)
             for dx, dy in ((5, 4), (5, -9), (-5, 4), (-5, -9), (0, 9), (0, -14), (9, -2), (-9, -2))]
 
 
-def place_labels(ax, points: list[tuple[float, float, str, dict]]) -> list[tuple[float, float, float, float]]:
+def place_labels(ax, points: list[tuple[float, float, str, dict]]) -> list[tuple[tuple, tuple]]:
     """Annotate each (x, y, text, style) so that no two labels overlap and no label covers a
     marker: each label takes the first offset (near ones first) whose box is free, else the
-    least covered one; a label moved away from its point gets a thin leader line. Returns
-    the labels' text boxes in pixels (x0, y0, x1, y1)."""
+    least covered one, and never nearer another point than its own when it can help it; a label
+    moved away from its point gets a thin leader line. Returns per label its text box
+    (x0, y0, x1, y1) and its point (x, y), in pixels, and whether it has a leader line."""
     fig = ax.figure
     renderer = fig.canvas.get_renderer()
     markers = []
@@ -411,23 +412,33 @@ def place_labels(ax, points: list[tuple[float, float, str, dict]]) -> list[tuple
         px, py = ax.transData.transform((x, y))
         markers.append((px - 4, py - 4, px + 4, py + 4))
     taken: list[tuple[float, float, float, float]] = []
+    leaders: list[bool] = []
 
     def overlap(a, b) -> float:
         w = min(a[2], b[2]) - max(a[0], b[0])
         h = min(a[3], b[3]) - max(a[1], b[1])
         return w * h if w > 0 and h > 0 else 0.0
 
-    for x, y, text, style in points:
+    def distance(rect, point) -> float:
+        dx = max(rect[0] - point[0], 0, point[0] - rect[2])
+        dy = max(rect[1] - point[1], 0, point[1] - rect[3])
+        return math.hypot(dx, dy)
+
+    centres = [((m[0] + m[2]) / 2, (m[1] + m[3]) / 2) for m in markers]
+    for index, (x, y, text, style) in enumerate(points):
         best = None
         for dx, dy in _OFFSETS:
             ha = "left" if dx > 0 else "right" if dx < 0 else "center"
             ann = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), ha=ha, **style)
             box = ann.get_window_extent(renderer)
             rect = (box.x0 - 1, box.y0 - 1, box.x1 + 1, box.y1 + 1)
-            cost = sum(overlap(rect, t) for t in taken) + sum(overlap(rect, m) for m in markers)
+            # in order of badness: outside the axes, covering a label or marker, nearer another point
+            cost = 100 * (sum(overlap(rect, t) for t in taken) + sum(overlap(rect, m) for m in markers))
+            own = distance(rect, centres[index])
+            cost += 50 * sum(1 for j, c in enumerate(centres) if j != index and distance(rect, c) < own)
             inside = ax.get_window_extent(renderer)
             cost += 0 if (rect[0] >= inside.x0 and rect[2] <= inside.x1 and rect[1] >= inside.y0
-                          and rect[3] <= inside.y1) else 1e4
+                          and rect[3] <= inside.y1) else 1e9
             if best is None or cost < best[0]:
                 if best is not None:
                     best[1].remove()
@@ -437,18 +448,23 @@ def place_labels(ax, points: list[tuple[float, float, str, dict]]) -> list[tuple
             if cost == 0:
                 break
         _, ann, rect, (dx, dy) = best
-        if abs(dx) > 5 or abs(dy) > 14:
+        own = distance(rect, centres[index])
+        ambiguous = any(j != index and distance(rect, c) < own for j, c in enumerate(centres))
+        leader = abs(dx) > 5 or abs(dy) > 14 or ambiguous     # a line says which point a label names
+        if leader:
             ann.remove()
             ha = "left" if dx > 0 else "right" if dx < 0 else "center"
-            ann = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), ha=ha,
-                              arrowprops={"arrowstyle": "-", "color": "0.7", "lw": 0.6}, **style)
+            ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), ha=ha,
+                        arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6}, **style)
         taken.append(rect)
-    return taken
+        leaders.append(leader)
+    return list(zip(taken, centres, leaders))
 
 
 def scatter_plot(numeric: list[dict], x: str, y: str, path: Path, title: str, stamp: str | None = None):
     """CLIP-T vs DINO style scatter of every row that has both values; False if none has.
-    Returns the label boxes in pixels (a list, truthy) when it wrote the plot."""
+    Returns the labels' boxes and points in pixels (place_labels; a list, truthy) when it wrote
+    the plot."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -226,9 +226,18 @@ def test_scatter_labels_do_not_overlap(tmp_path):
                for i, (x, y) in enumerate(points)]
     boxes = scatter_plot(numeric, "CLIP-T", "DINO", tmp_path / "s.png", "t")
     assert len(boxes) == len(points)
-    for i, (ax0, ay0, ax1, ay1) in enumerate(boxes):
-        for bx0, by0, bx1, by1 in boxes[i + 1:]:
+    rects = [box for box, _, _ in boxes]
+    for i, (ax0, ay0, ax1, ay1) in enumerate(rects):
+        for bx0, by0, bx1, by1 in rects[i + 1:]:
             assert min(ax1, bx1) <= max(ax0, bx0) or min(ay1, by1) <= max(ay0, by0), "labels overlap"
+
+    def distance(rect, point):
+        return math.hypot(max(rect[0] - point[0], 0, point[0] - rect[2]), max(rect[1] - point[1], 0, point[1] - rect[3]))
+
+    centres = [c for _, c, _ in boxes]
+    for i, (rect, own, leader) in enumerate(boxes):  # a label without a leader line is nearest its own point
+        others = [c for j, c in enumerate(centres) if j != i and c != own and not leader]
+        assert all(distance(rect, own) <= distance(rect, c) for c in others), f"label {i} is nearer another point"
 
 
 def test_sample_grid_rows_start_with_the_reference_and_show_each_runs_image(two_runs, tmp_path):
