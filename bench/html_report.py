@@ -145,6 +145,10 @@ def gallery_html(df, runs, suite: str, plan, images: _Images) -> str:
             extra = (f' <small class="muted">scored against: “{_e(sample.eval_text)}”</small>'
                      if sample and sample.eval_text and sample.eval_text != sample.prompt else "")
             parts.append(f'<div class="cell"><p class="prompt">“{_e(prompt)}”{extra}</p><div class="runs-row">')
+            if sample and sample.source_image and sample.source_image.exists():     # editing: what was edited
+                parts.append(f'<div class="run-col source"><div class="run-name">source image</div><figure>'
+                             f'<img src="{_e(images.src(sample.source_image, "sources"))}" alt="source" '
+                             f'loading="{loading}"></figure></div>')
             for info in infos:
                 keys = sorted(by_cell[cell].get(info.run, []), key=_key_order)
                 stamp = '<span class="stamp">random weights</span>' if info.random_weights else ""
@@ -231,7 +235,7 @@ document.querySelectorAll('.gallery').forEach(function(g){
   var runs={};g.querySelectorAll('.f-run').forEach(function(b){runs[b.value]=b.checked;});var shown=0;
   g.querySelectorAll('.subject').forEach(function(s){var on=(!subject||s.dataset.subject===subject)&&
    (!category||s.dataset.category===category);s.classList.toggle('hidden',!on);if(on)shown++;});
-  g.querySelectorAll('.run-col').forEach(function(c){c.classList.toggle('hidden',!runs[c.dataset.run]);});
+  g.querySelectorAll('.run-col[data-run]').forEach(function(c){c.classList.toggle('hidden',!runs[c.dataset.run]);});
   g.querySelectorAll('figure[data-seed]').forEach(function(fig){fig.classList.toggle('hidden',!!seed&&fig.dataset.seed!==seed);});
   f('.f-count').textContent=shown+' subject(s) shown';}
  g.querySelectorAll('select,input').forEach(function(el){el.addEventListener('change',apply);});

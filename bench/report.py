@@ -158,12 +158,20 @@ _CELLS: dict[str, dict] = {}
 def run_cells(run: dict, run_dir: Path) -> dict:
     """The run's suite cells ({cell: Sample}, in suite order), or {} when the suite's data
     cannot be loaded here (a run made on another machine): reports then show less, not fail."""
-    from bench.scoring import load_run_samples
+    import inspect
+
+    from bench.registry import SUITES
+    from bench.suites import load_suite
 
     cache_key = str(Path(run_dir).resolve())
     if cache_key not in _CELLS:
         try:
-            _, cells = load_run_samples(run, Path(run_dir) / "run.json")
+            info = run.get("suite") if isinstance(run.get("suite"), dict) else {}
+            options = dict(info.get("options") or {})
+            if "annotate" in inspect.signature(SUITES.get(info.get("name", "")).load().__init__).parameters:
+                options["annotate"] = False        # a report needs prompts and images, not edit masks
+            suite = load_suite(info["name"], info.get("root"), **options)
+            cells = {s.cell: s for s in suite.samples()}
         except Exception as exc:          # noqa: BLE001 (any failure of a suite loader: report without it)
             print(f"warning: {run_dir}: the suite's samples cannot be loaded here ({exc}); "
                   "the report shows no prompts or reference images for it", file=sys.stderr)
