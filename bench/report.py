@@ -593,15 +593,17 @@ def sample_grid(runs, path: Path, per_run: int = 6, thumb: int = 128, stamp: str
         for cell, sample in run_cells(RunStore(info.run_dir).read_run(), Path(info.run_dir)).items():
             samples.setdefault(cell, sample)
     font, small = _font(13), _font(11)
-    gap, text_h, head_h = 8, 44, 36 + (18 if stamp else 0)
+    gap, text_h = 8, 44
     col_w = thumb + gap
     width = gap + col_w * (1 + len(infos))
+    stamp_lines = _wrap(ImageDraw.Draw(Image.new("RGB", (1, 1))), stamp, font, width - 2 * gap, 4) if stamp else []
+    head_h = 36 + 16 * len(stamp_lines)
     height = head_h + len(cells) * (thumb + text_h + gap) + gap
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
-    if stamp:
-        draw.text((gap, 4), stamp, fill=(180, 0, 0), font=font)
-    top0 = 4 + (18 if stamp else 0)
+    for n, line in enumerate(stamp_lines):
+        draw.text((gap, 4 + 16 * n), line, fill=(180, 0, 0), font=font)
+    top0 = 4 + 16 * len(stamp_lines)
     draw.text((gap, top0), "reference", fill="black", font=font)
     for j, info in enumerate(infos):
         name = info.label if info.label == info.run else f"{info.label} ({info.run})"
