@@ -22,10 +22,17 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-# The offline smoke run: tiny random models on the embedded mini suite, generation + scoring.
+# The offline smoke run: tiny random models on the embedded mini suite, generation + scoring of
+# EZIGen and the text-only baseline, then the leaderboard and the HTML report (gallery).
 smoke: setup
 	$(BIN)/python -m bench run --method ezigen --suite dreambench --preset smoke
-	$(BIN)/python -m bench report runs/dreambench/ezigen-smoke --out runs/reports
+	$(BIN)/python -m bench run --method sd --suite dreambench --preset smoke
+	$(BIN)/python -m bench report runs/dreambench/ezigen-smoke runs/dreambench/sd-smoke --out runs/reports --html
+	@echo
+	@echo "Leaderboard:  runs/reports/leaderboard-dreambench.md"
+	@echo "Sample grid:  runs/reports/leaderboard-dreambench-samples.png"
+	@echo "HTML report:  file://$(CURDIR)/runs/reports/html/index.html  (open it in a browser; no network needed)"
+	@echo "Images:       runs/dreambench/ezigen-smoke/images/ and runs/dreambench/sd-smoke/images/"
 
 test: setup
 	$(BIN)/python -m pytest -q

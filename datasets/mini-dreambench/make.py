@@ -1,6 +1,6 @@
 """Regenerate the embedded mini DreamBench (deterministic): `python datasets/mini-dreambench/make.py`.
 
-Same layout as the google/dreambooth repository (PROTOCOLS.md section 2): dataset/prompts_and_classes.txt
+Same layout as the google/dreambooth repository (docs/protocols.md section 2): dataset/prompts_and_classes.txt
 in the original's format and dataset/<subject>/NN.jpg, with 3 procedurally drawn subjects
 (one live: dog; two objects: backpack, vase), 3 images each, 64x64, and 4 prompts per block.
 """
