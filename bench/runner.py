@@ -216,7 +216,9 @@ def run(args) -> int:
         adapter_id = {"path": str(Path(adapter).resolve()), "sha256": tree_sha256(Path(adapter))[:16]}
     else:
         adapter_id = adapter
-    spec = LoadSpec(weights=args.weights or LoadSpec.weights, preset=model_preset, device=device, dtype=dtype,
+    # a method built on another base model (e.g. IP-Adapter on SD 1.5) names it as default_weights
+    default_weights = getattr(method_cls, "default_weights", LoadSpec.weights)
+    spec = LoadSpec(weights=args.weights or default_weights, preset=model_preset, device=device, dtype=dtype,
                     adapter=adapter, resolution=args.resolution or (SMOKE["resolution"] if smoke else None),
                     num_inference_steps=args.steps or (SMOKE["num_inference_steps"] if smoke else None),
                     params=tuple(sorted(params.items())))
