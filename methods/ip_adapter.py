@@ -177,21 +177,33 @@ class IPAdapterMethod:
         return out
 
     def _generate_group(self, batch: Sequence[GenRequest]) -> list[Image.Image]:
+        """StableDiffusionPipeline.__call__'s computation with IP-Adapter image embeddings, one
+        subject per request: the pipeline's own ``__call__`` repeats one set of image embeddings
+        over the whole batch, so the loop is written out here (a test checks it against
+        ``__call__`` at batch 1)."""
         sd = self.sd
         generators = request_generators([r.seed for r in batch])
         embeds = [[self._image_embeds(p) for p in r.subject_images] for r in batch]
-        pos = torch.stack([torch.stack([e[0] for e in per]) for per in embeds])
-        neg = torch.stack([torch.stack([e[1] for e in per]) for per in embeds])
+        pos = torch.stack([torch.stack([e[0] for e in per]) for per in embeds]).to(sd.dtype)
+        neg = torch.stack([torch.stack([e[1] for e in per]) for per in embeds]).to(sd.dtype)
         guided = self.guidance_scale > 1
-        image_embeds = torch.cat([neg, pos]) if guided else pos
-        latents = randn_per_request(generators, sd.latent_shape, sd.device, sd.dtype)
-        images = self.pipe(
-            prompt_embeds=sd.encode_text([r.prompt for r in batch]),
-            negative_prompt_embeds=sd.encode_text([self.negative_prompt] * len(batch)),
-            ip_adapter_image_embeds=[image_embeds.to(sd.dtype)], latents=latents, generator=generators,
-            num_inference_steps=self.num_inference_steps, guidance_scale=self.guidance_scale,
-            height=sd.resolution, width=sd.resolution, output_type="pil").images
-        calls = self.num_inference_steps * (2 if guided else 1)
+        cond = sd.encode_text([r.prompt for r in batch])
+        scheduler = type(self.pipe.scheduler).from_config(self.pipe.scheduler.config)
+        scheduler.set_timesteps(self.num_inference_steps, device=sd.device)
+        latents = randn_per_request(generators, sd.latent_shape, sd.device, sd.dtype) * scheduler.init_noise_sigma
+        calls_before = sd.unet_calls
+        for t in scheduler.timesteps:
+            if guided:
+                uncond = sd.encode_text([self.negative_prompt] * len(batch))
+                noise = sd.guided_noise(latents, t, cond, uncond, self.guidance_scale,
+                                        added_cond_kwargs={"image_embeds": [torch.cat([neg, pos])]})
+            else:
+                noise = sd.noise(latents, t, cond, added_cond_kwargs={"image_embeds": [pos]})
+            latents = scheduler.step(noise, t, latents, return_dict=False)[0]
+        vae = self.pipe.vae
+        decoded = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
+        images = self.pipe.image_processor.postprocess(decoded, output_type="pil", do_denormalize=[True] * len(batch))
+        calls = (sd.unet_calls - calls_before) // len(batch)
         for image in images:
             image.info["bench"] = {"unet_calls": calls}
         return images
