@@ -31,7 +31,7 @@ from PIL import Image
 from bench import BenchError
 from bench.files import file_sha256
 from bench.images import load_rgb
-from bench.models import DTYPES, load_components
+from bench.models import DTYPES, load_components, resolve_weights
 from bench.types import GenRequest, LoadSpec
 from methods.common import StableDiffusionParts, randn_per_request, request_generators
 from methods.tiny_baselines import IP_ADAPTER_FILES, tiny_ip_adapter_folder
@@ -95,13 +95,26 @@ class IPAdapterMethod:
         self.weight_name = IP_ADAPTER_FILES[variant]
 
         weights = spec.weights if spec.weights != LoadSpec.weights else self.default_weights
+        random_adapter = spec.preset is not None and spec.adapter is None
+        problems = []                  # name every missing piece (base and adapter) in one message
+        if spec.preset is None:
+            try:
+                resolve_weights(weights)
+            except BenchError as exc:
+                problems.append(str(exc))
+        if not random_adapter:
+            try:
+                folder, revision = resolve_ip_adapter(spec.adapter, self.weight_name)
+            except BenchError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise BenchError(" -- and: ".join(problems))
         components = load_components(weights, spec.preset, spec.device, spec.dtype)
         self.components = components
-        if spec.preset is not None and spec.adapter is None:
+        if random_adapter:
             folder, revision = tiny_ip_adapter_folder(variant, components.unet), "random"
             self.adapter_source = "random (built in code)"
         else:
-            folder, revision = resolve_ip_adapter(spec.adapter, self.weight_name)
             self.adapter_source = str(spec.adapter or IP_ADAPTER_REPO)
         self.adapter_revision = revision
         self.adapter_sha256 = file_sha256(folder / "models" / self.weight_name)[:16]

@@ -153,3 +153,15 @@ def test_registered_with_their_variants():
     assert METHODS.get("ip-adapter-plus-sd15").params == {"variant": "plus"}
     assert METHODS.get("ip-adapter-sd15").load() is IPAdapterMethod
     assert IPAdapterMethod.default_weights == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+
+def test_missing_base_and_adapter_are_named_together(tmp_path, monkeypatch):
+    from methods.ip_adapter import IPAdapterMethod
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(BenchError) as err:
+        IPAdapterMethod(LoadSpec(weights="stable-diffusion-v1-5/stable-diffusion-v1-5"), variant="plus")
+    text = str(err.value)
+    assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in text and "h94/IP-Adapter" in text
+    assert "ip-adapter-plus_sd15.bin" in text and text.count("huggingface-cli download") == 2
