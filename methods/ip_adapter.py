@@ -122,8 +122,8 @@ class IPAdapterMethod:
             encoder = CLIPVisionModelWithProjection.from_pretrained(folder / "models" / "image_encoder",
                                                                     dtype=DTYPES[spec.dtype])
         except OSError as exc:
-            raise BenchError(f"IP-Adapter image encoder in {folder / 'models' / 'image_encoder'} cannot be "
-                             f"loaded ({str(exc).splitlines()[0]}); fetch it with {_fetch_hint(self.weight_name)}") from None
+            raise BenchError(f"IP-Adapter image encoder in {folder / 'models' / 'image_encoder'} cannot be loaded "
+                             f"({str(exc).splitlines()[0]}); fetch it with {_fetch_hint(self.weight_name)}") from None
         encoder.to(components.device).eval().requires_grad_(False)
         self.image_encoder_config = {k: getattr(encoder.config, k)
                                      for k in ("hidden_size", "projection_dim", "image_size", "patch_size")}
@@ -142,8 +142,9 @@ class IPAdapterMethod:
             self.pipe.load_ip_adapter(str(folder), subfolder="models", weight_name=self.weight_name,
                                       local_files_only=True)
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            detail = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
             raise BenchError(f"IP-Adapter weights {folder / 'models' / self.weight_name} do not fit base model "
-                             f"{components.model_id} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+                             f"{components.model_id} ({detail})") from None
         self.pipe.set_ip_adapter_scale(self.scale)
         self._embeds: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
