@@ -226,6 +226,14 @@ METHODS.add("clip-projector", "methods.projector:ProjectorMethod",
 METHODS.add("dino-projector", "methods.projector:ProjectorMethod",
             f"DINO ViT patch tokens + per-block projector + EZIGen adapter (Tab. 7; {_TAB7_NOTE})",
             encoder="dino", **_TAB7)
+# external baselines through diffusers, each on its own base model
+METHODS.add("ip-adapter-sd15", "methods.ip_adapter:IPAdapterMethod",
+            "IP-Adapter (h94/IP-Adapter ip-adapter_sd15) on SD 1.5, image embedding -> 4 tokens", variant="sd15")
+METHODS.add("ip-adapter-plus-sd15", "methods.ip_adapter:IPAdapterMethod",
+            "IP-Adapter Plus (h94/IP-Adapter ip-adapter-plus_sd15) on SD 1.5, patch features -> 16 tokens",
+            variant="plus")
+METHODS.add("blip-diffusion", "methods.blip_diffusion:BlipDiffusionMethod",
+            "BLIP-Diffusion (Salesforce/blipdiffusion, its own SD 1.5-derived model), zero-shot")
 
 # ---- suites -------------------------------------------------------------------------------
 SUITES.add("dreambench", "bench.suites.dreambench:DreamBench",

@@ -301,7 +301,9 @@ def run(args) -> int:
     # 3. identity, lock, model; run.json only once the model has loaded
     device = args.device or default_device()
     dtype = args.dtype or ("fp16" if device.startswith("cuda") else "fp32")
-    spec = LoadSpec(weights=args.weights or LoadSpec.weights, preset=model_preset, device=device, dtype=dtype,
+    # a method built on another base model (e.g. IP-Adapter on SD 1.5) names it as default_weights
+    default_weights = getattr(method_cls, "default_weights", LoadSpec.weights)
+    spec = LoadSpec(weights=args.weights or default_weights, preset=model_preset, device=device, dtype=dtype,
                     adapter=adapter, resolution=args.resolution or (SMOKE["resolution"] if smoke else None),
                     num_inference_steps=args.steps or (SMOKE["num_inference_steps"] if smoke else None),
                     params=tuple(sorted(params.items())))
