@@ -155,6 +155,8 @@ def score_run(run_dir, metrics=None, device: str = "cpu", batch_size: int = 16, 
         raise BenchError(f"no metrics to score {store.root} with: pass --metrics")
     preset = metric_preset if metric_preset is not None else run.get("metric_preset")
     params = {**(run.get("metric_params") or {}), **(metric_params or {})}
+    for name, defaults in getattr(suite, "metric_params", dict)().items():   # the suite's protocol settings
+        params[name] = {**defaults, **params.get(name, {})}
     instances = build_metrics(names, device, preset, params)
     items = build_items(store, cells)
 

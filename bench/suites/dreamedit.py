@@ -90,6 +90,8 @@ def as_list(value) -> list[str] | None:
         return None
     if isinstance(value, str):
         value = value.split(",")
+    elif not isinstance(value, (list, tuple)):
+        value = [value]                     # one value that the option parser turned into a number
     return [str(v).strip() for v in value if str(v).strip()]
 
 
