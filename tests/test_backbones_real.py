@@ -224,3 +224,155 @@ def test_dino_vits16_from_the_hub_cache_matches_a_direct_timm_forward(tmp_path, 
     feats = [torch.nn.functional.normalize(f, dim=-1)[0] for f in feats]
     expected = [float(feats[0] @ feats[2]), float(feats[1] @ feats[2])]
     assert ours == pytest.approx(expected, abs=1e-4)
+
+
+# ---- transformers backbones (HF cache) --------------------------------------------------------
+def _hf_snapshot(hub: Path, repo_id: str, save) -> Path:
+    """Write a saved model folder into the hub cache layout (``save(folder)`` writes the files)."""
+    snapshot = hub / f"models--{repo_id.replace('/', '--')}" / "snapshots" / REVISION
+    snapshot.mkdir(parents=True, exist_ok=True)
+    (snapshot.parents[1] / "refs").mkdir(exist_ok=True)
+    (snapshot.parents[1] / "refs" / "main").write_text(REVISION)
+    save(snapshot)
+    return snapshot
+
+
+@pytest.mark.slow
+def test_hf_openai_clip_vit_b32_from_the_hub_cache(tmp_path, photos):
+    """`bench metric clip-t --backbone hf:openai/clip-vit-base-patch32` against the transformers
+    documented usage (CLIPProcessor + CLIPModel forward, its normalised image/text embeds)."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from bench.metrics.tiny import seeded
+    from bench.models import load_tokenizer
+
+    config = CLIPConfig(projection_dim=512)        # transformers' defaults are ViT-B/32's layout
+    assert config.vision_config.hidden_act == "quick_gelu" and config.text_config.hidden_act == "quick_gelu"
+    assert (config.vision_config.patch_size, config.vision_config.hidden_size, config.text_config.hidden_size) == (
+        32, 768, 512)
+    with seeded(5):
+        model = CLIPModel(config).eval()
+    processor = CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=load_tokenizer())
+
+    def save(folder):
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+
+    hub = tmp_path / "hub"
+    snapshot = _hf_snapshot(hub, "openai/clip-vit-base-patch32", save)
+    texts = ["a photo of an astronaut", "a cup of coffee", "a cat"]
+    ours = bench_cli(["metric", "clip-t", "--backbone", "hf:openai/clip-vit-base-patch32", "--images",
+                      *map(str, photos), "--texts", *texts], hub)
+    reference_model = CLIPModel.from_pretrained(snapshot).eval()
+    reference_processor = CLIPProcessor.from_pretrained(snapshot)
+    expected = []
+    for path, text in zip(photos, texts):
+        inputs = reference_processor(text=[text], images=[Image.open(path).convert("RGB")], return_tensors="pt",
+                                     padding=True)
+        with torch.no_grad():
+            out = reference_model(**inputs)
+        expected.append(float((out.image_embeds * out.text_embeds).sum()))
+    assert ours == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_hf_dinov2_base_from_the_hub_cache(tmp_path, photos):
+    """`bench metric dinov2` (facebook/dinov2-base) against a direct Dinov2Model forward on the
+    DINOv2 evaluation transform written with torchvision (Resize 256 bicubic, CenterCrop 224,
+    ImageNet statistics), CLS token after the final layernorm."""
+    from torchvision import transforms as T
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
+
+    from bench.metrics.tiny import IMAGENET_MEAN, IMAGENET_STD, seeded
+
+    config = Dinov2Config()                         # defaults: the ViT-B/14 layout of dinov2-base
+    assert (config.hidden_size, config.num_hidden_layers, config.patch_size) == (768, 12, 14)
+    with seeded(6):
+        model = Dinov2Model(config).eval()
+    processor = BitImageProcessor(
+        do_resize=True, size={"shortest_edge": 256}, resample=3, do_center_crop=True,
+        crop_size={"height": 224, "width": 224}, do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
+        image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD), do_convert_rgb=True)
+
+    def save(folder):
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+
+    hub = tmp_path / "hub"
+    _hf_snapshot(hub, "facebook/dinov2-base", save)
+    ours = bench_cli(["metric", "dinov2", "--images", *map(str, photos[:2]), "--refs", str(photos[2])], hub)
+    transform = T.Compose([T.Resize(256, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224), T.ToTensor(),
+                           T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    with torch.no_grad():
+        cls = [model(pixel_values=transform(Image.open(p).convert("RGB"))[None]).last_hidden_state[0, 0]
+               for p in photos]
+    cls = [torch.nn.functional.normalize(c, dim=0) for c in cls]
+    expected = [float(cls[0] @ cls[2]), float(cls[1] @ cls[2])]
+    assert ours == pytest.approx(expected, abs=2e-3)      # HF's resize path rounds differently from torchvision's
+
+
+# ---- Grounded-SAM: GroundingDINO Swin-T + SAM ViT-H (transformers, HF cache) -------------------
+_GSAM_SCRIPT = """
+import json, sys
+from pathlib import Path
+from bench.metrics.grounded_sam import GroundedSam
+annotator = GroundedSam(device="cpu", box_threshold=0.0, text_threshold=0.0, cache_dir=sys.argv[2])
+[result] = annotator.annotate([Path(sys.argv[1])], ["dog"])
+print(json.dumps({"status": result.status, "box": result.box, "mask": str(result.mask_path)}))
+"""
+
+
+@pytest.mark.slow
+def test_grounded_sam_default_models_from_the_hub_cache(tmp_path, photos):
+    """The annotator as the masked metric builds it (IDEA-Research/grounding-dino-tiny +
+    facebook/sam-vit-huge, offline) against transformers' documented two-step usage: the
+    processor and model of GroundingDINO, post_process_grounded_object_detection, the best box to
+    SamProcessor/SamModel (one mask), post_process_masks."""
+    import json
+
+    from transformers import (BertTokenizer, GroundingDinoConfig, GroundingDinoForObjectDetection,
+                              GroundingDinoImageProcessor, GroundingDinoProcessor, SamConfig, SamImageProcessor,
+                              SamModel, SamProcessor)
+
+    from bench.metrics.grounded_sam import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
+    from bench.metrics.tiny import seeded
+
+    vocab = tmp_path / "vocab.txt"          # bert-base-uncased's size; the words the test needs, then fillers
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "dog", "cat"]
+    vocab.write_text("\n".join(words + [f"[unused{i}]" for i in range(30522 - len(words))]) + "\n")
+    detector_config = GroundingDinoConfig()     # defaults: Swin-T backbone, BERT-base text encoder (grounding-dino-tiny)
+    assert detector_config.backbone_config.embed_dim == 96 and detector_config.text_config.hidden_size == 768
+    segmenter_config = SamConfig(vision_config=dict(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16,
+                                                    global_attn_indexes=[7, 15, 23, 31]))   # ViT-H
+    with seeded(7):
+        detector = GroundingDinoForObjectDetection(detector_config).eval()
+        segmenter = SamModel(segmenter_config).eval()
+    detector_processor = GroundingDinoProcessor(GroundingDinoImageProcessor(), BertTokenizer(str(vocab)))
+    segmenter_processor = SamProcessor(SamImageProcessor())
+    hub = tmp_path / "hub"
+    _hf_snapshot(hub, DEFAULT_DETECTOR, lambda f: (detector.save_pretrained(f), detector_processor.save_pretrained(f)))
+    _hf_snapshot(hub, DEFAULT_SEGMENTER, lambda f: (segmenter.save_pretrained(f), segmenter_processor.save_pretrained(f)))
+
+    image_path = photos[2]
+    env = {**os.environ, "HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    run = subprocess.run([sys.executable, "-c", _GSAM_SCRIPT, str(image_path), str(tmp_path / "masks")], env=env,
+                         capture_output=True, text=True, timeout=1800, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ours = json.loads(run.stdout.strip().splitlines()[-1])
+    assert ours["status"] == "ok"
+
+    image = Image.open(image_path).convert("RGB")
+    with torch.no_grad():
+        inputs = detector_processor(images=image, text="dog.", return_tensors="pt")
+        outputs = detector(**inputs)
+        [found] = detector_processor.post_process_grounded_object_detection(
+            outputs, inputs["input_ids"], threshold=0.0, text_threshold=0.0, target_sizes=[(image.height, image.width)])
+        box = found["boxes"][int(torch.argmax(found["scores"]))].tolist()
+        sam_inputs = segmenter_processor(images=image, input_boxes=[[box]], return_tensors="pt")
+        sam_out = segmenter(**sam_inputs, multimask_output=False)
+        mask = segmenter_processor.image_processor.post_process_masks(
+            sam_out.pred_masks, sam_inputs["original_sizes"], sam_inputs["reshaped_input_sizes"])[0][0, 0].numpy()
+    assert ours["box"] == pytest.approx(box, abs=1e-2)
+    ours_mask = np.asarray(Image.open(ours["mask"])) >= 128
+    union = np.logical_or(ours_mask, mask).sum()
+    assert union == 0 or np.logical_and(ours_mask, mask).sum() / union > 0.99

@@ -14,7 +14,16 @@ Backbones:
 - ``hf:<id or folder>``: a transformers ``CLIPModel`` with the ``CLIPProcessor`` saved beside it
   (the pair torchmetrics' ``CLIPScore`` uses; docs/protocols.md section 6).
 
-Image input (docs/protocols.md section 6): a path, a PIL image, a uint8 array/tensor, or a float
+OpenAI weights are QuickGELU networks (docs/protocols.md section 6): :func:`create_open_clip` takes
+the activation from open_clip's pretrained table and :func:`check_activation` refuses a model
+built with the other one (open_clip itself only warns).
+
+Preprocessing (parameter ``preprocessing``): "pil", the backbone's own eval transform;
+"fastcomposer", FastComposer's evaluation (docs/protocols.md section 4): generated image files
+read back as the JPEG its generation script saves, then a float-tensor bicubic resize without
+antialiasing, centre crop, CLIP normalisation. The version names it ("2-fastcomposer").
+
+Image files are read with bench.images.load_rgb. Image input (docs/protocols.md section 6): a path, a PIL image, a uint8 array/tensor, or a float
 array/tensor with values in [0, 1], which is converted exactly (``round(x * 255)``). A float input
 with values outside [0, 1] is refused: it is ambiguous (0..255 floats, or [-1, 1]) and scoring
 it would silently measure a different image. Tensors are CHW (torch convention), numpy arrays

@@ -2,8 +2,9 @@
 
 ``faceid/facenet-vggface2`` (the FastComposer protocol, entry "faceid"): facenet-pytorch MTCNN
 (image_size 160, margin 0, min_face_size 20, thresholds 0.6/0.7/0.7, factor 0.709,
-post_process=True, the largest face) crops the face of the generated image and of the subject's
-reference image (the first one); InceptionResnetV1 trained on VGGFace2 embeds both crops
+post_process=True, keep_all=True and the first face = the largest), called on one image at a
+time as FastComposer's evaluation calls it, crops the face of the generated image and of the
+subject's reference image (the first one); InceptionResnetV1 trained on VGGFace2 embeds both crops
 (512-d, L2-normalised); the score is their dot product clamped at 0. A generated image without a
 detected face scores 0 and sets ``faceid_no_face/mtcnn`` to 1. A reference without a face gives
 NaN (cannot be computed; FastComposer's code stops with an assertion there).
@@ -13,6 +14,11 @@ in ``~/.insightface/models/``): the SCRFD detector gives boxes and 5 landmarks, 
 is aligned to 112x112 (insightface ``norm_crop``) and embedded by the pack's ArcFace ONNX model
 through insightface's ``ArcFaceONNX``; cosine of the normalised embeddings, clamped at 0, with
 the same no-face rule (``arcface_no_face/<pack>``).
+
+Parameter ``preprocessing``: "pil" reads each file as it is (bench.images.load_rgb);
+"fastcomposer" (what the FastComposer suite sets by default) reads a generated image as the JPEG
+FastComposer's generation script would have saved (Pillow's defaults, quality 75; a JPEG file is
+read as it is). The version says which ("2" or "2-fastcomposer").
 
 facenet-pytorch pins torch<=2.3 and numpy<2 in its metadata but runs with this stack: install it
 with ``pip install --no-deps facenet-pytorch``. MTCNN's weights ship inside that package.
