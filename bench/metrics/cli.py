@@ -6,7 +6,9 @@
 
 clip-t: image i with text i (one text is used for every image). clip-i / dino / dinov2: per
 image, the mean cosine over all --refs (the protocol's all-pairs average), or with --pairwise
-image i with ref i. Values are cosines (not x100, not clamped).
+image i with ref i. Values are cosines (not x100, not clamped). ``--preprocessing fastcomposer``
+reads clip-t/clip-i images as FastComposer's evaluation does (JPEG read-back, tensor resize without
+antialiasing; docs/protocols.md section 4).
 """
 
 from __future__ import annotations
