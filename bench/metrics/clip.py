@@ -253,6 +253,11 @@ class _HFClipBackend:
                     f"transformers CLIP {source!r}", "Pass a local folder with config.json, the weights and the "
                     "processor files, or download the id into the Hugging Face cache with network access "
                     "(`huggingface-cli download ID`)", exc) from None
+            if source.startswith("openai/"):
+                acts = {model.config.vision_config.hidden_act, model.config.text_config.hidden_act}
+                if acts != {"quick_gelu"}:
+                    raise BenchError(f"transformers CLIP {source!r}: OpenAI weights need quick_gelu, the config says "
+                                     f"{sorted(acts)}")
         self.model = model.to(device).eval()
         self.device = device
 
