@@ -6,7 +6,7 @@ What it does, in order (docs/protocols.md, "Image files"):
    naming the file, and not later inside a model;
 2. EXIF orientation applied (a phone photo stored sideways comes out upright);
 3. an explicit conversion to 8-bit RGB:
-   - alpha (RGBA, LA, PA, P with a transparency key) is composited on white;
+   - alpha (RGBA, LA, PA; P, L and RGB with a transparency key) is composited on white;
    - 16- and 32-bit integer greyscale (``I;16*``, ``I``) is scaled down by its bit depth
      (``convert("RGB")`` would clip it and turn most of the image white);
    - 32-bit float greyscale (``F``) is taken as 0..1 when its maximum is at most 1, else 0..255;
@@ -15,6 +15,7 @@ What it does, in order (docs/protocols.md, "Image files"):
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +29,10 @@ _WHITE = (255, 255, 255)
 def to_rgb(image: Image.Image) -> Image.Image:
     """An already decoded PIL image as 8-bit RGB (alpha on white; high bit depths scaled)."""
     mode = image.mode
+    if mode in ("P", "L", "RGB") and "transparency" in image.info:
+        image, mode = image.convert("RGBA"), "RGBA"
     if mode == "RGB":
         return image
-    if mode == "P" and "transparency" in image.info:
-        image, mode = image.convert("RGBA"), "RGBA"
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, _WHITE + (255,))
@@ -80,3 +81,27 @@ def check_image(path: Path | str) -> None:
     if not path.is_file():  # also refuses /dev/zero, FIFOs and folders before any read
         raise BenchError(f"{path} is not a regular image file")
     open_image(path).close()
+
+
+#: Pillow's default JPEG quality: what ``image.save("x.jpg")`` writes without options, as
+#: FastComposer's generation script saves its outputs (docs/protocols.md section 4).
+PIL_DEFAULT_JPEG_QUALITY = 75
+
+
+def jpeg_roundtrip(image: Image.Image) -> Image.Image:
+    """The RGB image as it reads back after ``image.save(path_with_jpg_suffix)`` with Pillow's
+    defaults (quality 75, 4:2:0 chroma subsampling), saved and decoded in memory."""
+    buffer = io.BytesIO()
+    to_rgb(image).save(buffer, format="JPEG")
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return decoded.convert("RGB")
+
+
+def as_saved_jpeg(path: Path | str) -> Image.Image:
+    """An image file as a JPEG-saving pipeline would read it back: a JPEG file as it is decoded,
+    any other file through :func:`jpeg_roundtrip` (one JPEG generation, never two)."""
+    image = to_rgb(open_image(path))
+    with Image.open(path) as header:            # open_image's copy no longer knows its format
+        is_jpeg = header.format == "JPEG"
+    return image if is_jpeg else jpeg_roundtrip(image)

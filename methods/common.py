@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from bench.images import load_rgb
 from bench.models import Components
 
 
@@ -33,9 +34,9 @@ def randn_per_request(generators: Sequence[torch.Generator], shape: tuple[int, .
 
 @lru_cache(maxsize=512)
 def _load_rgb(path: str, size: int, mtime: float) -> np.ndarray:
-    with Image.open(path) as im:
-        im = im.convert("RGB").resize((size, size), Image.BICUBIC)
-        return np.asarray(im, dtype=np.uint8).copy()
+    # bench.images.load_rgb: full decode, EXIF orientation, alpha on white, 16-bit scaled.
+    im = load_rgb(path).resize((size, size), Image.BICUBIC)
+    return np.asarray(im, dtype=np.uint8).copy()
 
 
 def load_image_tensor(path: Path, size: int) -> torch.Tensor:

@@ -22,3 +22,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+# ---- slow tests ------------------------------------------------------------------------------
+# Tests marked `slow` build big real architectures (CLIP ViT-L/14, SAM ViT-H, ...) with random
+# weights: minutes of CPU and gigabytes of memory. They skip unless BENCH_SLOW=1.
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: big real architectures; skipped unless BENCH_SLOW=1")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("BENCH_SLOW", "") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow (big real architecture): set BENCH_SLOW=1 to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -200,3 +200,9 @@ def test_mini_suite_loads():
     samples = suite.samples()
     assert {s.subject for s in samples} == {"dog", "backpack", "vase"}
     assert len(samples) == 12 and all(s.source_image.exists() for s in samples)
+
+
+def test_six_seeds_by_default_averaged_per_seed():
+    """docs/protocols.md section 2/3: six runs averaged for DreamEdit as for DreamBench."""
+    from bench.suites.dreamedit import DreamEdit
+    assert DreamEdit.default_seeds == (0, 1, 2, 3, 4, 5) and DreamEdit.aggregate == "seeds"

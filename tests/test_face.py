@@ -114,3 +114,86 @@ def test_missing_insightface_pack_names_it_and_where_it_goes(tmp_path):
     from bench.metrics.face import ArcFaceIdentity
     with pytest.raises(BenchError, match=r"'buffalo_l'.*" + str(tmp_path / "models" / "buffalo_l")):
         ArcFaceIdentity(root=tmp_path)
+
+
+# ---- the real loaders: FaceNet from TORCH_HOME, through `bench score` -------------------------
+def _official_identity(detector, embedder, generated: Image.Image, reference: Image.Image) -> float:
+    """FastComposer's compute_average_similarity (single_object_evaluation.py), written from
+    facenet-pytorch's documented API: MTCNN(keep_all=True) on one image, the first face."""
+    face = detector(generated)
+    if face is None:
+        return 0.0
+    ref = detector(reference)[:1]
+    assert len(ref) == 1
+    return max(float(embedder(face[:1]) @ embedder(ref).T), 0.0)
+
+
+def test_real_photos_mixed_with_faceless_images_score_through_bench_score(tmp_path, monkeypatch):
+    """The held-out situation of a real FastComposer run: faces and faceless images in one batch.
+    MTCNN's real weights (they ship with facenet-pytorch) detect; the real InceptionResnetV1 with
+    random weights sits where facenet-pytorch's loader looks (TORCH_HOME/checkpoints). Each value
+    equals the official per-image computation, every face is found, every faceless image flagged."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+    from facenet_pytorch import MTCNN, InceptionResnetV1
+    from skimage import data
+
+    from bench.metrics.face import FACENET_CHECKPOINT, MTCNN_SETTINGS
+    from bench.metrics.tiny import seeded
+
+    torch_home = tmp_path / "torch"
+    (torch_home / "checkpoints").mkdir(parents=True)
+    with seeded(3):
+        full = InceptionResnetV1(pretrained=None, classify=True, num_classes=8631)   # VGGFace2 layout, logits too
+    torch.save(full.state_dict(), torch_home / "checkpoints" / FACENET_CHECKPOINT)
+
+    root = tmp_path / "fc" / "data" / "celeba_test_single" / "000001"
+    root.mkdir(parents=True)
+    astronaut = Image.fromarray(data.astronaut())
+    reference = root / "000001.jpg"
+    astronaut.save(reference, quality=95)
+    generated = {
+        "face": astronaut.resize((256, 256)),
+        "face_mirrored": astronaut.resize((256, 256)).transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+        "face_close": astronaut.crop((100, 0, 400, 300)).resize((256, 256)),
+        "coffee": Image.fromarray(data.coffee()).resize((256, 256)),
+        "cat": Image.fromarray(data.chelsea()).resize((256, 256)),
+        "flat": Image.new("RGB", (256, 256), (120, 140, 160)),
+    }
+    images = tmp_path / "images"
+    for k, (name, image) in enumerate(generated.items()):
+        target = images / "000001" / "0" / "s0" / f"i{k}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        image.save(target)
+
+    env = {**__import__("os").environ, "TORCH_HOME": str(torch_home), "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "score", "--suite", "fastcomposer", "--images", str(images),
+         "--data-root", str(tmp_path / "fc"), "--suite-option", "prompt_indices=0", "--suite-option", "subjects=000001", "--metrics", "faceid",
+         "--out", str(out), "--no-progress", "--device", "cpu", "--batch-size", "6"],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    scores = pd.read_parquet(out / "scores.parquet")
+    flags = scores[scores.metric == "faceid_no_face/mtcnn"].sort_values("key")["value"].tolist()
+    values = scores[scores.metric == "faceid/facenet-vggface2"].sort_values("key")["value"].tolist()
+    assert flags == [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]          # every face found, every faceless image flagged
+    assert set(scores.metric_version) == {"2-fastcomposer"}  # the suite's default: the official reading
+
+    # The independent computation: the official script's calls, JPEG as its generator saved them.
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    official = {k: v for k, v in MTCNN_SETTINGS.items()}
+    detector = MTCNN(device="cpu", **official)
+    embedder = InceptionResnetV1(pretrained="vggface2").eval()
+    ref_image = Image.open(reference).convert("RGB")
+    expected = []
+    for k, image in enumerate(generated.values()):
+        jpg = tmp_path / f"official_{k}.jpg"
+        image.save(jpg)                                    # as FastComposer's run.py saves: PIL defaults
+        with torch.no_grad():
+            expected.append(_official_identity(detector, embedder, Image.open(jpg).convert("RGB"), ref_image))
+    assert values[3:] == [0.0, 0.0, 0.0]
+    assert values == pytest.approx(expected, abs=1e-4)
+    assert min(values[:3]) > 0.0                            # random weights, but real faces give positive cosines

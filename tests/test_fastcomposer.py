@@ -80,3 +80,55 @@ def test_mini_suite_loads():
     assert {s.subject for s in samples} == {"000001", "000612"}
     assert sorted({s.prompt_index for s in samples}) == [0, 10, 20, 30]
     assert all(s.reference_images[0].exists() for s in samples)
+
+
+# ---- preprocessing (docs/protocols.md section 4) -------------------------------------------------
+def test_official_preprocessing_is_the_default_and_reaches_the_metrics(tmp_path):
+    repo = make_celeba(tmp_path / "fastcomposer")
+    suite = FastComposer(repo)
+    assert suite.preprocessing == "official"
+    assert suite.metric_params()["faceid"] == {"preprocessing": "fastcomposer"}
+    assert suite.metric_params()["clip-t-l14"] == {"preprocessing": "fastcomposer"}
+    assert FastComposer(repo, preprocessing="pil").metric_params()["faceid"] == {"preprocessing": "pil"}
+    with pytest.raises(BenchError, match="preprocessing"):
+        FastComposer(repo, preprocessing="jpeg")
+
+
+def test_identity_ids_given_as_numbers_keep_their_six_digits(tmp_path):
+    repo = make_celeba(tmp_path / "fastcomposer")
+    # `--suite-option subjects=000001` reaches the suite as the number 1.
+    assert {s.subject for s in FastComposer(repo, subjects=1).samples()} == {"000001"}
+
+
+def test_fastcomposer_clip_input_is_the_jpeg_resized_as_a_tensor_without_antialiasing(tmp_path):
+    """ClipMetric(preprocessing='fastcomposer') against FastComposer's clip_eval.py steps written
+    with torch directly: the image saved as JPEG with PIL's defaults and read back, ToTensor,
+    bicubic interpolation of the float tensor without antialiasing, centre crop, CLIP statistics."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from bench.metrics.clip import ClipMetric
+    from bench.metrics.tiny import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, build_tiny_open_clip
+
+    rng = np.random.default_rng(0)
+    png = tmp_path / "out.png"
+    Image.fromarray(rng.integers(0, 256, (512, 512, 3), dtype=np.uint8)).save(png)   # high frequencies: aliasing shows
+    texts = ["a man wearing a red hat"]
+    official = ClipMetric(preset="tiny", preprocessing="fastcomposer", image_metric=False)
+    harness = ClipMetric(preset="tiny", image_metric=False)
+    assert official.version == "2-fastcomposer" and harness.version == "2"
+
+    model, _, tokenizer = build_tiny_open_clip()
+    jpg = tmp_path / "out.jpg"
+    Image.open(png).save(jpg)                                   # what FastComposer's run.py does
+    pixels = torch.from_numpy(np.array(Image.open(jpg).convert("RGB"))).permute(2, 0, 1)[None].float() / 255
+    pixels = F.interpolate(pixels, size=(224, 224), mode="bicubic", align_corners=False, antialias=False)
+    pixels = (pixels - torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        image = F.normalize(model.encode_image(pixels), dim=-1)
+        text = F.normalize(model.encode_text(tokenizer(texts)), dim=-1)
+    expected = float((image * text).sum())
+    assert official.clip_t([png], texts)[0] == pytest.approx(expected, abs=1e-5)
+    assert official.clip_t([jpg], texts)[0] == pytest.approx(expected, abs=1e-5)   # a JPEG is not re-encoded
+    assert abs(harness.clip_t([png], texts)[0] - expected) > 1e-4                   # the PIL path differs

@@ -139,7 +139,16 @@ def scene(tmp_path_factory, oracle):
                 out[region] = subject[silhouette]          # the same pixels (np.roll keeps their order)
                 files[f"bg{b}_s{s}_{where}"] = path = _save(out, folder / f"bg{b}_s{s}_{where}.png")
                 oracle.masks[path] = mask_files[where]
-    files["refs"] = tuple(_save(_noise(30 + i), folder / f"ref{i}.png") for i in range(2))
+    # Reference photos: subject 0 on backgrounds of their own, found by the annotator like outputs.
+    refs = []
+    for i in range(2):
+        photo = _noise(30 + i)
+        photo[silhouette] = subjects[0][silhouette]
+        refs.append(_save(photo, folder / f"ref{i}.png"))
+        oracle.masks[refs[-1]] = mask_files["centre"]
+    files["refs"] = tuple(refs)
+    files["subject0"] = subjects[0]
+    files["silhouette"] = silhouette
     edit_mask = np.zeros((SIZE, SIZE), bool)
     edit_mask[5:15, 5:15] = True
     files["edit_mask"] = _save(edit_mask.astype(np.uint8) * 255, folder / "edit_mask.png")
@@ -177,6 +186,36 @@ def test_same_background_with_two_subjects_gives_the_same_back_scores(masked, sc
     assert moved["dino_back"] < a["dino_back"] - 1e-4               # another source background scores lower
 
 
+def test_reference_photos_are_cut_like_the_output(masked, oracle, scene):
+    """Both sides of -sub are the Grounded-SAM region, whitened and square-padded: an output
+    showing exactly the reference's subject scores 1 whatever the two backgrounds; the raw photos
+    (version 1) score it lower."""
+    row = _by_prefix(masked.score([_item(scene, "bg1_s0_shifted", "bg1")])[0])
+    assert row["dino_sub"] == pytest.approx(1.0, abs=1e-5) and row["clip_i_sub"] == pytest.approx(1.0, abs=1e-5)
+    assert row["gsam_reference_uncut"] == 0.0
+    cut, found = masked.reference_region(scene["refs"][0], "dog")
+    arr = np.asarray(cut)
+    assert found and arr.shape[0] == arr.shape[1]                       # square
+    assert (arr[0, 0] == 255).all() and (arr[-1, -1] == 255).all()        # white outside the region
+    raw = MaskedRegionMetric(preset="tiny", annotator=oracle, reference_regions="raw")
+    assert raw.version == "2-raw-references" and masked.version == "2"
+    raw_row = _by_prefix(raw.score([_item(scene, "bg1_s0_shifted", "bg1")])[0])
+    assert raw_row["dino_sub"] < row["dino_sub"] - 1e-3
+
+
+def test_a_reference_without_a_region_is_used_whole_and_counted(oracle, scene, tmp_path):
+    lone = _save(_noise(40), tmp_path / "lone_ref.png")
+    oracle.masks[lone] = None
+    metric = MaskedRegionMetric(preset="tiny", annotator=oracle)
+    item = ScoreItem(key="x", image=scene["bg0_s0_centre"], seed=0, subject="dog", class_noun="dog",
+                     eval_text="photo of a dog", reference_images=(scene["refs"][0], lone),
+                     subject_images=(lone,), source_image=scene["bg0"], mask=scene["edit_mask"])
+    row = _by_prefix(metric.score([item])[0])
+    assert row["gsam_reference_uncut"] == 1.0
+    image, found = metric.reference_region(lone, "dog")
+    assert not found and np.array_equal(np.asarray(image), np.asarray(Image.open(lone).convert("RGB")))
+
+
 def test_no_detection_scores_zero_and_flags(masked, scene, oracle, tmp_path):
     blank = _save(_noise(10), tmp_path / "nothing.png")
     oracle.masks[blank] = None
@@ -193,7 +232,9 @@ def test_masked_metric_with_the_tiny_annotator_end_to_end(scene, tmp_path, monke
     metric = MaskedRegionMetric(preset="tiny", box_threshold=0.0, text_threshold=0.0)
     rows = metric.score([_item(scene, "bg0_s0_centre", "bg0")])
     assert set(rows[0]) == set(metric.ids) and all(np.isfinite(v) for v in rows[0].values())
-    assert metric.annotator.calls["detect"] == 1
+    assert metric.annotator.calls["detect"] == 2          # the output, then its two reference photos together
+    metric.score([_item(scene, "bg0_s0_centre", "bg0")])
+    assert metric.annotator.calls["detect"] == 2          # masks cached on disk, reference cuts in memory
 
 
 # ---- official protocol -----------------------------------------------------------------------

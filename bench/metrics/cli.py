@@ -6,7 +6,9 @@
 
 clip-t: image i with text i (one text is used for every image). clip-i / dino / dinov2: per
 image, the mean cosine over all --refs (the protocol's all-pairs average), or with --pairwise
-image i with ref i. Values are cosines (not x100, not clamped).
+image i with ref i. Values are cosines (not x100, not clamped). ``--preprocessing fastcomposer``
+reads clip-t/clip-i images as FastComposer's evaluation does (JPEG read-back, tensor resize without
+antialiasing; docs/protocols.md section 4).
 """
 
 from __future__ import annotations
@@ -28,13 +30,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", default=None, help="open_clip:ARCH/PRETRAINED or hf:ID_OR_DIR for CLIP "
                         "(default open_clip:ViT-B-32/openai); timm:NAME for dino (default "
                         "timm:vit_small_patch16_224.dino); hf:ID_OR_DIR for dinov2 (default hf:facebook/dinov2-base)")
+    parser.add_argument("--preprocessing", choices=["pil", "fastcomposer"], default="pil",
+                        help="clip-t/clip-i: pil = the model's own transform (default); fastcomposer = FastComposer's "
+                        "evaluation (JPEG read-back, tensor resize without antialiasing)")
     parser.add_argument("--preset", choices=["tiny"], default=None, help="tiny random models (tests)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
 
 
 def compute(which: str, images: list[str], texts: list[str] | None = None, refs: list[str] | None = None,
             pairwise: bool = False, backbone: str | None = None, preset: str | None = None,
-            device: str = "cpu") -> list[float]:
+            device: str = "cpu", preprocessing: str = "pil") -> list[float]:
     options = {"device": device, "preset": preset}
     if backbone:
         options["backbone"] = backbone
@@ -47,7 +52,7 @@ def compute(which: str, images: list[str], texts: list[str] | None = None, refs:
             texts = texts * len(images)
         if len(texts) != len(images):
             raise BenchError(f"clip-t: {len(images)} images but {len(texts)} texts (give one per image, or one)")
-        return ClipMetric(**options).clip_t(images, texts)
+        return ClipMetric(preprocessing=preprocessing, **options).clip_t(images, texts)
     if not refs:
         raise BenchError(f"{which} needs --refs")
     if pairwise:
@@ -58,14 +63,15 @@ def compute(which: str, images: list[str], texts: list[str] | None = None, refs:
         groups = [refs] * len(images)
     if which == "clip-i":
         from bench.metrics.clip import ClipMetric
-        return ClipMetric(**options).clip_i(images, groups)
+        return ClipMetric(preprocessing=preprocessing, **options).clip_i(images, groups)
     from bench.metrics.dino import DinoMetric, Dinov2Metric
     return (DinoMetric if which == "dino" else Dinov2Metric)(**options).similarity(images, groups)
 
 
 def run(args) -> int:
     values = compute(args.which, args.images, texts=args.texts, refs=args.refs, pairwise=args.pairwise,
-                     backbone=args.backbone, preset=args.preset, device=args.device)
+                     backbone=args.backbone, preset=args.preset, device=args.device,
+                     preprocessing=args.preprocessing)
     for value in values:
         print(f"{value:.6f}")
     return 0

@@ -14,7 +14,16 @@ Backbones:
 - ``hf:<id or folder>``: a transformers ``CLIPModel`` with the ``CLIPProcessor`` saved beside it
   (the pair torchmetrics' ``CLIPScore`` uses; docs/protocols.md section 6).
 
-Image input (docs/protocols.md section 6): a path, a PIL image, a uint8 array/tensor, or a float
+OpenAI weights are QuickGELU networks (docs/protocols.md section 6): :func:`create_open_clip` takes
+the activation from open_clip's pretrained table and :func:`check_activation` refuses a model
+built with the other one (open_clip itself only warns).
+
+Preprocessing (parameter ``preprocessing``): "pil", the backbone's own eval transform;
+"fastcomposer", FastComposer's evaluation (docs/protocols.md section 4): generated image files
+read back as the JPEG its generation script saves, then a float-tensor bicubic resize without
+antialiasing, centre crop, CLIP normalisation. The version names it ("2-fastcomposer").
+
+Image files are read with bench.images.load_rgb. Image input (docs/protocols.md section 6): a path, a PIL image, a uint8 array/tensor, or a float
 array/tensor with values in [0, 1], which is converted exactly (``round(x * 255)``). A float input
 with values outside [0, 1] is refused: it is ambiguous (0..255 floats, or [-1, 1]) and scoring
 it would silently measure a different image. Tensors are CHW (torch convention), numpy arrays
@@ -24,31 +33,32 @@ HWC (PIL convention); 1-channel images are expanded to RGB.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Literal, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
 from bench import BenchError
+from bench.images import as_saved_jpeg, load_rgb, to_rgb
 from bench.metrics.base import Metric, ScoreItem
 
 DEFAULT_BACKBONE = "open_clip:ViT-B-32/openai"
 MODES = ("all-pairs", "paired")
+#: "pil": the backbone's own eval transform on the decoded file (open_clip: PIL bicubic resize with
+#: antialiasing, centre crop, normalise). "fastcomposer": FastComposer's evaluation (docs/protocols.md
+#: section 4): generated images pass through a JPEG save/load first (PIL defaults, quality 75, as its
+#: generation script saves them) and CLIP resizes a float tensor without antialiasing.
+PREPROCESSING = ("pil", "fastcomposer")
 
 
 # ---- images ---------------------------------------------------------------------------------
 def to_rgb_image(image) -> Image.Image:
     """Any supported image input as an RGB PIL image (see the module docstring)."""
     if isinstance(image, (str, Path)):
-        path = Path(image)
-        try:
-            with Image.open(path) as opened:
-                return opened.convert("RGB")
-        except (OSError, ValueError) as exc:
-            raise BenchError(f"cannot read image {path}: {exc}") from None
+        return load_rgb(Path(image))
     if isinstance(image, Image.Image):
-        return image if image.mode == "RGB" else image.convert("RGB")
+        return to_rgb(image)
     if isinstance(image, torch.Tensor):
         if image.ndim != 3 or image.shape[0] not in (1, 3):
             raise BenchError(f"an image tensor must be CHW with 1 or 3 channels, got shape {tuple(image.shape)}")
@@ -131,24 +141,85 @@ def weights_missing(what: str, how: str, exc: BaseException) -> BenchError:
 
 
 # ---- backends -------------------------------------------------------------------------------
-class _OpenClipBackend:
-    def __init__(self, arch: str, pretrained: str, device: str, preset: str | None):
-        import open_clip
+def pretrained_uses_quick_gelu(arch: str, pretrained: str) -> bool:
+    """Whether the weights ``pretrained`` of ``arch`` were trained with QuickGELU, from open_clip's
+    own pretrained table (the ``openai`` tags say so; a ``*-quickgelu`` architecture says so too).
+    A file path as ``pretrained`` follows the architecture name."""
+    from open_clip.pretrained import get_pretrained_cfg
 
+    if arch.lower().endswith("-quickgelu"):
+        return True
+    return bool((get_pretrained_cfg(arch, pretrained) or {}).get("quick_gelu", False))
+
+
+def check_activation(model: torch.nn.Module, quick_gelu: bool, what: str) -> None:
+    """Refuse a CLIP whose MLP activation is not the one its weights were trained with.
+
+    open_clip builds ``ViT-B-32`` / ``ViT-L-14`` with plain GELU even for ``pretrained='openai'``
+    (it only warns), which runs OpenAI's weights through the wrong network (docs/protocols.md
+    section 6). Every open_clip model this harness builds passes through this check."""
+    from open_clip.transformer import QuickGELU
+
+    quick = sum(isinstance(m, QuickGELU) for m in model.modules())
+    plain = sum(isinstance(m, torch.nn.GELU) for m in model.modules())
+    if quick_gelu and (plain or not quick):
+        raise BenchError(f"{what}: the weights need QuickGELU but the model has {plain} GELU and {quick} QuickGELU "
+                         "layers (build it with force_quick_gelu=True or the '-quickgelu' architecture)")
+    if not quick_gelu and quick:
+        raise BenchError(f"{what}: the weights were trained with GELU but the model has {quick} QuickGELU layers")
+
+
+def create_open_clip(arch: str, pretrained: str, device: str = "cpu"):
+    """``(model, eval preprocess, tokenizer)`` from open_clip with the activation its weights were
+    trained with (QuickGELU for OpenAI's), checked. The one place the harness builds an open_clip
+    model with pretrained weights (CLIP-T, CLIP-I, the ViT-L/14 prompt score, EZIGen's stop rule)."""
+    import open_clip
+
+    quick = pretrained_uses_quick_gelu(arch, pretrained)
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            arch, pretrained=pretrained, device=device, force_quick_gelu=quick)
+        tokenizer = open_clip.get_tokenizer(arch)
+    except Exception as exc:  # download/cache failures surface as many exception types
+        raise weights_missing(
+            f"CLIP {arch} ({pretrained}) with open_clip", "The weights are fetched into the Hugging Face "
+            f"cache on first use: run once with network access, e.g. `python -c \"import open_clip; "
+            f"open_clip.create_model_and_transforms('{arch}', pretrained='{pretrained}')\"`, "
+            "then HF_HUB_OFFLINE=1 works", exc) from None
+    check_activation(model, quick, f"CLIP {arch} ({pretrained})")
+    return model.eval(), preprocess, tokenizer
+
+
+def tensor_resize_transform(preprocess, size: int):
+    """FastComposer's CLIP input (docs/protocols.md section 4): the image as a float tensor in
+    [0, 1], resized bicubically on its shorter side to ``size`` WITHOUT antialiasing (what
+    torchvision 0.14 did for tensors), centre-cropped, normalised with the mean/std of the
+    model's own transform. No clamping after the resize (bicubic may overshoot [0, 1])."""
+    from torchvision.transforms import InterpolationMode, Normalize
+    from torchvision.transforms import functional as TF
+
+    norm = [t for t in getattr(preprocess, "transforms", ()) if isinstance(t, Normalize)]
+    if not norm:
+        raise BenchError("fastcomposer preprocessing needs the model's Normalize transform")
+    mean, std = list(norm[-1].mean), list(norm[-1].std)
+
+    def run(image: Image.Image) -> torch.Tensor:
+        pixels = TF.to_tensor(image)
+        pixels = TF.resize(pixels, size, interpolation=InterpolationMode.BICUBIC, antialias=False)
+        return TF.normalize(TF.center_crop(pixels, size), mean, std)
+    return run
+
+
+class _OpenClipBackend:
+    def __init__(self, arch: str, pretrained: str, device: str, preset: str | None, preprocessing: str = "pil"):
         if preset == "tiny":
             from bench.metrics.tiny import build_tiny_open_clip
             model, self.preprocess, self.tokenizer = build_tiny_open_clip(device=device)
         else:
-            try:
-                model, _, self.preprocess = open_clip.create_model_and_transforms(
-                    arch, pretrained=pretrained, device=device)
-                self.tokenizer = open_clip.get_tokenizer(arch)
-            except Exception as exc:  # download/cache failures surface as many exception types
-                raise weights_missing(
-                    f"CLIP {arch} ({pretrained}) with open_clip", "The weights are fetched into the Hugging Face "
-                    f"cache on first use: run once with network access, e.g. `python -c \"import open_clip; "
-                    f"open_clip.create_model_and_transforms('{arch}', pretrained='{pretrained}')\"`, "
-                    "then HF_HUB_OFFLINE=1 works", exc) from None
+            model, self.preprocess, self.tokenizer = create_open_clip(arch, pretrained, device)
+        if preprocessing == "fastcomposer":
+            size = model.visual.image_size
+            self.preprocess = tensor_resize_transform(self.preprocess, size[0] if isinstance(size, tuple) else size)
         self.model = model.eval()
         self.device = device
 
@@ -182,6 +253,11 @@ class _HFClipBackend:
                     f"transformers CLIP {source!r}", "Pass a local folder with config.json, the weights and the "
                     "processor files, or download the id into the Hugging Face cache with network access "
                     "(`huggingface-cli download ID`)", exc) from None
+            if source.startswith("openai/"):
+                acts = {model.config.vision_config.hidden_act, model.config.text_config.hidden_act}
+                if acts != {"quick_gelu"}:
+                    raise BenchError(f"transformers CLIP {source!r}: OpenAI weights need quick_gelu, the config says "
+                                     f"{sorted(acts)}")
         self.model = model.to(device).eval()
         self.device = device
 
@@ -217,15 +293,25 @@ class ClipMetric(Metric):
     ``clip_i_paired/<backbone>`` (paired mode); the tiny preset's backbone reads ``tiny-random``."""
 
     family = "clip"
-    version = "1"
+    # 2: OpenAI weights run with QuickGELU (version 1 ran them through plain GELU); files read
+    # with bench.images.load_rgb (EXIF, alpha on white, 16-bit scaled).
+    version = "2"
 
     def __init__(self, device: str = "cpu", preset: str | None = None, backbone: str = DEFAULT_BACKBONE,
-                 mode: str = "all-pairs", image_metric: bool = True, text_metric: bool = True):
+                 mode: str = "all-pairs", image_metric: bool = True, text_metric: bool = True,
+                 preprocessing: Literal["pil", "fastcomposer"] = "pil"):
         if preset not in (None, "tiny"):
             raise BenchError(f"unknown metric preset {preset!r} (only 'tiny')")
         if mode not in MODES:
             raise BenchError(f"unknown CLIP mode {mode!r}: use one of {', '.join(MODES)}")
+        if preprocessing not in PREPROCESSING:
+            raise BenchError(f"unknown CLIP preprocessing {preprocessing!r}: use one of {', '.join(PREPROCESSING)}")
         self.kind, self.source, self.pretrained = parse_clip_backbone(backbone)
+        if preprocessing == "fastcomposer" and self.kind != "open_clip":
+            raise BenchError("CLIP preprocessing=fastcomposer needs an open_clip backbone")
+        self.preprocessing = preprocessing
+        # The preprocessing is part of the version, so cached scores of the other one are not reused.
+        self.version = type(self).version + ("" if preprocessing == "pil" else f"-{preprocessing}")
         self.backbone, self.device, self.preset, self.mode = backbone, device, preset, mode
         self.image_metric, self.text_metric = _as_bool(image_metric), _as_bool(text_metric)
         if not (self.image_metric or self.text_metric):
@@ -249,7 +335,8 @@ class ClipMetric(Metric):
     def backend(self):
         if self._backend is None:
             if self.kind == "open_clip":
-                self._backend = _OpenClipBackend(self.source, self.pretrained, self.device, self.preset)
+                self._backend = _OpenClipBackend(self.source, self.pretrained, self.device, self.preset,
+                                                 self.preprocessing)
             else:
                 self._backend = _HFClipBackend(self.source, self.device, self.preset)
         return self._backend
@@ -265,20 +352,27 @@ class ClipMetric(Metric):
         keys = [image_key(p) or _refuse_in_memory_reference() for p in paths]
         return self.references.get(keys, self.embed_images)
 
+    def embed_generated(self, images: Sequence) -> torch.Tensor:
+        """Generated images: with fastcomposer preprocessing, files go through a JPEG save/load
+        first (unless they are JPEG files already), as FastComposer's pipeline stores them."""
+        if self.preprocessing == "fastcomposer":
+            images = [as_saved_jpeg(im) if isinstance(im, (str, Path)) else im for im in images]
+        return self.embed_images(images)
+
     def clip_t(self, images: Sequence, texts: Sequence[str]) -> list[float]:
         if len(images) != len(texts):
             raise BenchError(f"CLIP-T needs one text per image: {len(images)} images, {len(texts)} texts")
-        return [float(v) for v in (self.embed_images(images) * self.embed_texts(texts)).sum(-1)]
+        return [float(v) for v in (self.embed_generated(images) * self.embed_texts(texts)).sum(-1)]
 
     def clip_i(self, images: Sequence, references: Sequence[Sequence]) -> list[float]:
         """Per image, the mean cosine with each of its reference images (paths)."""
-        return mean_cosines(self.embed_images(images), [self.embed_references(r) for r in references])
+        return mean_cosines(self.embed_generated(images), [self.embed_references(r) for r in references])
 
     # -- the Metric interface --
     def score(self, items: Sequence[ScoreItem]) -> list[dict[str, float]]:
         if not items:
             return []
-        generated = self.embed_images([it.image for it in items])
+        generated = self.embed_generated([it.image for it in items])
         out = [{} for _ in items]
         if self.text_metric:
             text = self.embed_texts([it.eval_text for it in items])

@@ -88,7 +88,7 @@ class _EmbeddingSimilarity(Metric):
 
 class DinoMetric(_EmbeddingSimilarity):
     family = "dino"
-    version = "1"
+    version = "2"          # 2: files read with bench.images.load_rgb (EXIF, alpha on white, 16-bit scaled)
     prefix = "dino"
 
     def __init__(self, device: str = "cpu", preset: str | None = None, backbone: str = DEFAULT_DINO,
@@ -132,7 +132,7 @@ class DinoMetric(_EmbeddingSimilarity):
 
 class Dinov2Metric(_EmbeddingSimilarity):
     family = "dinov2"
-    version = "1"
+    version = "2"          # 2: files read with bench.images.load_rgb
     prefix = "dinov2"
 
     def __init__(self, device: str = "cpu", preset: str | None = None, backbone: str = DEFAULT_DINOV2,

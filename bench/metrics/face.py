@@ -2,8 +2,9 @@
 
 ``faceid/facenet-vggface2`` (the FastComposer protocol, entry "faceid"): facenet-pytorch MTCNN
 (image_size 160, margin 0, min_face_size 20, thresholds 0.6/0.7/0.7, factor 0.709,
-post_process=True, the largest face) crops the face of the generated image and of the subject's
-reference image (the first one); InceptionResnetV1 trained on VGGFace2 embeds both crops
+post_process=True, keep_all=True and the first face = the largest), called on one image at a
+time as FastComposer's evaluation calls it, crops the face of the generated image and of the
+subject's reference image (the first one); InceptionResnetV1 trained on VGGFace2 embeds both crops
 (512-d, L2-normalised); the score is their dot product clamped at 0. A generated image without a
 detected face scores 0 and sets ``faceid_no_face/mtcnn`` to 1. A reference without a face gives
 NaN (cannot be computed; FastComposer's code stops with an assertion there).
@@ -13,6 +14,11 @@ in ``~/.insightface/models/``): the SCRFD detector gives boxes and 5 landmarks, 
 is aligned to 112x112 (insightface ``norm_crop``) and embedded by the pack's ArcFace ONNX model
 through insightface's ``ArcFaceONNX``; cosine of the normalised embeddings, clamped at 0, with
 the same no-face rule (``arcface_no_face/<pack>``).
+
+Parameter ``preprocessing``: "pil" reads each file as it is (bench.images.load_rgb);
+"fastcomposer" (what the FastComposer suite sets by default) reads a generated image as the JPEG
+FastComposer's generation script would have saved (Pillow's defaults, quality 75; a JPEG file is
+read as it is). The version says which ("2" or "2-fastcomposer").
 
 facenet-pytorch pins torch<=2.3 and numpy<2 in its metadata but runs with this stack: install it
 with ``pip install --no-deps facenet-pytorch``. MTCNN's weights ship inside that package.
@@ -29,19 +35,22 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
 from bench import BenchError
+from bench.images import as_saved_jpeg, load_rgb
 from bench.metrics.base import Metric, ScoreItem
 
 FACENET_CHECKPOINT = "20180402-114759-vggface2.pt"
 FACENET_URL = f"https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/{FACENET_CHECKPOINT}"
+# FastComposer's evaluation (single_object_evaluation.py): keep_all=True with the default
+# select_largest=True returns every face, largest first; the score uses the first.
 MTCNN_SETTINGS = dict(image_size=160, margin=0, min_face_size=20, thresholds=[0.6, 0.7, 0.7], factor=0.709,
-                      post_process=True, select_largest=True, keep_all=False)
+                      post_process=True, select_largest=True, keep_all=True)
 DEFAULT_PACK = "buffalo_l"
 # ArcFace's 5-point template for a 112x112 crop (eyes, nose tip, mouth corners).
 ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
@@ -49,8 +58,7 @@ ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 7
 
 
 def _rgb(path: Path) -> Image.Image:
-    with Image.open(path) as im:
-        return im.convert("RGB")
+    return load_rgb(path)
 
 
 def _torch_home() -> Path:
@@ -77,7 +85,12 @@ class _FaceIdentity(Metric):
     score_id: str
     flag_id: str
 
-    def __init__(self):
+    def __init__(self, preprocessing: str = "pil"):
+        if preprocessing not in ("pil", "fastcomposer"):
+            raise BenchError(f"{self.family}: unknown preprocessing {preprocessing!r} (use 'pil' or 'fastcomposer')")
+        self.preprocessing = preprocessing
+        # The preprocessing is part of the version, so cached scores of the other one are not reused.
+        self.version = type(self).version + ("" if preprocessing == "pil" else f"-{preprocessing}")
         self._reference_cache: dict[Path, torch.Tensor | None] = {}
 
     @property
@@ -99,7 +112,9 @@ class _FaceIdentity(Metric):
         for item in items:
             if not item.reference_images:
                 raise BenchError(f"{item.key}: no reference image for identity {item.subject!r}")
-        generated = self.embed_faces([_rgb(it.image) for it in items])
+        # fastcomposer: generated images read back as the JPEG FastComposer's generation script saves.
+        read = as_saved_jpeg if self.preprocessing == "fastcomposer" else _rgb
+        generated = self.embed_faces([read(it.image) for it in items])
         references = self._references([it.reference_images[0] for it in items])
         rows = []
         for gen, ref in zip(generated, references):
@@ -117,10 +132,13 @@ class FaceNetIdentity(_FaceIdentity):
     """FastComposer's identity score: MTCNN + FaceNet (VGGFace2)."""
 
     family = "faceid"
-    version = "1"
+    # 2: MTCNN one image at a time (version 1 batched same-size images, which fails on a batch
+    # mixing images with and without a face); files read with bench.images.load_rgb.
+    version = "2"
 
-    def __init__(self, device: str = "cpu", preset: str | None = None, batch_size: int = 32):
-        super().__init__()
+    def __init__(self, device: str = "cpu", preset: str | None = None, batch_size: int = 32,
+                 preprocessing: Literal["pil", "fastcomposer"] = "pil"):
+        super().__init__(preprocessing)
         if preset not in (None, "tiny"):
             raise BenchError(f"faceid: unknown preset {preset!r} (use 'tiny' or none)")
         MTCNN, InceptionResnetV1 = _import_facenet()
@@ -144,24 +162,26 @@ class FaceNetIdentity(_FaceIdentity):
         if not path.is_file():
             raise BenchError(f"FaceNet VGGFace2 weights are missing: put {FACENET_URL} at {path} "
                              f"(or set TORCH_HOME); facenet-pytorch downloads it there when online")
-        state = torch.load(path, map_location="cpu")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise BenchError(f"cannot read the FaceNet checkpoint {path}: {str(exc).splitlines()[0][:200]}") from None
+        if not isinstance(state, dict):
+            raise BenchError(f"{path} is not a FaceNet state dict")
         # The checkpoint carries the VGGFace2 classifier too; the embedding network does not use it.
         return {k: v for k, v in state.items() if not k.startswith("logits.")}
 
     @torch.no_grad()
     def crop_faces(self, images: list[Image.Image]) -> list[torch.Tensor | None]:
         """MTCNN crops (3x160x160, post-processed) of the largest face, None without one.
-        Images of the same size go through MTCNN together."""
-        crops: list[torch.Tensor | None] = [None] * len(images)
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for i, im in enumerate(images):
-            by_size.setdefault(im.size, []).append(i)
-        for indices in by_size.values():
-            for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start:start + self.batch_size]
-                faces = self.detector([images[i] for i in chunk])
-                for i, face in zip(chunk, faces):
-                    crops[i] = face
+
+        One image per MTCNN call, as FastComposer's evaluation calls it: a batched call over
+        images with different face counts fails inside facenet-pytorch (numpy "inhomogeneous
+        shape"), and the detections of one image never depend on the others."""
+        crops: list[torch.Tensor | None] = []
+        for image in images:
+            faces = self.detector(image)           # None, or [n, 3, 160, 160], largest first
+            crops.append(None if faces is None or len(faces) == 0 else faces[0])
         return crops
 
     @torch.no_grad()
@@ -237,11 +257,12 @@ class ArcFaceIdentity(_FaceIdentity):
     """ArcFace cosine through insightface: SCRFD detection, 5-point alignment, ArcFace ONNX."""
 
     family = "arcface"
-    version = "1"
+    version = "2"         # 2: files read with bench.images.load_rgb (EXIF, alpha on white, 16-bit)
 
     def __init__(self, device: str = "cpu", preset: str | None = None, pack: str = DEFAULT_PACK,
-                 root: str | Path = "~/.insightface", det_size: int = 640, model_file: str | Path | None = None):
-        super().__init__()
+                 root: str | Path = "~/.insightface", det_size: int = 640, model_file: str | Path | None = None,
+                 preprocessing: Literal["pil", "fastcomposer"] = "pil"):
+        super().__init__(preprocessing)
         if preset not in (None, "tiny"):
             raise BenchError(f"arcface: unknown preset {preset!r} (use 'tiny' or none)")
         try:

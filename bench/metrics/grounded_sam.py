@@ -9,10 +9,17 @@ into a full or an empty mask silently.
 
 Regions (how a region is cut and filled; the README paragraph):
 
-- subject region of an image with foreground mask F: every pixel outside F is set to white
-  (255, 255, 255); the image is then cropped to the bounding box of F and padded with white to
-  a square (the crop centred), the same white-background, square-padded form the reference
-  subjects have. The backbone's own preprocessing (resize, centre crop, normalisation) follows.
+- subject region of an image with foreground mask F (the Grounded-SAM mask of the class noun, at
+  the image's size): every pixel outside F is set to white (255, 255, 255); the image is then
+  cropped to the tight bounding box of F (inclusive pixel rows/columns) and padded with white to a
+  square of side max(height, width), the crop centred (the odd pixel of padding goes right/bottom).
+  The backbone's own preprocessing (resize, centre crop, normalisation) follows; a square input
+  means its centre crop drops nothing.
+- both sides of a -sub score are cut this way: the output's subject region, and each reference
+  photo of the subject, annotated with the same class noun by the same Grounded-SAM (masks cached
+  on disk, embeddings once per file). A reference in which nothing is detected is used whole (as
+  it is) and counted in ``gsam_reference_uncut`` on the items that compared with it.
+  ``reference_regions="raw"`` keeps the raw photos (version 1's behaviour; the version says it).
 - background region of an output O with foreground mask F_O, compared with a source S whose
   edit region is M_S: let U = F_O | M_S (M_S resized to O's size, nearest); every pixel inside U
   is set to white in O and in S (S first resized to O's size, bicubic); the whole image is kept
@@ -21,7 +28,7 @@ Regions (how a region is cut and filled; the README paragraph):
 
 Scores (paper protocol, metric entry "masked"): DINO-sub and CLIP-I-sub = mean over the
 subject's reference images of the cosine between the output's subject region and the reference
-image; DINO-back and CLIP-I-back = cosine between the two background regions. No detection in
+image's subject region; DINO-back and CLIP-I-back = cosine between the two background regions. No detection in
 an output: the -sub scores are 0 (the subject is missing; ``no_detection="nan"`` leaves them
 out instead), -back uses U = M_S, and ``gsam_no_detection/...`` is 1 for that image.
 
@@ -39,7 +46,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -47,6 +54,7 @@ from PIL import Image
 
 from bench import BenchError
 from bench.files import cache_root, file_sha256
+from bench.images import load_rgb, open_image
 from bench.metrics.base import Metric, ScoreItem
 
 DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-tiny"    # GroundingDINO Swin-T (Grounded-SAM's default)
@@ -65,17 +73,15 @@ def _offline() -> bool:
 
 
 def _rgb(path: Path) -> Image.Image:
-    with Image.open(path) as im:
-        return im.convert("RGB")
+    return load_rgb(path)
 
 
 def read_mask(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
     """A boolean mask from a white-on-black file, optionally resized (nearest) to ``size`` (w, h)."""
-    with Image.open(path) as im:
-        mask = im.convert("L")
-        if size is not None and mask.size != tuple(size):
-            mask = mask.resize(tuple(size), Image.NEAREST)
-        return np.asarray(mask) >= 128
+    mask = open_image(path).convert("L")
+    if size is not None and mask.size != tuple(size):
+        mask = mask.resize(tuple(size), Image.NEAREST)
+    return np.asarray(mask) >= 128
 
 
 # ---- regions --------------------------------------------------------------------------------
@@ -380,24 +386,66 @@ class MaskedRegionMetric(_DreamEditBase):
     """EZIGen's DreamEdit protocol: DINO/CLIP-I -sub and -back through Grounded-SAM masks."""
 
     family = "masked"
-    version = "1"
+    # 2: reference photos cut like the output (Grounded-SAM region, white, square); OpenAI CLIP
+    # with QuickGELU; files read with bench.images.load_rgb.
+    version = "2"
 
     def __init__(self, device: str = "cpu", preset: str | None = None, annotator: GroundedSam | None = None,
                  no_detection: str = "zero", batch_size: int = 16, dino_backbone: str | None = None,
-                 clip_backbone: str | None = None, **annotator_options):
+                 clip_backbone: str | None = None, reference_regions: Literal["cut", "raw"] = "cut",
+                 **annotator_options):
         if no_detection not in ("zero", "nan"):
             raise BenchError(f"masked: no_detection={no_detection!r} is not 'zero' or 'nan'")
+        if reference_regions not in ("cut", "raw"):
+            raise BenchError(f"masked: reference_regions={reference_regions!r} is not 'cut' or 'raw'")
         super().__init__(device, preset, batch_size, dino_backbone, clip_backbone)
+        self.reference_regions = reference_regions
+        self.version = type(self).version + ("" if reference_regions == "cut" else "-raw-references")
         self.annotator = annotator or GroundedSam(device=device, preset=preset, **annotator_options)
         self.no_detection = no_detection
         self._refs = {f: _EmbeddingCache(e) for f, e in self.backbones.items()}
         tag = "gsam" if self.annotator.short_id == "gdino-t+sam-h" else f"gsam-{self.annotator.short_id}"
         self._ids = {(f, part): f"{f}_{part}/{self._name(f)}+{tag}" for f in self.backbones for part in ("sub", "back")}
         self.flag_id = f"gsam_no_detection/{self.annotator.short_id}"
+        self.uncut_id = f"gsam_reference_uncut/{self.annotator.short_id}"
+        self._ref_cuts: dict[tuple[Path, str], tuple[Image.Image, bool]] = {}
+        self._ref_embeddings: dict[tuple[str, Path, str], torch.Tensor] = {}
 
     @property
     def ids(self) -> tuple[str, ...]:
-        return tuple(self._ids.values()) + (self.flag_id,)
+        return tuple(self._ids.values()) + (self.flag_id,) + ((self.uncut_id,) if self.reference_regions == "cut" else ())
+
+    def reference_region(self, path: Path, class_noun: str) -> tuple[Image.Image, bool]:
+        """A reference photo cut like an output's subject region (white outside the Grounded-SAM
+        mask, cropped to it, square-padded white), and whether a region was found (else the whole
+        photo)."""
+        self._cut_references([Path(path)], class_noun)
+        return self._ref_cuts[(Path(path), class_noun)]
+
+    def _cut_references(self, paths: Sequence[Path], class_noun: str) -> None:
+        missing = list(dict.fromkeys(Path(p) for p in paths if (Path(p), class_noun) not in self._ref_cuts))
+        if not missing:
+            return
+        for path, result in zip(missing, self.annotator.annotate(missing, [class_noun] * len(missing))):
+            image = _rgb(path)
+            mask = read_mask(result.mask_path, image.size) if result.found else None
+            found = mask is not None and bool(mask.any())
+            self._ref_cuts[(path, class_noun)] = (cut_subject(image, mask), True) if found else (image, False)
+
+    def _reference_embeddings(self, family: str, item: ScoreItem) -> tuple[torch.Tensor, int]:
+        """[R, D] embeddings of the item's references as the -sub score sees them, and how many
+        of them had no region (used whole)."""
+        if self.reference_regions == "raw":
+            return self._refs[family].files(list(item.reference_images)), 0
+        missing = [p for p in item.reference_images if (family, Path(p), item.class_noun) not in self._ref_embeddings]
+        if missing:
+            self._cut_references(missing, item.class_noun)
+            cuts = [self.reference_region(p, item.class_noun)[0] for p in missing]
+            for p, e in zip(missing, self.backbones[family](cuts)):
+                self._ref_embeddings[(family, Path(p), item.class_noun)] = e
+        refs = torch.stack([self._ref_embeddings[(family, Path(p), item.class_noun)] for p in item.reference_images])
+        uncut = sum(not self.reference_region(p, item.class_noun)[1] for p in item.reference_images)
+        return refs, uncut
 
     def score(self, items: Sequence[ScoreItem]) -> list[dict[str, float]]:
         self._check(items)
@@ -424,8 +472,10 @@ class MaskedRegionMetric(_DreamEditBase):
             k = 0
             for i, item in enumerate(items):
                 rows[i][self._ids[(family, "back")]] = float((back[i] * src[i]).sum())
+                if self.reference_regions == "cut":
+                    rows[i][self.uncut_id] = float(self._reference_embeddings(family, item)[1])
                 if has_subject[i]:
-                    refs = self._refs[family].files(list(item.reference_images))
+                    refs, _ = self._reference_embeddings(family, item)
                     rows[i][self._ids[(family, "sub")]] = _mean_reference_cosine(sub[k], refs)
                     k += 1
                 else:
@@ -443,7 +493,7 @@ class OfficialDreamEditMetric(_DreamEditBase):
     """The DreamEdit release's protocol: whole images, 512x512, overall geometric mean."""
 
     family = "dreamedit-official"
-    version = "1"
+    version = "2"      # 2: OpenAI CLIP with QuickGELU; files read with bench.images.load_rgb
 
     def __init__(self, device: str = "cpu", preset: str | None = None, batch_size: int = 16,
                  dino_backbone: str | None = None, clip_backbone: str | None = None):

@@ -40,6 +40,7 @@ from PIL import Image
 
 from bench import BenchError
 from bench.files import cache_root, file_sha256
+from bench.images import open_image
 from bench.suites.base import Suite
 from bench.types import Sample
 
@@ -90,6 +91,8 @@ def as_list(value) -> list[str] | None:
         return None
     if isinstance(value, str):
         value = value.split(",")
+    elif not isinstance(value, (list, tuple)):
+        value = [value]                     # one value that the option parser turned into a number
     return [str(v).strip() for v in value if str(v).strip()]
 
 
@@ -100,8 +103,7 @@ def _images_in(folder: Path) -> tuple[Path, ...]:
 def box_mask(source: Path, box: list[float], out_dir: Path) -> Path:
     """A white-on-black mask of ``box`` (512x512 coordinates) at the source's size, cached by
     the source's sha256 and the box."""
-    with Image.open(source) as im:
-        width, height = im.size
+    width, height = open_image(source).size       # upright (EXIF applied), as every reader sees it
     digest = hashlib.sha256(f"{file_sha256(source)}|{json.dumps(box)}".encode()).hexdigest()[:24]
     path = out_dir / f"box-{digest}.png"
     if path.exists():
@@ -123,7 +125,9 @@ class DreamEdit(Suite):
     task = "edit"
     # DreamEditBench scores one edit per (subject, source).
     default_images_per_prompt = 1
-    default_seeds = (0,)
+    # Six runs averaged, as for DreamBench (docs/protocols.md section 2): per seed the mean over
+    # the edits, then mean and std over the six seeds.
+    default_seeds = (0, 1, 2, 3, 4, 5)
     default_metrics = ("masked", "dreamedit-official")
     default_root = "datasets/dreamedit"
     mini_root = "datasets/mini-dreamedit"

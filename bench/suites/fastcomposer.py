@@ -13,7 +13,17 @@ group. The subject is written ``a man img`` / ``a woman img`` (option ``identifi
 the text CLIP ViT-L/14 scores. 4 images per prompt: 15 x 40 x 4 = 2400 images per seed.
 
 Options: ``identifier``; ``subjects`` (a subset of the 15 ids); ``prompt_indices`` (a subset of
-0-39). The embedded mini copy (``datasets/mini-fastcomposer``, smoke runs) holds a few of the
+0-39); ``preprocessing`` (how the scores read the generated images, docs/protocols.md section 4):
+
+- ``official`` (default), as FastComposer's evaluation: each generated image is read back as the
+  JPEG its generation script saves (Pillow's defaults, quality 75; a .jpg file is read as it is),
+  CLIP ViT-L/14 gets a float tensor resized bicubically without antialiasing, and MTCNN looks at
+  one image at a time;
+- ``pil``: the harness's own reading: the saved file as it is, the CLIP model's own PIL transform
+  (bicubic with antialiasing), MTCNN one image at a time.
+
+The suite passes this to its metrics as their ``preprocessing`` parameter (``fastcomposer`` or
+``pil``); ``--metric-param faceid.preprocessing=...`` overrides it for one metric. The embedded mini copy (``datasets/mini-fastcomposer``, smoke runs) holds a few of the
 identities and defaults to prompts 0, 10, 20, 30 (the first of each group).
 """
 
@@ -55,6 +65,8 @@ PROMPTS: tuple[tuple[str, str], ...] = tuple(
         "a {} on top of a purple rug in a forest")]
 )
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# Suite option -> the metrics' ``preprocessing`` parameter.
+PREPROCESSING = {"official": "fastcomposer", "pil": "pil"}
 # The embedded mini copy (smoke runs) uses the first prompt of each group unless told otherwise.
 MINI_PROMPTS = (0, 10, 20, 30)
 
@@ -84,13 +96,18 @@ class FastComposer(Suite):
                            "faceid_no_face": "No face (rate)", "arcface_no_face": "No face, ArcFace (rate)"}
 
     def __init__(self, root: Path, identifier: str = "img", subjects: list[str] | None = None,
-                 prompt_indices: list[int] | None = None, **options):
-        super().__init__(root, identifier=identifier, subjects=subjects, prompt_indices=prompt_indices, **options)
+                 prompt_indices: list[int] | None = None, preprocessing: str = "official", **options):
+        super().__init__(root, identifier=identifier, subjects=subjects, prompt_indices=prompt_indices,
+                         preprocessing=preprocessing, **options)
+        if preprocessing not in PREPROCESSING:
+            raise BenchError(f"fastcomposer: preprocessing={preprocessing!r} is not one of {', '.join(PREPROCESSING)}")
+        self.preprocessing = preprocessing
         self.identifier = identifier.strip()
         from bench.suites import REPO_ROOT
         self.is_mini = self.root.resolve() == (REPO_ROOT / self.mini_root).resolve()
         from bench.suites.dreamedit import as_list
-        subjects = as_list(subjects)
+        # CelebA ids are six digits; `--suite-option subjects=000001` arrives as the number 1.
+        subjects = [f"{int(s):06d}" if str(s).isdigit() else s for s in as_list(subjects) or []]
         if isinstance(prompt_indices, str):
             prompt_indices = as_list(prompt_indices)
         if subjects:
@@ -105,6 +122,11 @@ class FastComposer(Suite):
         if bad:
             raise BenchError(f"fastcomposer: prompt index {bad[0]} is outside 0-{len(PROMPTS) - 1}")
         self.prompt_indices = sorted({int(i) for i in prompt_indices}) if prompt_indices else list(range(len(PROMPTS)))
+
+    def metric_params(self) -> dict[str, dict]:
+        """The protocol's reading of the images, as parameters of the metrics that take it."""
+        value = PREPROCESSING[self.preprocessing]
+        return {name: {"preprocessing": value} for name in ("faceid", "arcface", "clip-t-l14", "clip")}
 
     def identities(self) -> dict[str, tuple[Path, ...]]:
         """Identity -> its images (sorted); every selected identity must be present."""

@@ -30,14 +30,11 @@ def _tiny_clip_vision(seed: int = 0):
 
 
 def _openai_vit_b32(device):
-    import open_clip
+    from bench.metrics.clip import create_open_clip   # QuickGELU for OpenAI's weights, checked
     try:
-        model = open_clip.create_model("ViT-B-32", pretrained="openai", device=device)
-    except Exception as exc:  # not cached and offline, hub error, corrupt file ...
-        raise BenchError("the EZIGen stop rule needs CLIP ViT-B-32 (OpenAI weights, open_clip "
-                         "'ViT-B-32'/'openai'), which could not be loaded "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
-                         "download it once with network access (it is cached by huggingface_hub), "
+        model, _, _ = create_open_clip("ViT-B-32", "openai", device)
+    except BenchError as exc:  # not cached and offline, hub error, corrupt file ...
+        raise BenchError(f"the EZIGen stop rule needs CLIP ViT-B-32 (OpenAI weights): {exc}; "
                          "or run with --param iterative=false") from None
     return model.visual, model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
 
