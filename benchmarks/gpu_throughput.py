@@ -16,8 +16,9 @@ Not a test. One run measures, with the same components and in the same process:
 - scoring images/s (CLIP-T + CLIP-I + DINO through the project's metric classes, PNG decoding
   included) as the scoring stage runs them, and with the images decoded once by a thread pool
   (and, on CUDA, under bf16 autocast), with the largest score difference each variant causes;
-- with ``--levers``: EZIGen images/s with each lever switched (subject key/value cache off,
-  batched VAE, channels_last) and the largest pixel difference from the default images;
+- with ``--levers`` (default): EZIGen images/s at the middle batch size with each lever
+  switched (subject key/value cache off, batched VAE, channels_last) and the largest pixel
+  difference from the default images (the determinism check of the lever);
 - peak GPU memory per batch size and the batch size that fits the device's memory.
 
 Every figure is from random weights (the real architectures: SD 2.1-base, CLIP ViT-B/32,
@@ -34,6 +35,7 @@ import argparse
 import contextlib
 import datetime as dt
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -76,8 +78,8 @@ DEFAULTS = {  # (device kind, quick) -> settings
     ("cuda", True): dict(preset="sd21-random", resolution=512, steps=50, dtype="fp16", batch_sizes="8",
                          release_requests=1, scoring_images=128, levers=True,
                          scoring_models="real-random"),
-    ("cpu", False): dict(preset="tiny", resolution=64, steps=10, dtype="fp32", batch_sizes="2,4",
-                         release_requests=1, scoring_images=16, levers=True, scoring_models="tiny"),
+    ("cpu", False): dict(preset="tiny", resolution=64, steps=4, dtype="fp32", batch_sizes="2,4",
+                         release_requests=1, scoring_images=8, levers=True, scoring_models="tiny"),
     ("cpu", True): dict(preset="tiny", resolution=64, steps=4, dtype="fp32", batch_sizes="2",
                         release_requests=1, scoring_images=8, levers=False, scoring_models="tiny"),
 }
@@ -198,8 +200,11 @@ def time_sd(method: EZIGenMethod, batch: int, clock: Clock) -> dict:
     """The ``sd`` baseline through methods.sd.StableDiffusionMethod, on the EZIGen method's components
     (adapter gated off: the base UNet bit for bit)."""
     from methods import sd as sd_module
+    vae = method.components.vae
+    slicing = vae.use_slicing
     with mock.patch.object(sd_module, "load_from_spec", lambda spec: method.components):
         baseline = sd_module.StableDiffusionMethod(method.spec)
+    vae.use_slicing = slicing                          # its set-up turns slicing back on
     requests = requests_for(batch, method._subject)
     baseline.generate(requests[:1])                    # text embeddings and kernels warm
     times = {}
@@ -417,7 +422,7 @@ def run(args) -> dict:
 
         levers = {}
         if args.levers:
-            batch = max(batch_sizes)
+            batch = batch_sizes[len(batch_sizes) // 2]
             _, reference_images = time_ezigen(method, batch, clock)
             switches = [("kv_cache_off", lambda on: setattr(method.adapter, "cache_subject_kv", not on))]
             if not args.vae_batched:
@@ -428,7 +433,8 @@ def run(args) -> dict:
             for name, switch in switches:
                 switch(True)
                 try:
-                    time_ezigen(method, batch, clock)          # warm the switched path
+                    if clock.cuda:
+                        time_ezigen(method, batch, clock)      # warm the switched path's kernels
                     row, lever_images = time_ezigen(method, batch, clock)
                 finally:
                     switch(False)
@@ -479,7 +485,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--release-requests", type=int, help="requests timed for the released loop (0: skip)")
     parser.add_argument("--scoring-images", type=int)
     parser.add_argument("--score-batch", type=int, default=64)
-    parser.add_argument("--decode-workers", type=int, default=8)
+    parser.add_argument("--decode-workers", type=int, default=min(8, os.cpu_count() or 1),
+                        help="threads decoding PNGs ahead of the metrics (the prefetch variant)")
     parser.add_argument("--scoring-models", choices=["real-random", "tiny"],
                         help="real-random: the protocol's backbones with random weights (default on CUDA); "
                              "tiny: the tiny metric presets (default on CPU)")
@@ -490,7 +497,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--channels-last", action="store_true", help="UNet and VAE in channels_last memory format")
     lever = parser.add_mutually_exclusive_group()
     lever.add_argument("--levers", dest="levers", action="store_true", default=None,
-                       help="also time each lever switched at the largest batch size")
+                       help="also time each lever switched at the middle batch size")
     lever.add_argument("--no-levers", dest="levers", action="store_false")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--out", type=Path, help="folder for the JSON (default: reports/perf on CUDA, runs/perf on CPU)")
