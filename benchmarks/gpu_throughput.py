@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from unittest import mock
@@ -210,8 +211,10 @@ def time_sd(method: EZIGenMethod, batch: int, clock: Clock) -> dict:
     times = {}
     with clock.measure(times, "s"):
         images = baseline.generate(requests)
-    return {"batch": batch, "seconds": times["s"], "images_per_s": batch / times["s"],
-            "units_per_image": float(np.mean([im.info["bench"]["unet_calls"] for im in images]))}
+    row = {"batch": batch, "seconds": times["s"], "images_per_s": batch / times["s"],
+           "units_per_image": float(np.mean([im.info["bench"]["unet_calls"] for im in images]))}
+    print(f"sd batch {batch}: {row['images_per_s']:.3f} images/s", flush=True)
+    return row
 
 
 @torch.no_grad()
@@ -344,6 +347,9 @@ def bench_scoring(args, images: list[Image.Image], folder: Path, clock: Clock) -
             low = score_prefetched(metrics, items, args.score_batch, args.decode_workers)
         result["prefetch_bf16_autocast_images_per_s"] = len(items) / times["autocast"]
         result["prefetch_bf16_autocast_max_score_diff"] = max_score_diff(plain, low)
+    print(f"scoring (CLIP-T + CLIP-I + DINO, {result['models']} models, PNG decoding included): "
+          f"{result['as_run_images_per_s']:.1f} images/s as the scoring stage runs, "
+          f"{result['prefetch_images_per_s']:.1f} with threaded decoding", flush=True)
     return result
 
 
@@ -360,6 +366,65 @@ def suggested_batch_size(peaks: dict[int, float], total_gib: float, headroom: fl
     return int((headroom * total_gib - m0) / per_sample + b0)
 
 
+def attempt(errors: dict, name: str, section):
+    """Run one optional section; a failure is recorded (and printed) instead of losing the run."""
+    try:
+        return section()
+    except Exception as exc:  # noqa: BLE001 - a one-call GPU run must still write what it measured
+        traceback.print_exc()
+        errors[name] = f"{type(exc).__name__}: {exc}"
+        return {}
+
+
+def time_release(args, subject: Path, clock: Clock) -> dict:
+    """Seconds per image of the released loop (fp32, batch 1, as released: no levers)."""
+    fp32 = build_method(args, "fp32", levers=False)
+    fp32._subject = subject
+    replay_requests = requests_for(args.release_requests + 1, subject, offset=1000)
+    release_replay(fp32, replay_requests[0], args.loops)          # warm-up
+    times, units = {}, []
+    with clock.measure(times, "s"):
+        for request in replay_requests[1:]:
+            units.append(release_replay(fp32, request, args.loops))
+    release = {"requests": args.release_requests, "s_per_image": times["s"] / args.release_requests,
+               "units_per_image": float(np.mean(units)),
+               "expected_units_per_image": release_units(args.steps, fp32.config.layout_steps, args.loops),
+               "unet_fp32_b1_s_per_sample": unet_seconds_per_sample(fp32, 1, clock, 3, adapter=True)}
+    print(f"released loop (fp32, batch 1): {release['s_per_image']:.3f} s/image, "
+          f"{release['units_per_image']:.0f} UNet units/image", flush=True)
+    del fp32
+    if clock.cuda:
+        torch.cuda.empty_cache()
+    return release
+
+
+def time_levers(args, method: EZIGenMethod, batch_sizes: list[int], ezigen: dict, clock: Clock) -> dict:
+    """EZIGen at the middle batch size with each lever switched alone, and its pixel difference."""
+    batch = batch_sizes[len(batch_sizes) // 2]
+    _, reference_images = time_ezigen(method, batch, clock)
+    switches = [("kv_cache_off", lambda on: setattr(method.adapter, "cache_subject_kv", not on))]
+    if not args.vae_batched:
+        switches.append(("vae_batched", lambda on: method.components.vae.disable_slicing() if on
+                         else method.components.vae.enable_slicing()))
+    if not args.channels_last:
+        switches.append(("channels_last", lambda on: set_channels_last(method, on)))
+    levers = {}
+    for name, switch in switches:
+        switch(True)
+        try:
+            if clock.cuda:
+                time_ezigen(method, batch, clock)      # warm the switched path's kernels
+            row, lever_images = time_ezigen(method, batch, clock)
+        finally:
+            switch(False)
+        row["max_pixel_diff_vs_default"] = max_pixel_diff(reference_images, lever_images)
+        levers[name] = row
+        print(f"lever {name} at batch {batch}: {row['images_per_s']:.3f} images/s "
+              f"(default {ezigen[batch]['images_per_s']:.3f}), max pixel difference "
+              f"{row['max_pixel_diff_vs_default']}", flush=True)
+    return levers
+
+
 def run(args) -> dict:
     clock = Clock(args.device)
     batch_sizes = [int(b) for b in str(args.batch_sizes).split(",")]
@@ -369,30 +434,13 @@ def run(args) -> dict:
               "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     print(f"device {result['device']}; preset {args.preset} {args.resolution}px {args.steps} steps, "
           f"{args.loops} loops, {args.dtype}, batch sizes {batch_sizes}", flush=True)
+    errors: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         subject = Path(tmp) / "subject.png"
         load_rgb(sorted(SUBJECT_DIR.glob("*.jpg"))[0]).save(subject)
 
         # The released loop first (fp32), then the fp32 copy is freed before our dtype is built.
-        release = {}
-        if args.release_requests:
-            fp32 = build_method(args, "fp32", levers=False)
-            fp32._subject = subject
-            replay_requests = requests_for(args.release_requests + 1, subject, offset=1000)
-            release_replay(fp32, replay_requests[0], args.loops)          # warm-up
-            times, units = {}, []
-            with clock.measure(times, "s"):
-                for request in replay_requests[1:]:
-                    units.append(release_replay(fp32, request, args.loops))
-            release = {"requests": args.release_requests, "s_per_image": times["s"] / args.release_requests,
-                       "units_per_image": float(np.mean(units)),
-                       "expected_units_per_image": release_units(args.steps, fp32.config.layout_steps, args.loops),
-                       "unet_fp32_b1_s_per_sample": unet_seconds_per_sample(fp32, 1, clock, 3, adapter=True)}
-            print(f"released loop (fp32, batch 1): {release['s_per_image']:.3f} s/image, "
-                  f"{release['units_per_image']:.0f} UNet units/image", flush=True)
-            del fp32
-            if clock.cuda:
-                torch.cuda.empty_cache()
+        release = attempt(errors, "release", lambda: time_release(args, subject, clock)) if args.release_requests else {}
 
         method = build_method(args, args.dtype)
         method._subject = subject
@@ -406,7 +454,7 @@ def run(args) -> dict:
         best_adapter = min(u["adapter_s_per_sample"] for u in unet.values())
 
         method.generate(requests_for(batch_sizes[0], subject, offset=500))   # warm: VAE, CLIP, scheduler
-        ezigen, sd_rows, images = {}, {}, []
+        ezigen, images = {}, []
         for batch in batch_sizes:
             row, images = time_ezigen(method, batch, clock)
             row["overhead_ratio"] = row["seconds"] / batch / (row["units_per_image"] * best_base)
@@ -416,59 +464,32 @@ def run(args) -> dict:
                   f"{row['loops']:.1f} loops, overhead {row['overhead_ratio']:.2f} "
                   f"({row['overhead_ratio_vs_adapter_unet']:.2f} vs adapter UNet), peak {row['peak_memory_gib']} GiB",
                   flush=True)
-        for batch in batch_sizes:
-            sd_rows[batch] = time_sd(method, batch, clock)
-            print(f"sd batch {batch}: {sd_rows[batch]['images_per_s']:.3f} images/s", flush=True)
-
-        levers = {}
-        if args.levers:
-            batch = batch_sizes[len(batch_sizes) // 2]
-            _, reference_images = time_ezigen(method, batch, clock)
-            switches = [("kv_cache_off", lambda on: setattr(method.adapter, "cache_subject_kv", not on))]
-            if not args.vae_batched:
-                switches.append(("vae_batched", lambda on: method.components.vae.disable_slicing() if on
-                                 else method.components.vae.enable_slicing()))
-            if not args.channels_last:
-                switches.append(("channels_last", lambda on: set_channels_last(method, on)))
-            for name, switch in switches:
-                switch(True)
-                try:
-                    if clock.cuda:
-                        time_ezigen(method, batch, clock)      # warm the switched path's kernels
-                    row, lever_images = time_ezigen(method, batch, clock)
-                finally:
-                    switch(False)
-                row["max_pixel_diff_vs_default"] = max_pixel_diff(reference_images, lever_images)
-                levers[name] = row
-                print(f"lever {name} at batch {batch}: {row['images_per_s']:.3f} images/s "
-                      f"(default {ezigen[batch]['images_per_s']:.3f}), max pixel difference "
-                      f"{row['max_pixel_diff_vs_default']}", flush=True)
-
-        scoring = bench_scoring(args, images, Path(tmp) / "scoring", clock)
-        print(f"scoring (CLIP-T + CLIP-I + DINO, {scoring['models']} models, PNG decoding included): "
-              f"{scoring['as_run_images_per_s']:.1f} images/s as the scoring stage runs, "
-              f"{scoring['prefetch_images_per_s']:.1f} with threaded decoding", flush=True)
+        sd_rows = attempt(errors, "sd", lambda: {batch: time_sd(method, batch, clock) for batch in batch_sizes})
+        levers = attempt(errors, "levers", lambda: time_levers(args, method, batch_sizes, ezigen, clock)) if args.levers else {}
+        scoring = attempt(errors, "scoring", lambda: bench_scoring(args, images, Path(tmp) / "scoring", clock))
 
     best = max(ezigen.values(), key=lambda r: r["images_per_s"])
     result.update({
         "ezigen_images_per_s": best["images_per_s"], "ezigen_best_batch": best["batch"],
-        "sd_images_per_s": max(r["images_per_s"] for r in sd_rows.values()),
+        "sd_images_per_s": max((r["images_per_s"] for r in sd_rows.values()), default=None),
         "overhead_ratio": best["overhead_ratio"],
         "overhead_ratio_vs_adapter_unet": best["overhead_ratio_vs_adapter_unet"],
         "speedup_vs_release": (release["s_per_image"] * best["images_per_s"]) if release else None,
-        "scoring_images_per_s": scoring["as_run_images_per_s"],
+        "scoring_images_per_s": scoring.get("as_run_images_per_s"),
         "peak_memory_gib": {str(b): r["peak_memory_gib"] for b, r in ezigen.items()} if clock.cuda else None,
         "unet": {str(b): u for b, u in unet.items()}, "ezigen": {str(b): r for b, r in ezigen.items()},
         "sd": {str(b): r for b, r in sd_rows.items()}, "release": release, "levers": levers, "scoring": scoring,
+        "errors": errors,
     })
     if clock.cuda:
         total = torch.cuda.get_device_properties(args.device).total_memory / 2**30
         result["suggested_batch_size"] = suggested_batch_size(
             {b: r["peak_memory_gib"] for b, r in ezigen.items()}, total)
     print(f"EZIGen {result['ezigen_images_per_s']:.3f} images/s (batch {best['batch']}), sd "
-          f"{result['sd_images_per_s']:.3f} images/s, overhead ratio {result['overhead_ratio']:.2f}, "
+          f"{result['sd_images_per_s'] or float('nan'):.3f} images/s, overhead ratio {result['overhead_ratio']:.2f}, "
           f"speedup vs the released loop {result['speedup_vs_release'] or float('nan'):.2f}x, "
-          f"scoring {result['scoring_images_per_s']:.1f} images/s", flush=True)
+          f"scoring {result['scoring_images_per_s'] or float('nan'):.1f} images/s"
+          + (f"; FAILED sections: {', '.join(errors)}" if errors else ""), flush=True)
     return result
 
 

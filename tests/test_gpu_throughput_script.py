@@ -36,7 +36,7 @@ def test_cpu_run_writes_the_report(script, tmp_path):
     for key in ("ezigen_images_per_s", "sd_images_per_s", "overhead_ratio", "speedup_vs_release",
                 "scoring_images_per_s"):
         assert _positive_finite(data[key]), key
-    assert data["peak_memory_gib"] is None                        # CPU: no GPU memory to report
+    assert data["peak_memory_gib"] is None and data["errors"] == {}   # CPU: no GPU memory to report
     assert data["versions"]["torch"] and data["config"]["preset"] == "tiny"
     # The replay really runs the released cost: 1 + 3 x 2 x 2 steps + 3 loops x 2 x 1 step.
     assert data["release"]["units_per_image"] == data["release"]["expected_units_per_image"] == 19
@@ -51,3 +51,14 @@ def test_cpu_run_writes_the_report(script, tmp_path):
 def test_suggested_batch_size_follows_memory(script):
     assert script.suggested_batch_size({4: 6.0, 8: 10.0}, total_gib=100.0) == 88
     assert script.suggested_batch_size({4: 6.0}, total_gib=100.0) is None
+
+
+def test_a_failing_section_is_recorded_not_fatal(script, capsys):
+    errors = {}
+
+    def broken():
+        raise RuntimeError("out of memory")
+
+    assert script.attempt(errors, "levers", broken) == {}
+    assert errors == {"levers": "RuntimeError: out of memory"}
+    assert script.attempt(errors, "sd", lambda: {"2": 1.0}) == {"2": 1.0} and set(errors) == {"levers"}
