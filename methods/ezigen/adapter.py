@@ -178,7 +178,7 @@ class AdapterAttention(nn.Module):
     def project_kv(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.to_k(tokens), self.to_v(tokens)
 
-    def forward(self, query_tokens: torch.Tensor, key_tokens: torch.Tensor | None,
+    def forward(self, query_tokens: torch.Tensor, key_tokens: torch.Tensor,
                 mask: torch.Tensor | None = None,
                 extra_kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Attention of ``query_tokens`` over ``key_tokens``, followed (along the token axis) by
