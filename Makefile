@@ -31,7 +31,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 perf: setup
-	$(BIN)/python benchmarks/gpu_throughput.py --device cpu   # on a GPU, in one call: python benchmarks/gpu_throughput.py
+	$(BIN)/python benchmarks/gpu_throughput.py --device cpu --threads 1   # on a GPU, in one call: python benchmarks/gpu_throughput.py
 
 clean-venv:
 	rm -rf $(VENV)
