@@ -38,7 +38,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 perf: setup
-	$(BIN)/python benchmarks/ezigen_speed.py --presets tiny   # on a GPU: --device cuda --dtype fp16 --presets sd21-random --resolution 512 --steps 50
+	$(BIN)/python benchmarks/gpu_throughput.py --device cpu --threads 1   # on a GPU, in one call: python benchmarks/gpu_throughput.py
 
 clean-venv:
 	rm -rf $(VENV)

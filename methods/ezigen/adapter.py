@@ -19,6 +19,17 @@ base model's code path untouched, bit for bit.
 
 Blocks are indexed in forward order (down, mid, up) parsed from module names, never in
 ``named_modules()`` order, which lists the mid block after the up blocks.
+
+Subject key/value cache (inference only). The key and value rows of the subject tokens,
+``(w_l f_l) Wk`` and ``(w_l f_l) Wv``, do not depend on the UNet's input: for fixed-timestep
+reference features they are the same at every denoising step. With
+``EZIGenAdapter.cache_subject_kv`` on (the default) and gradients off, each block projects
+them once per :class:`SubjectTokens` object and reuses them for every UNet call that gets the
+same object (the sampler passes one object for all steps of a pass). The cache entry is
+stamped with the version counters of the features, of ``w`` and of the projection weights, so
+an in-place change of any of them recomputes it. The projection is the same row-wise linear
+map as before, applied to the subject rows alone instead of to ``[a ; w f]``: equal up to the
+order of float sums in the matrix product (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -68,6 +79,7 @@ class SubjectTokens:
     weights: torch.Tensor
     slot_mask: torch.Tensor | None = None
     _key_masks: dict = field(default_factory=dict, repr=False)
+    _subject_kv: dict = field(default_factory=dict, repr=False)   # block index -> (stamp, k, v)
 
     @property
     def batch_size(self) -> int:
@@ -86,6 +98,20 @@ class SubjectTokens:
             main = torch.ones(feats.shape[0], n_main, dtype=torch.bool, device=feats.device)
             self._key_masks[cache_key] = torch.cat([main, subject], dim=1)[:, None, None, :]
         return self._key_masks[cache_key]
+
+    def subject_kv(self, index: int, attention: "AdapterAttention") -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of block ``index``'s subject rows, ``(w f) Wk`` and ``(w f) Wv``,
+        projected once and reused while features, ``w`` and the projection weights are unchanged
+        (module docstring, "Subject key/value cache")."""
+        feats, weight = self.features[index], self.weights[index]
+        stamp = _stamp(feats, self.weights, *attention.kv_parameters())
+        hit = self._subject_kv.get(index)
+        if hit is not None and stamp is not None and hit[0] == stamp:
+            return hit[1], hit[2]
+        k, v = attention.project_kv((weight * feats).to(attention.to_k.weight.dtype))
+        if stamp is not None:
+            self._subject_kv[index] = (stamp, k, v)
+        return k, v
 
     def select(self, rows) -> "SubjectTokens":
         """The tokens of a subset of the batch (samples that are still being denoised)."""
@@ -123,6 +149,15 @@ class SubjectTokens:
         return SubjectTokens(features, weights, slot_mask)
 
 
+def _stamp(*tensors: torch.Tensor) -> tuple | None:
+    """Identity and in-place version of each tensor; None where a tensor has no version counter
+    (inference-mode tensors), which disables caching."""
+    try:
+        return tuple((id(t), t._version) for t in tensors)
+    except RuntimeError:
+        return None
+
+
 class AdapterAttention(nn.Module):
     """Multi-head attention with diffusers' parameter names (to_q, to_k, to_v, to_out.0), so the
     official checkpoint keys ``...adapter.to_q.weight`` map one to one; runs on SDPA."""
@@ -136,14 +171,27 @@ class AdapterAttention(nn.Module):
         self.to_v = copy.deepcopy(attn1.to_v)
         self.to_out = nn.ModuleList([copy.deepcopy(attn1.to_out[0]), nn.Dropout(0.0)])
 
+    def kv_parameters(self) -> list[torch.Tensor]:
+        """The tensors the subject keys/values depend on besides the tokens (the cache stamp)."""
+        return [p for p in (self.to_k.weight, self.to_k.bias, self.to_v.weight, self.to_v.bias) if p is not None]
+
+    def project_kv(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.to_k(tokens), self.to_v(tokens)
+
     def forward(self, query_tokens: torch.Tensor, key_tokens: torch.Tensor,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None,
+                extra_kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Attention of ``query_tokens`` over ``key_tokens``, followed (along the token axis) by
+        the already projected keys/values ``extra_kv`` when given."""
         b, n_q, _ = query_tokens.shape
 
         def heads(x):
             return x.view(b, x.shape[1], self.heads, -1).transpose(1, 2)
 
-        q, k, v = heads(self.to_q(query_tokens)), heads(self.to_k(key_tokens)), heads(self.to_v(key_tokens))
+        k, v = self.project_kv(key_tokens)
+        if extra_kv is not None:
+            k, v = torch.cat([k, extra_kv[0]], dim=1), torch.cat([v, extra_kv[1]], dim=1)
+        q, k, v = heads(self.to_q(query_tokens)), heads(k), heads(v)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
         out = out.transpose(1, 2).reshape(b, n_q, -1).to(query_tokens.dtype)
         return self.to_out[1](self.to_out[0](out))
@@ -157,6 +205,7 @@ class SubjectAttention(nn.Module):
         self.index = index                           # position in forward order
         self.adapter_norm = copy.deepcopy(block.norm1)
         self.adapter = AdapterAttention(block.attn1)
+        self.cache_subject_kv = True                 # set by EZIGenAdapter.cache_subject_kv
 
     def attend(self, normed: torch.Tensor, subject: torch.Tensor, weight: torch.Tensor,
                mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -167,7 +216,10 @@ class SubjectAttention(nn.Module):
     def forward(self, hidden_states: torch.Tensor, tokens: SubjectTokens) -> torch.Tensor:
         normed = self.adapter_norm(hidden_states)
         mask = tokens.key_mask(self.index, hidden_states.shape[1])
-        out = self.attend(normed, tokens.features[self.index], tokens.weights[self.index], mask)
+        if self.cache_subject_kv and not torch.is_grad_enabled():
+            out = self.adapter(normed, normed, mask, extra_kv=tokens.subject_kv(self.index, self.adapter))
+        else:
+            out = self.attend(normed, tokens.features[self.index], tokens.weights[self.index], mask)
         return hidden_states + out + normed          # h2 = h1 + o + a (docs/protocols.md section 1)
 
 
@@ -195,6 +247,16 @@ class EZIGenAdapter(nn.Module):
         self.blocks = nn.ModuleList(SubjectAttention(modules[n], i) for i, n in enumerate(self.block_names))
         self.learnable_weights = nn.Parameter(torch.ones(len(self.block_names)))
         self.requires_grad_(True)    # copies of a frozen UNet's layers start frozen
+
+    @property
+    def cache_subject_kv(self) -> bool:
+        """Whether inference reuses the subject keys/values across UNet calls (module docstring)."""
+        return all(block.cache_subject_kv for block in self.blocks)
+
+    @cache_subject_kv.setter
+    def cache_subject_kv(self, on: bool) -> None:
+        for block in self.blocks:
+            block.cache_subject_kv = bool(on)
 
     def attach(self, unet: nn.Module) -> None:
         """Install each block's adapter as its ``fuser`` and a pass-through ``position_net``."""
