@@ -7,9 +7,12 @@ without importing the runner (and the runner can import scoring without a circle
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from bench import BenchError
+
+_ZERO_PADDED = re.compile(r"[+-]?0\d+")
 
 #: Seeds are generator seeds scaled per image index (bench.types.request_seed): keep them in
 #: 0..2**31-1 so that every derived seed fits a 64-bit generator seed.
@@ -47,13 +50,19 @@ def parse_seeds(text: str, option: str = "--seeds") -> tuple[int, ...]:
 
 
 def parse_params(items: list[str], option: str = "--param") -> dict:
-    """KEY=VALUE pairs of a repeatable option; values parsed as int, float, bool or left as strings."""
+    """KEY=VALUE pairs of a repeatable option; values parsed as int, float, bool or left as strings.
+
+    A number written with leading zeros (an id such as ``000001``) stays a string, so that ids
+    keep their form."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise BenchError(f"{option} {item!r}: expected KEY=VALUE")
+        if _ZERO_PADDED.fullmatch(value.strip()):
+            out[key] = value.strip()
+            continue
         for cast in (int, float):
             try:
                 out[key] = cast(value)

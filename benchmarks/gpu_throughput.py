@@ -9,8 +9,8 @@ Not a test. One run measures, with the same components and in the same process:
   UNet units per image (a guided step counts 2), and wall / (units x best per-sample UNet time);
 - the ``sd`` baseline's images/s per batch size (the harness's StableDiffusionMethod on the
   same components; the adapter is gated off, so it is the base UNet bit for bit);
-- the released loop replayed with our components (docs/protocols.md section 1b, "Cost per
-  image"): fp32, one request at a time, classifier-free guidance, the full-injection and the
+- the released loop replayed with our components (docs/protocols.md section 1b,
+  "Cost per image"): fp32, one request at a time, classifier-free guidance, the full-injection and the
   text-only side images, the decoupled image and ``--loops`` loops, 301 + 40L units, no key/value
   cache; ``speedup_vs_release`` = its seconds per image / EZIGen's best;
 - scoring images/s (CLIP-T + CLIP-I + DINO through the project's metric classes, PNG decoding

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.images import load_rgb
+from bench.images import load_rgb, open_image, to_rgb
 from bench.models import Components
 
 
@@ -48,9 +48,8 @@ def load_image_tensor(path: Path, size: int) -> torch.Tensor:
 
 def load_mask_tensor(path: Path, size: int) -> torch.Tensor:
     """A mask file (white = 1) as a [1, size, size] float tensor in {0, 1}."""
-    with Image.open(path) as im:
-        im = im.convert("L").resize((size, size), Image.NEAREST)
-        return torch.from_numpy((np.asarray(im) > 127).astype(np.float32))[None]
+    im = to_rgb(open_image(path)).convert("L").resize((size, size), Image.NEAREST)
+    return torch.from_numpy((np.asarray(im) > 127).astype(np.float32))[None]
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:

@@ -192,3 +192,11 @@ def test_a_shard_held_by_another_process_is_refused_naming_its_pid(tmp_path):
         holder.kill()
         holder.wait()
     store.lock_shard(0).release()                # the kernel released it with the dead holder
+
+
+def test_key_value_options_are_typed_and_ids_keep_their_leading_zeros():
+    from bench.options import parse_params
+    parsed = parse_params(["subjects=000001", "steps=10", "scale=0.5", "iterative=false",
+                           "protocol=paper", "offset=-02", "zero=0"])
+    assert parsed == {"subjects": "000001", "steps": 10, "scale": 0.5, "iterative": False,
+                      "protocol": "paper", "offset": "-02", "zero": 0}
