@@ -151,6 +151,8 @@ class BlipDiffusionMethod:
         self.negative_prompt = str(negative_prompt)
         self.prompt_strength = float(prompt_strength)
         self.prompt_reps = int(prompt_reps)
+        if self.prompt_reps < 1 or self.num_inference_steps < 1:
+            raise BenchError(f"method {name!r}: prompt_reps and num_inference_steps must be at least 1")
         if spec.preset == "tiny":
             from methods.tiny_baselines import tiny_blip_diffusion
             self.pipe, self.model_id, self.revision = tiny_blip_diffusion(spec.device, DTYPES[spec.dtype]), \

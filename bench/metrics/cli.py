@@ -40,6 +40,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def compute(which: str, images: list[str], texts: list[str] | None = None, refs: list[str] | None = None,
             pairwise: bool = False, backbone: str | None = None, preset: str | None = None,
             device: str = "cpu", preprocessing: str = "pil") -> list[float]:
+    from bench.images import check_image
+
+    for path in [*images, *(refs or [])]:     # every file checked before a model loads
+        check_image(path)
     options = {"device": device, "preset": preset}
     if backbone:
         options["backbone"] = backbone

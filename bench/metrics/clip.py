@@ -32,6 +32,8 @@ HWC (PIL convention); 1-channel images are expanded to RGB.
 
 from __future__ import annotations
 
+import logging
+
 from pathlib import Path
 from typing import Callable, Iterable, Literal, Sequence
 
@@ -176,6 +178,7 @@ def create_open_clip(arch: str, pretrained: str, device: str = "cpu"):
     import open_clip
 
     quick = pretrained_uses_quick_gelu(arch, pretrained)
+    logging.disable(logging.ERROR)      # open_clip logs a failed download itself; ours is the one line
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
             arch, pretrained=pretrained, device=device, force_quick_gelu=quick)
@@ -186,6 +189,8 @@ def create_open_clip(arch: str, pretrained: str, device: str = "cpu"):
             f"cache on first use: run once with network access, e.g. `python -c \"import open_clip; "
             f"open_clip.create_model_and_transforms('{arch}', pretrained='{pretrained}')\"`, "
             "then HF_HUB_OFFLINE=1 works", exc) from None
+    finally:
+        logging.disable(logging.NOTSET)
     check_activation(model, quick, f"CLIP {arch} ({pretrained})")
     return model.eval(), preprocess, tokenizer
 
