@@ -319,7 +319,8 @@ def run(args) -> int:
     info = {
         "suite": {"name": args.suite, "root": str(suite.root.resolve()), "options": suite_options},
         "plan": {"seeds": list(seeds), "images_per_prompt": per_prompt, "subjects": plan.subjects,
-                 "limit": args.limit, "total": plan.total, "skipped_without_mask": unmasked},
+                 "limit": args.limit, "images_per_seed": plan.images_per_seed, "total": plan.total,
+                 "skipped_without_mask": unmasked},
         "metrics": metrics or list(suite.default_metrics),
         "metric_preset": metric_preset, "random_weights": bool(model_preset),
         "provenance": provenance(device),

@@ -98,7 +98,8 @@ def test_a_grown_plan_generates_only_the_new_keys(toy_root, tmp_path):
     second = RunStore(out).records()
     assert len(first) == 2 and len(second) == 8
     assert all(second[k]["sha256"] == first[k]["sha256"] for k in first)
-    assert RunStore(out).read_run()["plan"]["seeds"] == [0, 1]
+    plan = RunStore(out).read_run()["plan"]
+    assert plan["seeds"] == [0, 1] and plan["images_per_seed"] * len(plan["seeds"]) == len(second)
 
 
 def test_mismatched_parameters_are_refused_naming_what_differs(toy_root, tmp_path):
