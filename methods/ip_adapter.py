@@ -167,7 +167,8 @@ class IPAdapterMethod:
     @torch.no_grad()
     def _image_embeds(self, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         """(image features, unconditional features) of one subject image, cached per file."""
-        key = str(Path(path).resolve())
+        path = Path(path)
+        key = (str(path.resolve()), path.stat().st_mtime_ns, path.stat().st_size)
         if key not in self._embeds:
             pos, neg = self.pipe.encode_image(load_rgb(path), self.components.device, 1,
                                               output_hidden_states=self.variant == "plus")

@@ -195,12 +195,10 @@ class ProjectorFeatures:
         from methods.common import load_image_tensor
         missing = list(dict.fromkeys(k for r in requests for k in self.subject_keys(r) if k not in self._features))
         if missing:
-            images = torch.stack([load_image_tensor(Path(k[1]), self.parts.resolution) for k in missing])
             device = next(self.projector.parameters()).device
-            per_block = self.projector(self.encoder(images.to(device)))
-            dtype = self.parts.dtype
-            for i, key in enumerate(missing):
-                self._features[key] = [f[i].to(dtype) for f in per_block]
+            for key in missing:      # one image per forward: features never depend on the batch
+                image = load_image_tensor(Path(key[1]), self.parts.resolution)[None].to(device)
+                self._features[key] = [f[0].to(self.parts.dtype) for f in self.projector(self.encoder(image))]
             self.forward_passes += len(missing)
         return [[self._features[k] for k in self.subject_keys(r)] for r in requests]
 
@@ -228,7 +226,8 @@ class ProjectorMethod:
         if spec.adapter in (None, "init") or not Path(spec.adapter).is_dir():
             raise BenchError(f"method {name!r} needs a trained projector: pass --adapter DIR written by "
                              f"`python -m bench train --method {name}` (adapter.safetensors + {PROJECTOR_WEIGHTS})")
-        for key in ("reference_timestep", "reference_trained", "reference_seed", "reference_prompt"):
+        for key in ("reference_timestep", "reference_trained", "reference_seed", "reference_prompt",
+                    "subject_resize"):            # the projector's encoder resizes its own way
             if key in ezigen_params:
                 raise BenchError(f"method {name!r} has no reference UNet: parameter {key} does not apply")
         self.base = EZIGenMethod(spec, name=name, **ezigen_params)

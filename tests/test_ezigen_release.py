@@ -237,3 +237,31 @@ def test_nothing_detected_is_used_as_is_and_flagged(files, tmp_path):
     assert facts["subjects"][0]["background"].startswith("no-detection")
     assert facts["flags"] == ["subject-background-not-removed"]
     assert facts["protocol"] == "release" and facts["subject_background"] == "remove"
+
+
+@pytest.mark.parametrize("params, culprit", [
+    ({"iterative": False, "loops": 2}, "loops=2"),                      # one-pass variants have no loops
+    ({"protocol": "paper", "edit_denoiser": "ddpm"}, "edit_blend=aligned"),
+    ({"protocol": "paper", "inversion_grid": "linspace"}, "edit_blend=aligned"),
+])
+def test_settings_that_cannot_run_are_refused_before_any_model_loads(params, culprit, monkeypatch):
+    import methods.ezigen.method as method_module
+    monkeypatch.setattr(method_module, "load_from_spec", lambda spec: pytest.fail("loaded a model"))
+    with pytest.raises(BenchError, match=culprit):
+        EZIGenMethod(LoadSpec(preset="tiny", adapter="init"), **params)
+
+
+def test_an_edit_source_keeps_its_upright_aspect(tmp_path):
+    """A portrait photo stored landscape with EXIF orientation 6 is edited portrait."""
+    from methods.ezigen.editing import EZIGenEditor, EditSettings
+    from PIL import Image as PILImage
+    stored = PILImage.new("RGB", (96, 64), (10, 20, 30))
+    exif = stored.getexif()
+    exif[0x0112] = 6                                                      # rotate 90 degrees on display
+    stored.save(tmp_path / "portrait.jpg", exif=exif)
+    editor = EZIGenEditor.__new__(EZIGenEditor)
+    editor.settings = EditSettings(aspect="source")
+    editor.sd = type("Parts", (), {"resolution": 64, "c": type("C", (), {"vae_scale_factor": 8})()})()
+    request = GenRequest("k", "p", "dog", (), 0, source_image=tmp_path / "portrait.jpg", mask=tmp_path / "m.png")
+    width, height = editor.source_size(request)
+    assert (width, height) == (64, 96)

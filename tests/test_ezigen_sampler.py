@@ -51,14 +51,8 @@ def test_protocol_schedule_resumes_at_381():
     assert int(scheduler.timesteps[config.layout_steps]) == 381
 
 
-# Across batch sizes an image may differ by a few pixel levels: other matrix shapes take other
-# BLAS kernels, which sum in another order (and differ between CPUs: AVX2, AVX-512, AMX). Measured
-# with benchmarks/batch_tolerance.py (tiny preset, 10 steps): batch 1 vs 4 bit-identical on AVX2;
-# the same images under another kernel set (ATEN_CPU_CAPABILITY=default vs AVX2) differ by at most
-# 1 level, mean 0.007 levels, loops unchanged. The bounds leave room for CPUs we could not
-# measure while staying far below the difference between two distinct requests (~40 levels mean).
-PIXEL_TOLERANCE = 8          # 8-bit levels, any pixel
-MEAN_TOLERANCE = 0.25        # 8-bit levels, mean over the image
+# Across batch sizes images agree within the cross-kernel tolerance (tests/tolerance.py).
+from tolerance import MEAN_TOLERANCE, PIXEL_TOLERANCE  # noqa: E402
 
 
 def test_same_bytes_in_the_same_batch_and_within_tolerance_across_batch_sizes(subjects):

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+from tolerance import PIXEL_TOLERANCE
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_throughput.py"
 REQUIRED = ("date", "device", "versions", "ezigen_images_per_s", "sd_images_per_s", "overhead_ratio",
@@ -44,7 +45,7 @@ def test_cpu_run_writes_the_report(script, tmp_path):
     assert data["ezigen"]["2"]["units_per_image"] == 1 + 4 + 3 * 2 and data["ezigen"]["2"]["loops"] == 3
     assert set(data["levers"]) == {"default", "kv_cache_off", "vae_batched", "channels_last"}
     for name in ("kv_cache_off", "vae_batched", "channels_last"):
-        assert data["levers"][name]["max_pixel_diff_vs_default"] <= 1, name
+        assert data["levers"][name]["max_pixel_diff_vs_default"] <= PIXEL_TOLERANCE, name   # other kernels
     assert data["scoring"]["prefetch_max_score_diff"] == 0.0      # same decoder, same metrics
     assert _positive_finite(data["scoring"]["prefetch_images_per_s"])
 

@@ -159,15 +159,8 @@ def test_batches_are_cut_by_position_within_a_subject():
     assert [b[0].subject_images for b in batches] == [(Path("a"),)] * 3 + [(Path("b"),)] * 3
 
 
-# Across batch sizes the bytes may differ (other matrix shapes take other BLAS kernels, which sum
-# in another order, and differ between CPUs: AVX2, AVX-512, AMX); the images must still agree
-# within a small tolerance. Measured with benchmarks/batch_tolerance.py (tiny sd, 10 steps):
-# batch 1 vs 4 bit-identical on AVX2; the same image under another kernel set
-# (ATEN_CPU_CAPABILITY=default vs AVX2) differs by at most 1 level in under 0.1% of pixels.
-# The bounds leave room for CPUs we could not measure and stay far below the ~40-level mean
-# difference between two distinct requests.
-PIXEL_TOLERANCE = 8          # 8-bit levels, any pixel
-MEAN_TOLERANCE = 0.25        # 8-bit levels, mean over the image
+# Across batch sizes images agree within the cross-kernel tolerance (tests/tolerance.py).
+from tolerance import MEAN_TOLERANCE, PIXEL_TOLERANCE  # noqa: E402
 
 
 def test_images_agree_across_batch_sizes_within_a_measured_tolerance(toy_root, tmp_path):

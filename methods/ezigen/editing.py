@@ -37,7 +37,7 @@ from PIL import Image
 
 from bench import BenchError
 from bench.types import GenRequest
-from bench.images import load_rgb
+from bench.images import load_rgb, open_image, to_rgb
 from methods.common import StableDiffusionParts, load_mask_tensor, request_generators
 from methods.ezigen.adapter import EZIGenAdapter, adapter_kwargs
 from methods.ezigen.protocol import exceptional_prompt_embeddings
@@ -83,8 +83,7 @@ def load_soft_mask(path: Path, size: tuple[int, int], latent_hw: tuple[int, int]
 
 
 def _binary_mask(path: Path, size: tuple[int, int]) -> torch.Tensor:
-    with Image.open(path) as im:
-        mask = np.asarray(im.convert("L").resize(size, Image.BICUBIC))
+    mask = np.asarray(to_rgb(open_image(path)).convert("L").resize(size, Image.BICUBIC))
     return torch.from_numpy((mask == 255).astype(np.float32))[None]
 
 
@@ -106,8 +105,7 @@ class EZIGenEditor:
         """(w, h) of the edited image, or None for the square resolution (also for generation)."""
         if request.task != "edit" or self.settings.aspect == "square" or request.source_image is None:
             return None
-        with Image.open(request.source_image) as im:
-            width, height = im.size
+        width, height = open_image(request.source_image).size      # upright (EXIF applied)
         return source_dimensions(width, height, self.sd.resolution, self.sd.c.vae_scale_factor)
 
     def _scheduler(self, inverse: bool):

@@ -129,6 +129,13 @@ class EZIGenMethod:
                 vae_latent=str(st["vae_latent"]), fixed_loops=_as_number("loops", loops, int))
         except ValueError as exc:
             raise BenchError(f"method {name!r}: {exc}") from None
+        if self.config.fixed_loops and not self.config.iterative:
+            raise BenchError(f"method {name!r}: --param loops={self.config.fixed_loops} needs iterative=true "
+                             "(this variant runs one pass, no loops)")
+        if st["edit_blend"] == "aligned" and (st["edit_denoiser"], st["inversion_grid"]) != ("dpmsolver", "leading"):
+            raise BenchError(f"method {name!r}: edit_blend=aligned needs edit_denoiser=dpmsolver and "
+                             "inversion_grid=leading (the inversion must land on the denoising grid); "
+                             "use edit_blend=release with the other settings")
         self.reference_timestep = _reference_timestep(reference_timestep)
         self.reference_trained = _as_bool("reference_trained", reference_trained)
         self.reference_seed = _choice("reference_seed", reference_seed, ("run", "request"))
