@@ -113,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:                   # a bug: say so in one line; BENCH_DEBUG=1 shows where
         if debug:
             raise
+        if type(exc).__name__ == "OutOfMemoryError":          # torch's CUDA out of memory
+            print("error: out of GPU memory (try a smaller --batch-size or --resolution, or "
+                  "--dtype fp16)", file=sys.stderr)
+            return 2
         print(f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:500]} "
               "(a bug; run again with BENCH_DEBUG=1 for the traceback and report it)", file=sys.stderr)
         return 1

@@ -39,14 +39,6 @@ def files_sha256(paths: Iterable[Path], names_relative_to: Path | None = None) -
     return h.hexdigest()
 
 
-def tree_sha256(path: Path) -> str:
-    """sha256 of a file, or of every file below a folder (names and contents)."""
-    path = Path(path)
-    if path.is_dir():
-        return files_sha256(sorted(p for p in path.rglob("*") if p.is_file()), names_relative_to=path)
-    return files_sha256([path])
-
-
 # ---- names that become path parts, and temporary files ------------------------------------
 def check_path_part(name: str, where: str, what: str = "name") -> str:
     """Refuse a name (from a data file) that could leave its folder when used as a path part:

@@ -21,6 +21,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 from bench.report import (DASH, PAPER_DIR, RANDOM_STAMP, aggregation_text, column_plan, leaderboard_table,
                           run_cells, run_warnings, scatter_plot, suite_columns, suite_scatter_axes)
@@ -53,7 +54,7 @@ class _Images:
     def src(self, path: Path, folder: str) -> str:
         path = Path(path).resolve()
         if not self.copy:
-            return Path(os.path.relpath(path, self.out.resolve())).as_posix()
+            return quote(Path(os.path.relpath(path, self.out.resolve())).as_posix())
         if path not in self.copied:
             target = self.out / "files" / folder / f"{len(self.copied):06d}{path.suffix.lower()}"
             target.parent.mkdir(parents=True, exist_ok=True)

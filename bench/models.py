@@ -190,7 +190,7 @@ def build_preset(preset: str, device: str = "cpu", dtype: str = "fp32", seed: in
 
 def _missing_weights_message(weights: str, detail: str) -> str:
     return (f"model weights {weights!r} are not available ({detail}). Fetch them once with "
-            f"`huggingface-cli download {weights}` (then HF_HUB_OFFLINE=1 works), or pass "
+            f"`hf download {weights}` (then HF_HUB_OFFLINE=1 works), or pass "
             f"--weights /path/to/a/diffusers/folder (with unet/, vae/, text_encoder/, tokenizer/), "
             f"or use --preset tiny|sd21-random for random weights")
 

@@ -50,13 +50,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--data-root", type=Path, help="a copy of the suite's data (for DreamBench the dreambooth "
         "repository root or its dataset/ folder); default: datasets/<suite> as `bench data fetch` lays it")
     add("--weights", default=None, help="base model: a Hugging Face id or a local diffusers folder "
-        "(default stabilityai/stable-diffusion-2-1-base)")
+        "(default: the method's own base, stabilityai/stable-diffusion-2-1-base for EZIGen and sd)")
     add("--preset", choices=PRESETS, help="smoke: tiny random models + the embedded mini suite + one "
         "seed + 64px images (runs offline in well under 2 minutes on CPU); tiny / sd21-random: "
         "random-weight models on the chosen suite")
     add("--adapter", help="adapter weights for adapter methods: a checkpoint folder or file, or "
         "'init' for the untrained adapter initialised from the self-attention")
-    add("--seeds", default=None, help="seeds, e.g. 0-5 (the published protocol, default) or 0,2")
+    add("--seeds", default=None, help="seeds, e.g. 0-5 or 0,2 (default: the suite's protocol: "
+        "0-5 for DreamBench and DreamEdit, 0 for FastComposer)")
     add("--images-per-prompt", type=int, default=None, help="images per prompt and seed (default: the "
         "suite's protocol, 4)")
     add("--subjects", default=None, help="comma-separated subset of subjects")
@@ -107,15 +108,18 @@ class Plan:
         return self.images_per_seed * len(self.seeds)
 
     def requests(self) -> list[GenRequest]:
-        """All requests, ordered by subject so a batch shares its subject's cached features."""
+        """All requests, ordered by subject, then seed, then prompt: a batch shares its subject's
+        cached features, and a run grown by more seeds cuts its new images into new batches."""
         out = []
-        for sample in sorted(self.samples, key=lambda s: (s.subject, s.prompt_index)):
-            for seed in self.seeds:
-                for k in range(self.images_per_prompt):
-                    out.append(GenRequest(
-                        key=request_key(sample, seed, k), prompt=sample.prompt, class_noun=sample.class_noun,
-                        subject_images=sample.subject_images, seed=request_seed(seed, k),
-                        source_image=sample.source_image, mask=sample.mask, run_seed=seed))
+        ordered = sorted(self.samples, key=lambda s: (s.subject, s.prompt_index))
+        for _, group in groupby(ordered, key=lambda s: s.subject):
+            group = list(group)
+            for seed, sample, k in ((seed, sample, k) for seed in self.seeds for sample in group
+                                    for k in range(self.images_per_prompt)):
+                out.append(GenRequest(
+                    key=request_key(sample, seed, k), prompt=sample.prompt, class_noun=sample.class_noun,
+                    subject_images=sample.subject_images, seed=request_seed(seed, k),
+                    source_image=sample.source_image, mask=sample.mask, run_seed=seed))
         return out
 
 
@@ -237,7 +241,7 @@ def run(args) -> int:
     if args.out is not None and not str(args.out).strip():
         raise BenchError("--out is empty: name the run directory")
     out = Path(args.out) if args.out else Path("runs") / args.suite / (args.method + (f"-{args.preset}" if args.preset else ""))
-    check_output_dir(out)
+    out = check_output_dir(out)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics is not None else None
     if metrics is not None and not metrics:
         raise BenchError(f"--metrics {args.metrics!r} names no metric")
@@ -386,12 +390,12 @@ def run(args) -> int:
 
 
 def plan_batches(requests: list[GenRequest], batch_size: int) -> list[list[GenRequest]]:
-    """The plan cut into fixed batches: by position within each subject's run of requests (a
-    batch never mixes subjects). The cut depends only on the plan and the batch size, never on
-    what is already done, so a resumed or sharded run computes every batch exactly as one
-    uninterrupted process does."""
+    """The plan cut into fixed batches: by position within each (subject, seed) run of requests
+    (a batch never mixes subjects or seeds). The cut depends only on the plan and the batch size,
+    never on what is already done, so a resumed or sharded run computes every batch exactly as one
+    uninterrupted process does, and more seeds never change the batches of the earlier ones."""
     batches = []
-    for _, group in groupby(requests, key=lambda r: r.subject_images):
+    for _, group in groupby(requests, key=lambda r: (r.subject_images, r.run_seed)):
         group = list(group)
         batches += [group[i:i + batch_size] for i in range(0, len(group), batch_size)]
     return batches

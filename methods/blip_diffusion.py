@@ -96,8 +96,8 @@ def make_qformer_compatible(qformer) -> None:
 def _missing(weights: str, detail: str) -> BenchError:
     return BenchError(
         f"BLIP-Diffusion weights {weights!r} are not available ({detail}). Fetch them once with "
-        f"`huggingface-cli download {BLIP_DIFFUSION}` (its Q-Former also loads the bert-base-uncased "
-        f"tokenizer: `huggingface-cli download bert-base-uncased vocab.txt tokenizer_config.json`), then "
+        f"`hf download {BLIP_DIFFUSION}` (its Q-Former also loads the bert-base-uncased "
+        f"tokenizer: `hf download bert-base-uncased vocab.txt tokenizer_config.json`), then "
         f"HF_HUB_OFFLINE=1 works; or pass --weights /path/to/a/BlipDiffusionPipeline folder; or use "
         f"--preset smoke|tiny for random weights")
 

@@ -47,8 +47,8 @@ def _offline() -> bool:
 
 
 def _fetch_hint(weight_name: str) -> str:
-    return (f"`huggingface-cli download {IP_ADAPTER_REPO} --include models/{weight_name} "
-            f"'models/image_encoder/*'` (then HF_HUB_OFFLINE=1 works), or pass --adapter /path/to/a/clone "
+    return (f"`hf download {IP_ADAPTER_REPO} models/{weight_name} --include 'models/image_encoder/*'` "
+            f"(then HF_HUB_OFFLINE=1 works), or pass --adapter /path/to/a/clone "
             f"of {IP_ADAPTER_REPO} (with models/{weight_name} and models/image_encoder/)")
 
 

@@ -94,7 +94,7 @@ def test_missing_weights_give_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(BenchError) as err:
         load_blip_diffusion("Salesforce/blipdiffusion", "cpu", "fp32")
-    assert "Salesforce/blipdiffusion" in str(err.value) and "huggingface-cli download" in str(err.value)
+    assert "Salesforce/blipdiffusion" in str(err.value) and "hf download" in str(err.value)
     with pytest.raises(BenchError, match="model_index.json"):
         load_blip_diffusion(str(tmp_path), "cpu", "fp32")
 

@@ -140,7 +140,7 @@ def test_missing_weights_give_one_clear_error(tmp_path, monkeypatch):
     with pytest.raises(BenchError) as err:
         resolve_ip_adapter(None, "ip-adapter_sd15.bin")
     text = str(err.value)
-    assert "h94/IP-Adapter" in text and "huggingface-cli download" in text and "image_encoder" in text
+    assert "h94/IP-Adapter" in text and "hf download" in text and "image_encoder" in text
     (tmp_path / "clone" / "models").mkdir(parents=True)
     with pytest.raises(BenchError, match="lacks models/ip-adapter-plus_sd15.bin"):
         resolve_ip_adapter(str(tmp_path / "clone"), "ip-adapter-plus_sd15.bin")
@@ -165,4 +165,4 @@ def test_missing_base_and_adapter_are_named_together(tmp_path, monkeypatch):
         IPAdapterMethod(LoadSpec(weights="stable-diffusion-v1-5/stable-diffusion-v1-5"), variant="plus")
     text = str(err.value)
     assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in text and "h94/IP-Adapter" in text
-    assert "ip-adapter-plus_sd15.bin" in text and text.count("huggingface-cli download") == 2
+    assert "ip-adapter-plus_sd15.bin" in text and text.count("hf download") == 2

@@ -90,14 +90,21 @@ def test_run_records_every_key_once_and_resume_does_nothing(toy_root, tmp_path, 
     assert len(lines) == 4
 
 
-def test_a_grown_plan_generates_only_the_new_keys(toy_root, tmp_path):
+def test_a_grown_plan_generates_only_the_new_keys(toy_root, tmp_path, monkeypatch):
+    from methods.sd import StableDiffusionMethod
+    generated = []
+    original = StableDiffusionMethod.generate
+    monkeypatch.setattr(StableDiffusionMethod, "generate",
+                        lambda self, batch: generated.extend(r.key for r in batch) or original(self, batch))
     out = tmp_path / "out"
     run_cli(*base_args(toy_root, out, "--seeds", "0", "--images-per-prompt", "1", "--subjects", "dog"))
     first = RunStore(out).records()
+    generated.clear()
     run_cli(*base_args(toy_root, out, "--seeds", "0-1", "--images-per-prompt", "1"))
     second = RunStore(out).records()
     assert len(first) == 2 and len(second) == 8
-    assert all(second[k]["sha256"] == first[k]["sha256"] for k in first)
+    # more seeds and subjects form new batches: no recorded image goes through the model again
+    assert sorted(generated) == sorted(set(second) - set(first))
     plan = RunStore(out).read_run()["plan"]
     assert plan["seeds"] == [0, 1] and plan["images_per_seed"] * len(plan["seeds"]) == len(second)
 
@@ -224,7 +231,7 @@ def test_missing_real_weights_give_one_clear_message(toy_root, tmp_path):
     with pytest.raises(BenchError) as err:
         run_cli(*args)
     assert "model weights 'someone/not-cached-model' are not available" in str(err.value)
-    assert "huggingface-cli download someone/not-cached-model" in str(err.value)
+    assert "hf download someone/not-cached-model" in str(err.value)
 
 
 class UnmaskedEditSuite(ToySuite):

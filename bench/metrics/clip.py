@@ -257,7 +257,7 @@ class _HFClipBackend:
                 raise weights_missing(
                     f"transformers CLIP {source!r}", "Pass a local folder with config.json, the weights and the "
                     "processor files, or download the id into the Hugging Face cache with network access "
-                    "(`huggingface-cli download ID`)", exc) from None
+                    "(`hf download ID`)", exc) from None
             if source.startswith("openai/"):
                 acts = {model.config.vision_config.hidden_act, model.config.text_config.hidden_act}
                 if acts != {"quick_gelu"}:

@@ -156,7 +156,7 @@ class Dinov2Metric(_EmbeddingSimilarity):
             except Exception as exc:
                 raise weights_missing(
                     f"DINOv2 {self.source!r} with transformers", "Pass a local folder, or download the id into the "
-                    "Hugging Face cache with network access (`huggingface-cli download ID`)", exc) from None
+                    "Hugging Face cache with network access (`hf download ID`)", exc) from None
         self._model = model.to(self.device).eval()
 
     @torch.no_grad()

@@ -127,7 +127,7 @@ class MaskResult:
 
 def _missing(model_id: str, exc: Exception) -> BenchError:
     return BenchError(f"Grounded-SAM weights {model_id!r} are not available ({type(exc).__name__}): fetch them once "
-                      f"with `huggingface-cli download {model_id}` (then HF_HUB_OFFLINE=1 works), pass a local folder, "
+                      f"with `hf download {model_id}` (then HF_HUB_OFFLINE=1 works), pass a local folder, "
                       f"or use the tiny preset for random weights")
 
 
@@ -260,7 +260,8 @@ class GroundedSam:
 
     # ---- cache -----------------------------------------------------------------------------
     def _key(self, image_sha: str, text: str) -> str:
-        ident = f"{image_sha}|{text.strip().lower()}|{self.model_ids}|{self.box_threshold}|{self.text_threshold}"
+        ident = (f"{image_sha}|{text.strip().lower()}|{self.model_ids}|{self.box_threshold}|{self.text_threshold}"
+                 "|upright-rgb")        # computed on bench.images' upright, alpha-on-white reading
         return hashlib.sha256(ident.encode()).hexdigest()[:32]
 
     def _read_cached(self, key: str) -> MaskResult | None:
@@ -400,7 +401,8 @@ class MaskedRegionMetric(_DreamEditBase):
             raise BenchError(f"masked: reference_regions={reference_regions!r} is not 'cut' or 'raw'")
         super().__init__(device, preset, batch_size, dino_backbone, clip_backbone)
         self.reference_regions = reference_regions
-        self.version = type(self).version + ("" if reference_regions == "cut" else "-raw-references")
+        self.version = (type(self).version + ("" if reference_regions == "cut" else "-raw-references")
+                        + ("" if no_detection == "zero" else "-no-detection-nan"))   # cached values never mix
         self.annotator = annotator or GroundedSam(device=device, preset=preset, **annotator_options)
         self.no_detection = no_detection
         self._refs = {f: _EmbeddingCache(e) for f, e in self.backbones.items()}

@@ -103,11 +103,11 @@ def _images_in(folder: Path) -> tuple[Path, ...]:
 def box_mask(source: Path, box: list[float], out_dir: Path) -> Path:
     """A white-on-black mask of ``box`` (512x512 coordinates) at the source's size, cached by
     the source's sha256 and the box."""
-    width, height = open_image(source).size       # upright (EXIF applied), as every reader sees it
-    digest = hashlib.sha256(f"{file_sha256(source)}|{json.dumps(box)}".encode()).hexdigest()[:24]
+    digest = hashlib.sha256(f"{file_sha256(source)}|{json.dumps(box)}|upright".encode()).hexdigest()[:24]
     path = out_dir / f"box-{digest}.png"
     if path.exists():
         return path
+    width, height = open_image(source).size       # upright (EXIF applied), as every reader sees it
     x0, y0, x1, y1 = (box[0] * width / BOX_SPACE, box[1] * height / BOX_SPACE,
                       box[2] * width / BOX_SPACE, box[3] * height / BOX_SPACE)
     mask = Image.new("L", (width, height), 0)
@@ -149,6 +149,9 @@ class DreamEdit(Suite):
         super().__init__(root, task_kind=task_kind, dreambench_root=dreambench_root, identifier=identifier,
                          conditioning=conditioning, subjects=subjects, annotator_preset=annotator_preset,
                          annotate=annotate, **options)
+        if options:
+            raise BenchError(f"unknown dreamedit option(s) {', '.join(sorted(options))}; valid: task_kind (--task), "
+                             "dreambench_root, identifier, conditioning, subjects, annotator_preset, annotate")
         if task_kind not in (*TASK_KINDS, "both"):
             raise BenchError(f"dreamedit: --task {task_kind!r} is not replacement, addition or both")
         if conditioning not in ("first", "all"):

@@ -99,6 +99,9 @@ class FastComposer(Suite):
                  prompt_indices: list[int] | None = None, preprocessing: str = "official", **options):
         super().__init__(root, identifier=identifier, subjects=subjects, prompt_indices=prompt_indices,
                          preprocessing=preprocessing, **options)
+        if options:
+            raise BenchError(f"unknown fastcomposer option(s) {', '.join(sorted(options))}; valid: identifier, "
+                             "subjects, prompt_indices, preprocessing")
         if preprocessing not in PREPROCESSING:
             raise BenchError(f"fastcomposer: preprocessing={preprocessing!r} is not one of {', '.join(PREPROCESSING)}")
         self.preprocessing = preprocessing
