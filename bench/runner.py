@@ -436,5 +436,6 @@ def generate_into(store: RunStore, method, batches: list[list[GenRequest]], reco
             raise
     if differing:
         print(f"warning: {len(differing)} regenerated image(s) of partly finished batches differ from their "
-              f"records (e.g. {differing[0]}): this machine does not reproduce the earlier bytes "
-              "(another CPU, GPU or library version?); the recorded images are kept", file=sys.stderr)
+              f"records (e.g. {differing[0]}): another machine or library version, or a grown --limit / "
+              "--images-per-prompt that changed the batch, computed them; the recorded images are kept",
+              file=sys.stderr)
