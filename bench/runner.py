@@ -283,7 +283,8 @@ def run(args) -> int:
     if smoke and adapter is None and getattr(method_cls, "smoke_adapter", None):
         adapter = method_cls.smoke_adapter
         smoke_note = f"smoke preset: {args.method} runs with --adapter {adapter} (untrained adapter)"
-    adapter_id = adapter_identity(adapter)
+    if adapter not in (None, "init"):
+        weight_files(Path(adapter))            # checked now; hashed only once the run goes ahead
 
     if args.dry_run:
         if smoke_note:
@@ -313,7 +314,7 @@ def run(args) -> int:
                     params=tuple(sorted(params.items())))
     identity = {
         "method": args.method, "method_params": params,
-        "model": model_preset and f"preset:{model_preset}" or spec.weights, "adapter": adapter_id,
+        "model": model_preset and f"preset:{model_preset}" or spec.weights, "adapter": adapter_identity(adapter),
         "dtype": dtype, "resolution": spec.resolution, "steps": spec.num_inference_steps,
         "batch_size": args.batch_size,
         "suite": {"name": args.suite, "version": suite.version, "samples_hash": samples_hash(all_samples),

@@ -206,12 +206,13 @@ class IPAdapterMethod:
         scheduler = type(self.pipe.scheduler).from_config(self.pipe.scheduler.config)
         scheduler.set_timesteps(self.num_inference_steps, device=sd.device)
         latents = randn_per_request(generators, sd.latent_shape, sd.device, sd.dtype) * scheduler.init_noise_sigma
+        if guided:                                 # built once, not at every step
+            uncond = sd.encode_text([self.negative_prompt] * len(batch))
+            guided_embeds = {"image_embeds": [torch.cat([neg, pos])]}
         calls_before = sd.unet_calls
         for t in scheduler.timesteps:
             if guided:
-                uncond = sd.encode_text([self.negative_prompt] * len(batch))
-                noise = sd.guided_noise(latents, t, cond, uncond, self.guidance_scale,
-                                        added_cond_kwargs={"image_embeds": [torch.cat([neg, pos])]})
+                noise = sd.guided_noise(latents, t, cond, uncond, self.guidance_scale, added_cond_kwargs=guided_embeds)
             else:
                 noise = sd.noise(latents, t, cond, added_cond_kwargs={"image_embeds": [pos]})
             latents = scheduler.step(noise, t, latents, return_dict=False)[0]

@@ -474,10 +474,10 @@ class MaskedRegionMetric(_DreamEditBase):
             k = 0
             for i, item in enumerate(items):
                 rows[i][self._ids[(family, "back")]] = float((back[i] * src[i]).sum())
+                refs, uncut = self._reference_embeddings(family, item)
                 if self.reference_regions == "cut":
-                    rows[i][self.uncut_id] = float(self._reference_embeddings(family, item)[1])
+                    rows[i][self.uncut_id] = float(uncut)
                 if has_subject[i]:
-                    refs, _ = self._reference_embeddings(family, item)
                     rows[i][self._ids[(family, "sub")]] = _mean_reference_cosine(sub[k], refs)
                     k += 1
                 else:
