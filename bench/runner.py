@@ -249,6 +249,8 @@ def run(args) -> int:
         METRICS.get(name)                     # an unknown metric fails now, not after generating
     check_input_dir(args.data_root, "--data-root")
 
+    if not args.dry_run and not model_preset and hasattr(method_cls, "check_weights"):
+        method_cls.check_weights(args.method, args.weights)   # missing weights named before any data is read
     # 2. the suite and its files
     if args.task:
         suite_options["task_kind"] = args.task
@@ -305,7 +307,8 @@ def run(args) -> int:
 
     # 3. identity, lock, model; run.json only once the model has loaded
     device = args.device or default_device()
-    dtype = args.dtype or ("fp16" if device.startswith("cuda") else "fp32")
+    # a method may name its own CUDA default (the in-context baselines: bf16)
+    dtype = args.dtype or (getattr(method_cls, "cuda_dtype", "fp16") if device.startswith("cuda") else "fp32")
     # a method built on another base model (e.g. IP-Adapter on SD 1.5) names it as default_weights
     default_weights = getattr(method_cls, "default_weights", LoadSpec.weights)
     spec = LoadSpec(weights=args.weights or default_weights, preset=model_preset, device=device, dtype=dtype,
