@@ -120,7 +120,7 @@ class InContextMethod:
             model_id = spec.weights if spec.weights != LoadSpec.weights else self.default_weights
             folder, revision = resolve_pipeline_folder(self.name, model_id, self.fetch_note)
         try:
-            pipe = getattr(diffusers, self.pipeline_class).from_pretrained(folder, torch_dtype=DTYPES[spec.dtype])
+            pipe = getattr(diffusers, self.pipeline_class).from_pretrained(folder, dtype=DTYPES[spec.dtype])
         except (OSError, ValueError, KeyError) as exc:
             raise missing_weights(self.name, model_id, str(exc).splitlines()[0][:200], self.fetch_note) from None
         if self.offload == "model":
