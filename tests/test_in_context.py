@@ -226,3 +226,14 @@ def test_smoke_run_generates_scores_and_reports(name, tmp_path):
     assert "random weights" in row
     if name == "omnigen":
         assert "| paper | OmniGen " in board
+
+
+def test_paper_rows_name_their_sources():
+    from bench.report import read_paper_rows
+    db = read_paper_rows("dreambench").set_index("method")
+    cols = ["CLIP-T", "CLIP-I", "DINO"]
+    assert db.loc["OmniGen", cols].tolist() == [0.301, 0.847, 0.801]
+    assert db.loc["OmniGen (UNO re-evaluation)", cols].tolist() == [0.315, 0.801, 0.693]
+    assert db.loc["OmniGen (ConsistCompose re-evaluation)", cols].tolist() == [0.322, 0.746, 0.554]
+    for method in ("OmniGen", "OmniGen (UNO re-evaluation)", "OmniGen (ConsistCompose re-evaluation)"):
+        assert "arXiv:" in db.loc[method, "source"] and "docs/methods-in-context.md" in db.loc[method, "source"]
