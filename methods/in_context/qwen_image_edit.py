@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+from bench import BenchError
 from methods.in_context.base import InContextMethod
 
 EDIT_TEMPLATE = "Put the {class_noun} from {pictures} into Picture 1, keeping everything else unchanged."
@@ -28,6 +29,9 @@ EDIT_TEMPLATE = "Put the {class_noun} from {pictures} into Picture 1, keeping ev
 def image_areas(vae_area: int, condition_area: int):
     """The pipeline's VAE and vision-encoder image areas for the duration of one call."""
     import diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus as module
+    if not all(hasattr(module, name) for name in ("VAE_IMAGE_SIZE", "CONDITION_IMAGE_SIZE")):
+        raise BenchError("this diffusers' QwenImageEditPlusPipeline has no VAE_IMAGE_SIZE / CONDITION_IMAGE_SIZE: "
+                         "install the pinned diffusers (pyproject.toml, docs/methods-in-context.md)")
     saved = module.VAE_IMAGE_SIZE, module.CONDITION_IMAGE_SIZE
     module.VAE_IMAGE_SIZE, module.CONDITION_IMAGE_SIZE = vae_area, condition_area
     try:
