@@ -237,3 +237,13 @@ def test_paper_rows_name_their_sources():
     assert db.loc["OmniGen (ConsistCompose re-evaluation)", cols].tolist() == [0.322, 0.746, 0.554]
     for method in ("OmniGen", "OmniGen (UNO re-evaluation)", "OmniGen (ConsistCompose re-evaluation)"):
         assert "arXiv:" in db.loc[method, "source"] and "docs/methods-in-context.md" in db.loc[method, "source"]
+
+
+def test_docs_memory_table_is_the_scripts_output():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("in_context_memory", "benchmarks/in_context_memory.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = [line for line in module.table().splitlines() if line.startswith("| ")]
+    docs = Path("docs/methods-in-context.md").read_text(encoding="utf-8")
+    assert len(rows) == 1 + 6 and all(row in docs for row in rows)      # header + 3 methods x 2 sizes
