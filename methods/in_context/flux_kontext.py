@@ -9,7 +9,7 @@ A batch of requests is one pipeline call with one image and one generator per re
 pipeline encodes each row's image on its own (VAE mode) and draws each row's noise from its own
 generator. No editing task: the pipeline has room for the source image or the subject, not both.
 
-Defaults: ``guidance_scale=2.5`` (the pipeline's usage example and the model card), 28 steps
+Defaults: ``guidance_scale=2.5`` (the pipeline's usage example), 28 steps
 (``FluxKontextPipeline.__call__``), 1024 x 1024 output (``max_area=1024**2``). The [dev] model is
 guidance-distilled: one transformer call per step.
 """
