@@ -72,12 +72,12 @@ def check_table(df: "pd.DataFrame", source: str = "score table", first_line: int
     raw = df["value"]
     if raw.dtype == bool or str(raw.dtype) == "boolean":
         raise BenchError(f"{source}: column value holds true/false, not numbers")
-    numbers = pd.to_numeric(raw.astype(str).str.strip() if raw.dtype == object else raw, errors="coerce")
-    if raw.dtype == object:
-        text = raw.astype(str).str.strip().str.lower()
-        blank = text.isin(["", "nan", "na", "n/a", "null", "none"]).to_numpy()
+    if pd.api.types.is_numeric_dtype(raw):
+        numbers, blank = raw, raw.isna().to_numpy()
     else:
-        blank = raw.isna().to_numpy()
+        text = raw.astype(object).where(raw.notna(), "").astype(str).str.strip()
+        numbers = pd.to_numeric(text, errors="coerce")
+        blank = text.str.lower().isin(["", "nan", "-nan", "na", "n/a", "null", "none"]).to_numpy()
     values = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
     bad = np.isnan(values) & ~blank
     if bad.any():
