@@ -44,9 +44,11 @@ def run(args) -> int:
         path = write_leaderboard(df, runs, suite, Path(args.out), Path(args.paper_dir))
         print(path)
         summary = summarize(df[df["suite"] == suite])
+        weights = dict(zip(runs["run"], runs["weights"]))
         for rec in summary.itertuples(index=False):
+            stamp = f"  ({weights[rec.run]})" if "random weights" in weights.get(rec.run, "") else ""
             print(f"  {rec.run:<28} {rec.metric:<32} {format_value(rec.mean, rec.std):<16} n={rec.n} "
-                  f"images={rec.images}", file=sys.stderr)
+                  f"images={rec.images}{stamp}", file=sys.stderr)
     if getattr(args, "html", False):
         print(write_html(df, runs, Path(args.out) / "html", Path(args.paper_dir),
                          copy_images=getattr(args, "html_images", "link") == "copy"))

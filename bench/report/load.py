@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench import BenchError
-from bench.store import RunStore
+from bench.store import RunStore, weights_status
 from bench.suites import REPO_ROOT
 
 if TYPE_CHECKING:                      # pandas is imported inside the functions (fast --help)
@@ -32,17 +32,6 @@ def _labels(paths: list[Path]) -> list[str]:
         if len(set(labels)) == len(labels) or depth > 8:
             return labels
         depth += 1
-
-
-def weights_status(run: dict) -> str:
-    parts = []
-    if run.get("random_weights"):
-        parts.append("random weights")
-    status = run.get("weights_status")
-    if status:
-        # a method's own status may already say "random weights": keep each phrase once
-        parts += [p.strip() for p in str(status).split(",") if p.strip() and p.strip() not in parts]
-    return ", ".join(parts) or "pretrained"
 
 
 # Short names of the base models the harness knows; other ids are shown as they are.
