@@ -62,7 +62,7 @@ def run_table(run_dir):
     """The run's scores as a score table (bench.stats.table), refusing NaN or infinite values."""
     import numpy as np
 
-    from bench.report import load_scores
+    from bench.report.load import load_scores
     from bench.stats.table import check_table, from_scores
 
     scores = load_scores([run_dir])

@@ -99,22 +99,28 @@ def _too_few(what: str, n_units: int, settings: Settings) -> BenchError:
                       f"{settings.resample}s needs at least 2 (score more subjects, or choose another --resample)")
 
 
-def describe_run(prep: Prepared, run: str, metric: str) -> dict:
+def describe_run(prep: Prepared, run: str, metric: str, strict: bool = True) -> dict:
+    """n, mean, std over seeds and the interval of one (run, metric). With fewer than 2 units a
+    BenchError, or with ``strict=False`` no interval (None) and a ``note``."""
     s = prep.settings
     pos = prep.groups[(run, metric)]
     clusters = prep.clusters(pos)
     n_units = clusters.n_units
+    seed_means = bs.per_seed_means(clusters)[:, 0]
+    row = {"run": run, "metric": metric, "n": int(len(pos)), "unit": s.resample, "units": n_units,
+           "subjects": int(len(np.unique(prep.subject[pos]))), "seeds": int(len(seed_means)),
+           "mean": float(bs.estimate(clusters)[0]),
+           "std": _number(np.std(seed_means, ddof=1)) if len(seed_means) > 1 else None,
+           "se": None, "ci_low": None, "ci_high": None,
+           "alpha": s.alpha, "resamples": s.resamples, "bootstrap_seed": s.seed}
     if n_units < 2:
-        raise _too_few(f"run {run!r}, metric {metric!r}", n_units, s)
+        error = _too_few(f"run {run!r}, metric {metric!r}", n_units, s)
+        if strict:
+            raise error
+        return {**row, "note": str(error)}
     reps = bs.replicates(clusters, s.generator("mean", run, metric), s.resamples)
     low, high = bs.interval(reps, s.alpha, n_units)
-    seed_means = bs.per_seed_means(clusters)[:, 0]
-    return {"run": run, "metric": metric, "n": int(len(pos)), "unit": s.resample, "units": n_units,
-            "subjects": int(len(np.unique(prep.subject[pos]))), "seeds": int(len(seed_means)),
-            "mean": float(bs.estimate(clusters)[0]),
-            "std": _number(np.std(seed_means, ddof=1)) if len(seed_means) > 1 else None,
-            "se": float(bs.standard_error(reps, n_units)[0]), "ci_low": float(low[0]), "ci_high": float(high[0]),
-            "alpha": s.alpha, "resamples": s.resamples, "bootstrap_seed": s.seed}
+    return {**row, "se": float(bs.standard_error(reps, n_units)[0]), "ci_low": float(low[0]), "ci_high": float(high[0])}
 
 
 def compare_runs(prep: Prepared, run: str, reference: str, metric: str) -> dict:
@@ -141,20 +147,24 @@ def compare_runs(prep: Prepared, run: str, reference: str, metric: str) -> dict:
             "delta": float(bs.estimate(clusters)[0]), "delta_se": se,
             "delta_ci_low": float(low[0]), "delta_ci_high": float(high[0]),
             "p": float(bs.sign_flip_p(clusters, rng, s.resamples)[0]),
+            "min_p": 2.0 / 2 ** n_units if n_units <= bs.EXACT_SIGN_FLIP_UNITS else 1.0 / (s.resamples + 1),
             "mde": float(bs.detectable_effect(se, n_units, s.alpha, s.power)),
             "only_in_run": int(len(only_a)), "only_in_versus": int(len(only_b)),
             "only_in_run_keys": prep.key_names(pos_a[only_a]), "only_in_versus_keys": prep.key_names(pos_b[only_b])}
 
 
 COMPARISON_FIELDS = ("versus", "paired", "paired_units", "delta", "delta_se", "delta_ci_low", "delta_ci_high", "p",
-                     "p_holm", "significant", "mde", "only_in_run", "only_in_versus")
+                     "min_p", "p_holm", "significant", "mde", "only_in_run", "only_in_versus")
 
 
-def analyse(table: "pd.DataFrame", settings: Settings = Settings(), versus: str | None = None) -> list[dict]:
+def analyse(table: "pd.DataFrame", settings: Settings = Settings(), versus: str | None = None,
+            strict: bool = True) -> list[dict]:
     """One dict per (run, metric), runs in table order and metrics sorted. With ``versus`` (a run
     of the table) every other run's rows gain the paired comparison (COMPARISON_FIELDS; None on
     the reference's own rows and where the reference lacks the metric); ``p_holm`` adjusts over
-    all comparisons of the table, ``significant`` is ``p_holm < alpha``."""
+    all comparisons of the table, ``significant`` is ``p_holm < alpha``. ``strict=False`` (the
+    reports): a (run, metric) or comparison that cannot be computed (fewer than 2 units, no
+    common key) gets None and a ``note`` instead of raising."""
     settings = settings.check()
     prep = Prepared(table, settings)
     if versus is not None and versus not in prep.runs:
@@ -165,11 +175,16 @@ def analyse(table: "pd.DataFrame", settings: Settings = Settings(), versus: str 
         for metric in metrics:
             if (run, metric) not in prep.groups:
                 continue
-            row = describe_run(prep, run, metric)
+            row = describe_run(prep, run, metric, strict)
             if versus is not None:
                 row.update(dict.fromkeys(COMPARISON_FIELDS))
                 if run != versus and (versus, metric) in prep.groups:
-                    row.update(compare_runs(prep, run, versus, metric))
+                    try:
+                        row.update(compare_runs(prep, run, versus, metric))
+                    except BenchError as exc:
+                        if strict:
+                            raise
+                        row["note"] = str(exc)
             rows.append(row)
     if versus is not None:
         compared = [r for r in rows if r["p"] is not None]

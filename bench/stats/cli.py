@@ -25,18 +25,19 @@ JSON_HELP = ("write the results as JSON: one object per (run, metric) in one JSO
              "table. Fields: run, metric, n (scores), unit, units (resampled units), subjects, seeds, mean, std "
              "(over seed means), se, ci_low, ci_high, alpha, resamples, bootstrap_seed; with --versus also "
              "versus, paired (common keys), paired_units, delta (run - versus), delta_se, delta_ci_low, "
-             "delta_ci_high, p, p_holm, significant (p_holm < alpha), mde, only_in_run, only_in_versus "
-             "(null on the reference run's own rows)")
+             "delta_ci_high, p, min_p (the smallest p this many units can give), p_holm, significant "
+             "(p_holm < alpha), mde, only_in_run, only_in_versus (null on the reference run's own rows)")
 
 
-def add_settings_options(parser: argparse.ArgumentParser) -> None:
-    """--resample, --aggregate, --alpha, --resamples, --seed, --power: shared by stats, report, check, power."""
+def add_settings_options(parser: argparse.ArgumentParser, aggregate: bool = True) -> None:
+    """--resample, [--aggregate,] --alpha, --resamples, --seed, --power: shared by stats, report and check."""
     parser.add_argument("--resample", choices=list(UNITS), default="subject",
                         help="the unit resampled with replacement (default subject: everything below it is "
                              "averaged inside each drawn subject; cell = (subject, prompt); image = every "
                              "score on its own, which ignores the clustering and gives too narrow intervals)")
-    parser.add_argument("--aggregate", choices=["seeds", "images"], default=None,
-                        help="the protocol's mean: per seed the mean over images, then the mean over seeds "
+    if aggregate:
+        parser.add_argument("--aggregate", choices=["seeds", "images"], default=None,
+                            help="the protocol's mean: per seed the mean over images, then the mean over seeds "
                              "(seeds, DreamBench's default) or the mean over all images (images)")
     parser.add_argument("--alpha", type=float, default=0.05,
                         help="1 - confidence level of the intervals, and the significance level (default 0.05)")
@@ -48,7 +49,7 @@ def add_settings_options(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from(args, aggregate: str = "seeds") -> Settings:
-    return Settings(resample=args.resample, aggregate=args.aggregate or aggregate, alpha=args.alpha,
+    return Settings(resample=args.resample, aggregate=getattr(args, "aggregate", None) or aggregate, alpha=args.alpha,
                     resamples=args.resamples, seed=args.seed, power=args.power).check()
 
 

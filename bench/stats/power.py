@@ -111,7 +111,7 @@ def load_inputs(inputs: list[str]):
 
     if len(inputs) == 1 and Path(inputs[0]).is_file():
         return read_table(inputs[0])
-    from bench.report import load_scores
+    from bench.report.load import load_scores
 
     return check_table(from_scores(load_scores(inputs)), "the runs' scores")
 
