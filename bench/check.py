@@ -205,10 +205,16 @@ def compare(base_table, table, mode: str, tol: float, settings) -> tuple[list[di
     if common_metrics and len(paired) == 0:
         raise BenchError("the run and the baseline share no (subject, prompt, seed, image) key: they are not runs "
                          "of the same plan; make a baseline for this run with --update")
-    stats = {}
-    if mode != "exact":
-        mine = both[both["metric"].isin(common_metrics)]
-        stats = {r["metric"]: r for r in analyse(mine, settings, versus="baseline") if r["run"] == "current"}
+    mine = both[both["metric"].isin(common_metrics)]
+    stats = {r["metric"]: r for r in analyse(mine, settings, versus="baseline", strict=mode == "test")
+             if r["run"] == "current"}
+    if mode == "test":
+        for metric, s in stats.items():
+            if s["min_p"] is not None and s["min_p"] >= settings.alpha:
+                raise BenchError(f"the run and the baseline share only {s['paired_units']} {settings.resample}s: no "
+                                 f"change of {metric} could be significant at alpha {settings.alpha:g} (smallest "
+                                 f"p-value {s['min_p']:.3g}), so this check could not fail; use --mode exact "
+                                 f"(reproducible runs) or --mode equivalence, or score more subjects")
     rows, notes = [], []
     for metric in sorted(base_metrics | run_metrics):
         row = {"metric": metric, "status": "ok"}
@@ -233,14 +239,15 @@ def compare(base_table, table, mode: str, tol: float, settings) -> tuple[list[di
             notes.append(f"{metric}: {len(extra)} key(s) of the run are not in the baseline (not compared)")
         row.update({"baseline": float(b.mean()), "current": float(c.mean()), "paired": int(len(common)),
                     "max_abs_diff": float(np.abs(diff).max()) if len(diff) else math.nan, "lacking": int(len(lacking))})
+        s = stats.get(metric) or {}
+        row.update({k: s.get(k) for k in ("delta", "delta_ci_low", "delta_ci_high", "p", "p_holm", "mde",
+                                          "paired_units")})
         if mode == "exact":
-            row["delta"] = float(diff.mean()) if len(diff) else math.nan
             if not len(common) or row["max_abs_diff"] > EXACT_TOL or len(lacking):
                 row["status"] = "CHANGED"
         else:
-            s = stats[metric]
-            row.update({k: s[k] for k in ("delta", "delta_ci_low", "delta_ci_high", "p", "p_holm", "mde",
-                                          "paired_units")})
+            if s.get("delta_ci_low") is None:
+                raise BenchError(f"{metric}: {s.get('note') or 'no interval of the change'}; use --mode exact")
             if mode == "test":
                 if s["p_holm"] < settings.alpha and abs(s["delta"]) > tol:
                     row["status"] = "REGRESSED" if s["delta"] < 0 else "CHANGED"
@@ -262,15 +269,13 @@ def format_table(rows: list[dict], mode: str, alpha: float) -> str:
     for r in rows:
         line = {"metric": r["metric"], "baseline": fmt(r.get("baseline")), "current": fmt(r.get("current")),
                 "change": fmt(r.get("delta"), signed=True)}
+        line[f"{100 * (1 - alpha):g}% CI of change"] = (
+            f"[{fmt(r['delta_ci_low'], True)}, {fmt(r['delta_ci_high'], True)}]" if r.get("delta_ci_low") is not None
+            else "–")
+        line["p (Holm)"] = fmt(r.get("p_holm"))
+        line["MDE"] = fmt(r.get("mde"))
         if mode == "exact":
-            line["max |diff|"] = fmt(r.get("max_abs_diff"), digits=2) if r.get("max_abs_diff") is None else \
-                f"{r['max_abs_diff']:.1e}"
-        else:
-            line[f"{100 * (1 - alpha):g}% CI of change"] = (
-                f"[{fmt(r['delta_ci_low'], True)}, {fmt(r['delta_ci_high'], True)}]" if r.get("delta_ci_low") is not None
-                else "–")
-            line["p (Holm)"] = fmt(r.get("p_holm"))
-            line["MDE"] = fmt(r.get("mde"))
+            line["max |diff|"] = "–" if r.get("max_abs_diff") is None else f"{r['max_abs_diff']:.1e}"
         line["paired keys"] = str(r.get("paired", "–"))
         line["status"] = r["status"]
         out.append(line)
@@ -313,7 +318,7 @@ def run(args) -> int:
     rows, notes = compare(baseline_table(baseline), run_table(args.run_dir), mode, tol, settings)
     failed = [r for r in rows if r["status"] not in ("ok", "new")]
     if mode == "exact":
-        print(f"mode exact: every paired value must agree within {EXACT_TOL:g}")
+        print(f"mode exact: every paired value must agree within {EXACT_TOL:g}; {settings.describe()}")
     else:
         print(f"mode {mode}, tolerance {tol:g}: {settings.describe()}; change = run - baseline on the keys both hold")
     print()

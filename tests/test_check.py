@@ -79,11 +79,14 @@ def test_baseline_keeps_per_key_values_and_the_run_facts(scored):
     assert by_key == dino.to_dict()                        # every score kept exactly
 
 
-def test_fresh_baseline_passes_in_every_mode(scored, capsys):
+def test_fresh_baseline_passes_and_a_test_that_cannot_fail_is_refused(scored, capsys):
     store, baseline = scored
-    for mode in ("exact", "test", "equivalence"):
+    for mode in ("exact", "equivalence"):
         assert check(store.root, "--baseline", baseline, "--mode", mode) == 0, mode
         assert "OK: 3 metric(s)" in capsys.readouterr().out
+    # 2 subjects: no sign pattern reaches p < 0.05, so a statistical test could never fail
+    assert check(store.root, "--baseline", baseline, "--mode", "test") == 2
+    assert "could not fail" in error_line(capsys)
 
 
 def shifted_copy(store, tmp_path, metric: str, delta: float, name="shifted"):
@@ -101,8 +104,8 @@ def test_exact_mode_fails_on_a_shift_and_names_it(scored, tmp_path, capsys):
     assert check(moved, "--baseline", baseline) == 1               # the baseline's mode: exact
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith("| dino/tiny-random"))
-    assert "CHANGED" in line and "+0.0200" in line
-    assert "FAIL: 1 metric(s)" in out
+    assert "CHANGED" in line and "+0.0200" in line and "[+0.0200, +0.0200]" in line      # change and its interval
+    assert "FAIL: 1 metric(s)" in out and "MDE" in out
     tiny = shifted_copy(store, tmp_path, "dino/tiny-random", EXACT_TOL / 10, "tiny")
     assert check(tiny, "--baseline", baseline) == 0                # within 1e-6 is exact
     # the test-mode table shows the change, its interval and the MDE
@@ -116,7 +119,7 @@ def test_missing_metric_fails(scored, tmp_path, capsys):
     copy = shifted_copy(store, tmp_path, "dino/tiny-random", 0.0)
     df = pd.read_parquet(copy / "scores.parquet")
     df[df["metric"] != "clip_i/tiny-random"].to_parquet(copy / "scores.parquet", index=False)
-    for mode in ("exact", "test"):
+    for mode in ("exact", "equivalence"):
         assert check(copy, "--baseline", baseline, "--mode", mode) == 1
         assert "MISSING" in capsys.readouterr().out
 

@@ -143,12 +143,14 @@ def compare_runs(prep: Prepared, run: str, reference: str, metric: str) -> dict:
     reps = bs.replicates(clusters, rng, s.resamples)
     low, high = bs.interval(reps, s.alpha, n_units)
     se = float(bs.standard_error(reps, n_units)[0])
+    min_p = 2.0 / 2 ** n_units if n_units <= bs.EXACT_SIGN_FLIP_UNITS else 1.0 / (s.resamples + 1)
     return {"versus": reference, "paired": int(len(common)), "paired_units": n_units,
             "delta": float(bs.estimate(clusters)[0]), "delta_se": se,
             "delta_ci_low": float(low[0]), "delta_ci_high": float(high[0]),
             "p": float(bs.sign_flip_p(clusters, rng, s.resamples)[0]),
-            "min_p": 2.0 / 2 ** n_units if n_units <= bs.EXACT_SIGN_FLIP_UNITS else 1.0 / (s.resamples + 1),
-            "mde": float(bs.detectable_effect(se, n_units, s.alpha, s.power)),
+            "min_p": min_p,
+            # no effect is detectable when even the most extreme sign pattern is not significant
+            "mde": float(bs.detectable_effect(se, n_units, s.alpha, s.power)) if min_p < s.alpha else None,
             "only_in_run": int(len(only_a)), "only_in_versus": int(len(only_b)),
             "only_in_run_keys": prep.key_names(pos_a[only_a]), "only_in_versus_keys": prep.key_names(pos_b[only_b])}
 
