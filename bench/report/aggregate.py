@@ -111,6 +111,10 @@ def intervals(df, settings=None, versus: str | None = None) -> "pd.DataFrame":
     from bench.stats.table import from_scores
 
     settings = settings or Settings()
+    columns = [c for c in ("run", "suite", "subject", "prompt_index", "seed", "key", "metric", "value") if c in df]
+    cache_key = (int(pd.util.hash_pandas_object(df[columns], index=False).sum()), len(df), settings, versus)
+    if cache_key in _INTERVALS:                 # the markdown and the HTML report ask for the same numbers
+        return _INTERVALS[cache_key].copy()
     rows = []
     suites = df["suite"].unique() if "suite" in df.columns else [None]
     for suite in suites:
@@ -119,9 +123,16 @@ def intervals(df, settings=None, versus: str | None = None) -> "pd.DataFrame":
         if not len(table):
             continue
         own = dataclasses.replace(settings, aggregate=suite_aggregate(suite) if suite else settings.aggregate)
-        against = versus if versus in set(table["run"]) else None
+        against = versus if versus is not None and versus in set(table["run"].unique()) else None
         rows += [{**r, "suite": suite} for r in analyse(table, own, versus=against, strict=False)]
-    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["run", "metric", "mean", "ci_low", "ci_high"])
+    out = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["run", "metric", "mean", "ci_low", "ci_high"])
+    if len(_INTERVALS) >= 16:
+        _INTERVALS.clear()
+    _INTERVALS[cache_key] = out
+    return out.copy()
+
+
+_INTERVALS: dict = {}
 
 
 def interval_text(settings=None, versus: str | None = None) -> str:

@@ -68,6 +68,8 @@ class Prepared:
     """A checked score table with integer codes for keys, resampling units and seeds."""
 
     def __init__(self, table: "pd.DataFrame", settings: Settings):
+        import pandas as pd
+
         self.table = table.reset_index(drop=True)
         self.settings = settings
         self.values = self.table["value"].to_numpy(dtype=np.float64)
@@ -76,7 +78,7 @@ class Prepared:
         self.seed = self.table.groupby("seed", sort=False).ngroup().to_numpy()
         self.subject = self.table.groupby("subject", sort=False).ngroup().to_numpy()
         self.groups = {k: np.asarray(v) for k, v in self.table.groupby(["run", "metric"], sort=False).indices.items()}
-        self.runs = list(dict.fromkeys(self.table["run"]))
+        self.runs = [str(r) for r in pd.unique(self.table["run"])]
 
     def clusters(self, positions, values=None) -> bs.Clusters:
         _, units = np.unique(self.unit[positions], return_inverse=True)

@@ -120,7 +120,7 @@ def power_rows(table, versus: str | None, metrics=None):
     """[(run, metric, Components)] of each run (or each run's differences against ``versus``)."""
     from bench.stats.table import KEY_COLUMNS
 
-    runs = list(dict.fromkeys(table["run"]))
+    runs = [str(r) for r in table["run"].unique()]
     if versus is not None and versus not in runs:
         raise BenchError(f"--versus {versus!r} is not one of the runs ({', '.join(runs)})")
     wanted = metrics or sorted(table["metric"].unique())

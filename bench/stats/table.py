@@ -98,24 +98,16 @@ def check_table(df: "pd.DataFrame", source: str = "score table", first_line: int
     return df
 
 
-def image_index(key: str) -> str:
-    """The image index of a harness key ``suite/subject/prompt/s<seed>/i<k>``."""
-    return key.rsplit("/", 1)[-1].lstrip("i")
-
-
 def from_scores(scores: "pd.DataFrame") -> "pd.DataFrame":
     """The score table of the harness's scores (load_scores' frame: key, seed, subject,
     prompt_index, metric, value, run): NaN scores (could not be computed) are left out, as the
     protocol's means leave them out."""
     import pandas as pd
 
-    df = scores[scores["value"].notna()]
+    df = scores[scores["value"].notna()].reset_index(drop=True)
     return pd.DataFrame({
-        "run": df["run"].astype(str).to_numpy(),
-        "subject": df["subject"].astype(str).to_numpy(),
-        "prompt": df["prompt_index"].astype(str).to_numpy(),
-        "seed": df["seed"].astype(str).to_numpy(),
-        "image": df["key"].astype(str).map(image_index).to_numpy(),
-        "metric": df["metric"].astype(str).to_numpy(),
-        "value": df["value"].astype(float).to_numpy(),
+        "run": df["run"].astype(str), "subject": df["subject"].astype(str),
+        "prompt": df["prompt_index"].astype(str), "seed": df["seed"].astype(str),
+        "image": df["key"].astype(str).str.replace(r"^.*/i", "", regex=True),     # key .../i<k>
+        "metric": df["metric"].astype(str), "value": df["value"].astype(float),
     })
