@@ -141,3 +141,16 @@ def test_power_table_from_a_score_table(scores, capsys):
     grid = [[float(x) for x in line.strip("|").split("|")[1:]] for line in blocks[0].splitlines()[2:]]
     assert grid[1][0] < grid[0][0] and grid[0][1] <= grid[0][0]          # more subjects or seeds: smaller MDE
     assert main(["power", str(csv), "--versus", "nosuch"]) == 2
+
+
+def test_power_from_scored_run_directories(tmp_path, capsys):
+    from test_check import synthetic_run
+
+    base = synthetic_run(tmp_path / "base", rng_seed=1)
+    other = synthetic_run(tmp_path / "other", rng_seed=2, method="ezigen")
+    assert main(["power", str(base), str(other), "--versus", "base", "--metric", "dino/tiny-random"]) == 0
+    out = capsys.readouterr().out
+    assert "other · dino/tiny-random" in out and "| 100 " in out
+    # the runs share their subjects: the paired differences hold no subject effect
+    line = next(x for x in out.splitlines() if x.startswith("other · "))
+    assert "sd subject 0.0000" in line or float(line.split("sd subject ")[1].split(",")[0]) < 0.01

@@ -17,7 +17,7 @@ DataFrame API, for notebooks::
     summarize(df)                                       # run, metric -> mean, std, n, images
     summarize(df, by="category")                        # live / object breakdown
     summarize(df, by="subject")
-    intervals(df, versus="sd")                          # + bootstrap intervals, paired comparison
+    intervals(df, versus="sd")                          # + bootstrap intervals, paired comparison with run "sd"
                                                         # (docs/statistics.md)
 """
 
