@@ -94,7 +94,7 @@ class EZIGenEditor:
         self.sd, self.adapter, self.reference = parts, adapter, reference
         self.similarity, self.cfg, self.guidance_scale = similarity, config, guidance_scale
         self.settings = settings or EditSettings()
-        self.inversion_steps = config.num_inference_steps - config.layout_steps     # 20 of 50
+        self.inversion_steps = config.inversion_steps     # 20 of 50
 
     def describe(self) -> str:
         s = self.settings
@@ -143,21 +143,22 @@ class EZIGenEditor:
                 cond, uncond, tokens, generators=None, trace: list | None = None) -> torch.Tensor:
         """Denoise the last steps from ``start`` with the adapter, blending outside the mask each step."""
         forward = self._scheduler(inverse=False)
-        first = self.cfg.layout_steps
+        first = self.cfg.resume_step
         timesteps = forward.timesteps
         if hasattr(forward, "set_begin_index"):
             forward.set_begin_index(first)
         n = len(timesteps) - first
-        if len(source_trajectory) != n + 1:
-            raise RuntimeError(f"the inversion has {len(source_trajectory) - 1} steps, denoising {n}")
+        inverted = len(source_trajectory) - 1
+        if inverted != n and not (self.settings.blend == "release" and inverted > n):
+            raise RuntimeError(f"the inversion has {inverted} steps, denoising {n}")
         latents = start
         for i in range(n):
             t = timesteps[first + i]
             noise = self.sd.guided_noise(latents, t, cond, uncond, self.guidance_scale, **adapter_kwargs(tokens))
             step = {"generator": list(generators)} if self.settings.denoiser == "ddpm" else {}
             latents = forward.step(noise, t, latents, **step).prev_sample
-            if self.settings.blend == "release":
-                level, blend = source_trajectory[n - i]
+            if self.settings.blend == "release":      # the latent after (inverted - i) inversion steps
+                level, blend = source_trajectory[inverted - i]
             else:
                 level, blend = source_trajectory[n - i - 1]
                 landed = int(timesteps[first + i + 1]) if first + i + 1 < len(timesteps) else 0
@@ -229,7 +230,7 @@ class EZIGenEditor:
             steps: list | None = [] if trace is not None else None
             latents = self.denoise(start, sub_traj, mask[rows], cond[rows], empty[rows],
                                    tokens_all.select(rows).for_guidance(), gens, steps)
-            calls[rows] += 2 * (cfg.num_inference_steps - cfg.layout_steps)
+            calls[rows] += 2 * (cfg.num_inference_steps - cfg.resume_step)
             if trace is not None:
                 trace["steps"].append((active, steps))
             new_images = sd.decode(latents)
