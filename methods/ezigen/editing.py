@@ -38,7 +38,7 @@ from PIL import Image
 from bench import BenchError
 from bench.types import GenRequest
 from bench.images import load_rgb, open_image, to_rgb
-from methods.common import StableDiffusionParts, load_mask_tensor, request_generators
+from methods.common import StableDiffusionParts, load_mask_tensor, request_generators, to_pil
 from methods.ezigen.adapter import EZIGenAdapter, adapter_kwargs
 from methods.ezigen.protocol import exceptional_prompt_embeddings
 from methods.ezigen.reference import ReferenceEncoder
@@ -181,8 +181,12 @@ class EZIGenEditor:
         return torch.stack(tensors).float().div(127.5).sub(1.0).to(self.sd.device)
 
     @torch.no_grad()
-    def edit(self, requests: Sequence[GenRequest], trace: dict | None = None) -> tuple[torch.Tensor, list[dict]]:
+    def edit(self, requests: Sequence[GenRequest], trace: dict | None = None,
+             iterations: list | None = None) -> tuple[torch.Tensor, list[dict]]:
         """Edited images [B, 3, H, W] in [-1, 1] and per-image facts.
+
+        ``iterations`` (a list): extended with, per request, the PIL output of every loop in order
+        (the last is the returned image), for DreamEdit's best-iteration evaluation.
 
         ``trace`` (tests): filled with the source trajectory, the latent mask and the per-step
         blended latents of every loop.
@@ -218,6 +222,7 @@ class EZIGenEditor:
         loops = torch.zeros(n, dtype=torch.long)
         similarity = torch.full((n,), float("nan"))
         active = list(range(n))
+        kept = None if iterations is None else [[] for _ in range(n)]
         while active:
             rows = torch.tensor(active)
             gens = [generators[i] for i in active]
@@ -235,6 +240,9 @@ class EZIGenEditor:
                 trace["steps"].append((active, steps))
             new_images = sd.decode(latents)
             loops[rows] += 1
+            if kept is not None:
+                for i, image in zip(active, to_pil(new_images)):
+                    kept[i].append(image)
             if not loops_on:                # one pass, no loops: every sample is in this batch
                 images = new_images
                 break
@@ -246,6 +254,8 @@ class EZIGenEditor:
             images[rows] = new_images
             done = cfg.finished(loops[rows], similarity[rows])
             active = [i for i, d in zip(active, done.tolist()) if not d]
+        if kept is not None:
+            iterations.extend(kept)
         facts = [{"loops": int(loops[i]),
                   "final_similarity": None if torch.isnan(similarity[i]) else round(float(similarity[i]), 6),
                   "unet_calls": int(calls[i]), "task": "edit"} for i in range(n)]

@@ -96,7 +96,7 @@ class EZIGenMethod:
                  similarity_input: Literal["pil", "tensor"] | None = None,
                  reference_timestep: int | Literal["adaptive"] = 1, reference_trained: bool = False,
                  reference_seed: Literal["run", "request"] = "run", reference_prompt: str | None = None,
-                 edit_guidance_scale: float = 2.0):
+                 edit_guidance_scale: float = 2.0, keep_iterations: bool = False):
         """``protocol`` sets every parameter left at None (docs/protocols.md section 1b); ``loops=N``
         (N > 0) runs exactly N loops, similarity ignored; ``subject_background`` segments the subject
         and composites it on white before encoding (``keep``: as given)."""
@@ -145,6 +145,8 @@ class EZIGenMethod:
         self.reference_seed = _choice("reference_seed", reference_seed, ("run", "request"))
         self.reference_prompt = str(st["reference_prompt"])
         self.edit_guidance_scale = _as_number("edit_guidance_scale", edit_guidance_scale, float)
+        # edits keep every loop's output in their records (DreamEdit's best-iteration evaluation)
+        self.keep_iterations = _as_bool("keep_iterations", keep_iterations)
 
         components = load_from_spec(spec)
         self.components = components
@@ -217,9 +219,14 @@ class EZIGenMethod:
             groups.setdefault((r.task, len(r.subject_images), self.editor.source_size(r)), []).append(i)
         for (task, _, _), index in groups.items():
             batch = [prepared[i] for i in index]
-            run = self.sampler.generate if task == "generate" else self.editor.edit
-            images, facts = run(batch)
-            for i, image, fact in zip(index, to_pil(images), facts):
+            kept: list = []
+            if task == "generate":
+                images, facts = self.sampler.generate(batch)
+            else:
+                images, facts = self.editor.edit(batch, iterations=kept if self.keep_iterations else None)
+            for j, (i, image, fact) in enumerate(zip(index, to_pil(images), facts)):
+                if kept:
+                    image.info["bench_iterations"] = kept[j]
                 fact.update(protocol=self.protocol, subject_background=self.subject_background,
                             subjects=backgrounds[i])
                 if any(b["background"].startswith("no-detection") for b in backgrounds[i]):
