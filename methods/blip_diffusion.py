@@ -28,7 +28,10 @@ causal mask and hands it to transformers' ``CLIPEncoder`` as ``causal_attention_
 5 moved causality into ``CLIPTextModel`` and its ``CLIPEncoder`` no longer reads that argument (it
 falls through ``**kwargs`` to the attention function, which ignores it), so every token attended to
 later ones. :func:`make_text_encoder_causal` passes the causal mask as the attention mask the
-encoder honours (no-op on transformers 4). docs/methods-baselines.md, "BLIP-Diffusion".
+encoder honours (no-op on transformers 4). diffusers 0.42 cannot resolve the released folder's
+``model_index.json`` (its components' library ``blip_diffusion`` moved under ``deprecated``), so
+:func:`load_blip_diffusion` loads each component by its class. docs/methods-baselines.md,
+"BLIP-Diffusion".
 """
 
 from __future__ import annotations
@@ -171,11 +174,38 @@ def load_blip_diffusion(weights: str, device: str, dtype: str):
             raise _missing(weights, type(exc).__name__) from None
         revision = folder.name
     try:
-        pipe = BlipDiffusionPipeline.from_pretrained(folder, torch_dtype=DTYPES[dtype])
-    except (OSError, ValueError) as exc:
+        pipe = _pipeline_from_folder(folder).to(dtype=DTYPES[dtype])
+    except (OSError, ValueError, KeyError, AttributeError) as exc:
         raise _missing(weights, str(exc).splitlines()[0][:200]) from None
     make_transformers5_compatible(pipe)
     return pipe.to(device), revision
+
+
+def _pipeline_from_folder(folder: Path):
+    """A BlipDiffusionPipeline from a pipeline folder, each component loaded by its class.
+
+    diffusers 0.42 cannot resolve the released folder's ``model_index.json`` itself: it names the
+    pipeline's own components by the library ``blip_diffusion``, which moved under
+    ``pipelines.deprecated`` (and ``save_pretrained`` writes ``diffusers``, which does not export
+    them). So every component is loaded here from its subfolder with its class, looked up in
+    diffusers, transformers or the deprecated BLIP-Diffusion package."""
+    import json
+
+    import diffusers
+    import transformers
+    from diffusers.pipelines import BlipDiffusionPipeline
+    from diffusers.pipelines.deprecated import blip_diffusion
+
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    components = {}
+    for name in ("tokenizer", "text_encoder", "vae", "unet", "scheduler", "qformer", "image_processor"):
+        library, class_name = index[name]
+        module = {"transformers": transformers, "diffusers": diffusers}.get(library)
+        cls = getattr(module, class_name, None) if module is not None else None
+        cls = cls or getattr(blip_diffusion, class_name)
+        components[name] = cls.from_pretrained(folder / name)
+    config = {k: index[k] for k in ("ctx_begin_pos", "mean", "std") if k in index}
+    return BlipDiffusionPipeline(**components, **config)
 
 
 def subject_context(prompt: str, class_noun: str) -> str:

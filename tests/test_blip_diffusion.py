@@ -229,3 +229,34 @@ def test_images_equal_the_pipeline_with_an_independent_causal_encoder(method):
         assert_images_close(pixels(image), pixels(call(independent, seed)), f"seed {seed}")
     broken = call(unfixed, 5)
     assert np.abs(pixels(method.generate([request(seed=5)])[0]) - pixels(broken)).max() > 8
+
+
+@pytest.fixture(scope="module")
+def saved_folder(tmp_path_factory):
+    """The tiny pipeline saved as a pipeline folder, its model_index.json naming the components'
+    library ``blip_diffusion`` as the released Salesforce/blipdiffusion folder does."""
+    import json
+    from methods.tiny_baselines import tiny_blip_diffusion
+
+    folder = tmp_path_factory.mktemp("blip") / "pipeline"
+    tiny_blip_diffusion().save_pretrained(folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    for name in ("text_encoder", "qformer", "image_processor"):
+        index[name] = ["blip_diffusion", index[name][1]]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    return folder
+
+
+def test_a_pipeline_folder_loads_through_the_loader_causal_and_equal_to_the_preset(method, saved_folder):
+    from methods.blip_diffusion import BlipDiffusionMethod
+
+    loaded = BlipDiffusionMethod(LoadSpec(weights=str(saved_folder), resolution=64, num_inference_steps=STEPS))
+    assert loaded.model_id == str(saved_folder) and not loaded.random_weights
+    pipe = loaded.pipe
+    ids = _prompt_ids(pipe, ["a dog on the beach at sunset"])
+    changed = ids.clone()
+    changed[0, 4] = 1000
+    a, b = _encode(pipe.text_encoder, ids, None), _encode(pipe.text_encoder, changed, None)
+    assert torch.equal(a[:, :4], b[:, :4]) and (a[:, 4] - b[:, 4]).abs().max() > 1e-3
+    assert_images_close(pixels(loaded.generate([request(seed=5)])[0]), pixels(method.generate([request(seed=5)])[0]),
+                        "folder vs preset")
