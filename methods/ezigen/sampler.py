@@ -16,6 +16,9 @@ Schedule (defaults): DDPM, 50 "leading" steps (t = 981 ... 1), guidance 7.5.
   negative prompt). ``renoise="split"`` (release): noise is added at t = split_ratio x 1000
   (400) while denoising resumes at the step where the last 40% begins (t=381);
   ``renoise="resume"`` (paper): both at t=381.
+- Split steps at ratios other than 0.4 (``split_steps``): the release's integer rules
+  (``truncate``: adapter on at floor((1 - r) x steps), loops resume at int(steps - r x steps)) or
+  ``round`` (protocol=paper); both give 30 of 50 at 0.4 (docs/protocols.md section 1b).
 - Stop rule: CLIP ViT-B/32 cosine between the previous and current image >= 0.99, at least 3
   and at most ``max_loops`` loops (9 as released: its loop condition; 10 in the paper text).
   ``fixed_loops=N`` runs exactly N loops and ignores the similarity (the release's
