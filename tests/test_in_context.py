@@ -195,7 +195,7 @@ def test_missing_weights_name_the_id_and_the_download(tmp_path, monkeypatch, cap
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     assert main(["run", "--method", "omnigen", "--suite", "dreambench", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "`hf download Shitao/OmniGen-v1-diffusers`" in err
+    assert len(err.splitlines()) == 1 and "`hf download Shitao/OmniGen-v1-diffusers --include" in err
     assert not (tmp_path / "run").exists()
     from methods.in_context.flux_kontext import FluxKontextMethod
     with pytest.raises(BenchError, match="gated model.*hf auth login"):

@@ -45,10 +45,17 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0") in ("1", "true", "True")
 
 
+#: the diffusers layout of a pipeline repository: model_index.json and one folder per component
+#: (a repository may also hold single-file checkpoints at its root, e.g. FLUX.1 Kontext's 24 GB one)
+PIPELINE_FILES = ["model_index.json", "*/*"]
+SKIPPED_FILES = ["*/*.bin", "*/*.onnx", "*/*.onnx_data", "*/*.msgpack", "*/*.h5"]
+
+
 def missing_weights(method: str, weights: str, detail: str, note: str = "") -> BenchError:
     return BenchError(f"{method} weights {weights!r} are not available ({detail}). Fetch them once with "
-                      f"`hf download {weights}`{note} (then HF_HUB_OFFLINE=1 works), or pass --weights "
-                      f"/path/to/a/diffusers pipeline folder, or use --preset smoke for random weights")
+                      f"`hf download {weights} --include 'model_index.json' '*/*'`{note} (then "
+                      f"HF_HUB_OFFLINE=1 works), or pass --weights /path/to/a/diffusers pipeline folder, or use "
+                      f"--preset smoke for random weights")
 
 
 def resolve_pipeline_folder(method: str, weights: str, note: str = "") -> tuple[Path, str]:
@@ -66,7 +73,8 @@ def resolve_pipeline_folder(method: str, weights: str, note: str = "") -> tuple[
         raise BenchError(f"--weights {weights!r} is neither an existing folder nor a Hugging Face id")
     try:
         from huggingface_hub import snapshot_download
-        folder = Path(snapshot_download(weights, local_files_only=_offline()))
+        folder = Path(snapshot_download(weights, allow_patterns=PIPELINE_FILES, ignore_patterns=SKIPPED_FILES,
+                                        local_files_only=_offline()))
     except Exception as exc:  # not cached, offline, gated, network down ...
         raise missing_weights(method, weights, type(exc).__name__, note) from None
     if not (folder / "model_index.json").exists():
