@@ -34,9 +34,10 @@ import torch
 from PIL import Image
 
 from bench import BenchError
+from bench.images import load_rgb
 from bench.models import DTYPES
 from bench.types import GenRequest, LoadSpec
-from methods.common import _load_rgb, load_mask_tensor, request_generators
+from methods.common import load_mask_tensor, request_generators
 
 OFFLOAD = ("none", "model", "sequential")
 
@@ -160,9 +161,9 @@ class InContextMethod:
 
     # ---- generation ------------------------------------------------------------------------
     def image(self, path: Path) -> Image.Image:
-        """An image file upright, RGB, resized to the output size (cached per file)."""
-        path = Path(path)
-        return Image.fromarray(_load_rgb(str(path), self.resolution, path.stat().st_mtime))
+        """An image file upright, RGB, resized to the output size (decoded per call: at 1024 px a
+        cache of every DreamEdit source would hold gigabytes, and decoding is cheap next to sampling)."""
+        return load_rgb(Path(path)).resize((self.resolution, self.resolution), Image.BICUBIC)
 
     @torch.no_grad()
     def generate(self, requests: Sequence[GenRequest]) -> list[Image.Image]:

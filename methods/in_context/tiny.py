@@ -212,9 +212,8 @@ BUILDERS = {"omnigen": tiny_omnigen, "flux-kontext": tiny_flux_kontext, "qwen-im
 def tiny_pipeline_folder(kind: str, seed: int = 0) -> Path:
     """A saved tiny pipeline folder (model_index.json + one subfolder per component), written
     once per (kind, configs, seed) under the cache folder."""
-    key = json.dumps({"kind": kind, "seed": seed, "version": 2, "configs": [TINY_OMNIGEN, TINY_SD_VAE, TINY_FLUX, TINY_FLUX_VAE,
-                                                             TINY_T5, TINY_QWEN_TRANSFORMER, TINY_QWEN_VAE]},
-                     sort_keys=True, default=str)
+    configs = [TINY_OMNIGEN, TINY_SD_VAE, TINY_FLUX, TINY_FLUX_VAE, TINY_T5, TINY_QWEN_TRANSFORMER, TINY_QWEN_VAE]
+    key = json.dumps({"kind": kind, "seed": seed, "version": 2, "configs": configs}, sort_keys=True, default=str)
     out = cache_root() / f"tiny-{kind}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     if (out / "model_index.json").exists():
         return out
