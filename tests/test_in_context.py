@@ -247,3 +247,34 @@ def test_docs_memory_table_is_the_scripts_output():
     rows = [line for line in module.table().splitlines() if line.startswith("| ")]
     docs = Path("docs/methods-in-context.md").read_text(encoding="utf-8")
     assert len(rows) == 1 + 6 and all(row in docs for row in rows)      # header + 3 methods x 2 sizes
+
+
+def test_bf16_is_the_cuda_default_and_dtype_overrides_it():
+    from types import SimpleNamespace
+
+    from bench.runner import load_spec
+    from methods.in_context.omnigen import OmniGenMethod
+    from methods.sd import StableDiffusionMethod
+    config = SimpleNamespace(method_cls=OmniGenMethod, weights=None, model_preset=None, dtype=None, adapter=None,
+                             resolution=None, steps=None, params={})
+    assert load_spec(config, "cuda").dtype == "bf16" and load_spec(config, "cpu").dtype == "fp32"
+    assert load_spec(config, "cuda").weights == "Shitao/OmniGen-v1-diffusers"
+    assert load_spec(SimpleNamespace(**{**vars(config), "dtype": "fp16"}), "cuda").dtype == "fp16"
+    assert load_spec(SimpleNamespace(**{**vars(config), "method_cls": StableDiffusionMethod}), "cuda").dtype == "fp16"
+
+
+def test_why_omnigen_runs_one_request_per_call(reference):
+    """diffusers' OmniGen takes the rotary positions of a batch's first row for all rows: a request
+    batched behind a shorter prompt comes out different; the adapter's one call per request does not."""
+    method = build("omnigen")
+    short, long = request("s", prompt="a dog", seed=1), request("l", prompt="a dog " + "on a very long beach " * 6, seed=2)
+    pipe = reference(method)
+
+    def call(requests):
+        return pipe([method.instruction(r, 1) for r in requests], input_images=[[resized(DOG[0])]] * len(requests),
+                    height=SIZE, width=SIZE, num_inference_steps=STEPS,
+                    generator=[torch.Generator().manual_seed(r.seed) for r in requests]).images
+    alone, batched = call([long])[0], call([short, long])[1]
+    assert np.abs(pixels(alone) - pixels(batched)).mean() > 4 * MEAN_TOLERANCE     # not a kernel difference
+    ours_alone, ours_batched = method.generate([long])[0], method.generate([short, long])[1]
+    assert (pixels(ours_alone) == pixels(ours_batched)).all()
