@@ -182,6 +182,10 @@ def test_edit_keeps_the_source_outside_the_mask(name, tmp_path):
     assert (out[:, SIZE // 2:] == source[:, SIZE // 2:]).all()
     assert np.abs(out[:, : SIZE // 2] - source[:, : SIZE // 2]).mean() > 1
     assert "Picture 1" in method.instruction(edit, 1) or "<|image_2|>" in method.instruction(edit, 1)
+    method.edit_composite = False                                    # --param edit_composite=false
+    whole = pixels(method.generate([edit])[0])
+    assert (whole[:, : SIZE // 2] == out[:, : SIZE // 2]).all()
+    assert np.abs(whole[:, SIZE // 2:] - source[:, SIZE // 2:]).mean() > 1
 
 
 def test_kontext_refuses_edits():

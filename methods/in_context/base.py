@@ -13,7 +13,8 @@ What the base owns, so that an adapter is only its input mapping:
   pipeline as a list (diffusers draws each row's noise from its own generator);
 - images: every request's own subject image(s) (the first ``max_subject_images``), loaded upright
   and resized to the output size; editing requests add their source image and are composited
-  back into the source outside the mask (white = region to edit);
+  back into the source outside the mask (white = region to edit; ``edit_composite=false`` keeps
+  the model's whole image);
 - records: base model, dtype and the transformer rows run per image (``transformer_calls``,
   counted by a forward hook: one row of one transformer forward = one call for that image).
 
@@ -95,7 +96,7 @@ class InContextMethod:
     batch_requests = True                # False: one pipeline call per request
 
     def __init__(self, spec: LoadSpec, name: str, offload: Literal["none", "model", "sequential"] = "none",
-                 max_subject_images: int = 1):
+                 max_subject_images: int = 1, edit_composite: bool = True):
         if offload not in OFFLOAD:
             raise BenchError(f"--param offload={offload!r}: method {name!r} takes one of {', '.join(OFFLOAD)}")
         if int(max_subject_images) < 1:
@@ -104,7 +105,7 @@ class InContextMethod:
             raise BenchError(f"--param offload={offload} needs a CUDA --device (got {spec.device!r}); "
                              f"use offload=none on {spec.device}")
         self.name, self.spec, self.offload = name, spec, offload
-        self.max_subject_images = int(max_subject_images)
+        self.max_subject_images, self.edit_composite = int(max_subject_images), bool(edit_composite)
         self.resolution = int(spec.resolution or self.default_resolution)
         self.random_weights = spec.preset is not None
         self.pipe, self.model_id, self.revision = self._load(spec)
@@ -151,7 +152,7 @@ class InContextMethod:
                  "resolution": self.resolution,
                  "transformer_parameters": sum(p.numel() for p in self.pipe.transformer.parameters())}
         params = {"offload": self.offload, "max_subject_images": self.max_subject_images,
-                  "resolution": self.resolution, **self.params()}
+                  "edit_composite": self.edit_composite, "resolution": self.resolution, **self.params()}
         return {"params": params, "model": model, "adapter": None,
                 "weights_status": "random weights" if self.random_weights else "pretrained"}
 
@@ -185,7 +186,7 @@ class InContextMethod:
             for i, r, image, source in zip(index, batch, images, sources):
                 image = image.convert("RGB").resize((self.resolution, self.resolution), Image.BICUBIC) \
                     if image.size != (self.resolution, self.resolution) else image.convert("RGB")
-                if source is not None and r.mask is not None:
+                if source is not None and r.mask is not None and self.edit_composite:
                     image = composite(image, source, r.mask)
                 image.info["bench"] = {"transformer_calls": calls}
                 out[i] = image
