@@ -168,6 +168,7 @@ def test_offload_uses_the_diffusers_hooks(monkeypatch):
     for mode in ("model", "sequential"):
         FluxKontextMethod(LoadSpec(preset="tiny", device="cuda", resolution=SIZE), offload=mode)
     assert called == [("enable_model_cpu_offload", "cuda"), ("enable_sequential_cpu_offload", "cuda")]
+    assert build("flux-kontext", offload=None).offload == "none"     # --param offload=none parses as None
 
 
 @pytest.mark.parametrize("name", ["omnigen", "qwen-image-edit"])

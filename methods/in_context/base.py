@@ -95,8 +95,9 @@ class InContextMethod:
     default_resolution = 1024
     batch_requests = True                # False: one pipeline call per request
 
-    def __init__(self, spec: LoadSpec, name: str, offload: Literal["none", "model", "sequential"] = "none",
+    def __init__(self, spec: LoadSpec, name: str, offload: Literal["none", "model", "sequential"] | None = "none",
                  max_subject_images: int = 1, edit_composite: bool = True):
+        offload = "none" if offload is None else offload        # --param offload=none parses as None
         if offload not in OFFLOAD:
             raise BenchError(f"--param offload={offload!r}: method {name!r} takes one of {', '.join(OFFLOAD)}")
         if int(max_subject_images) < 1:
