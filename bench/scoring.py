@@ -100,7 +100,7 @@ def build_items(store: RunStore, cells: dict[str, Sample], verify: bool = False
         item = ScoreItem(key=key, image=image, seed=int(record["seed"]), subject=sample.subject,
                          class_noun=sample.class_noun, eval_text=sample.eval_text,
                          reference_images=sample.reference_images, subject_images=sample.subject_images,
-                         source_image=sample.source_image, mask=sample.mask)
+                         source_image=sample.source_image, mask=sample.mask, category=sample.category)
         out.append((item, sample, record["sha256"]))
     return out
 
