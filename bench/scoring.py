@@ -177,6 +177,9 @@ def score_run(run_dir, metrics=None, device: str = "cpu", batch_size: int = 16, 
     for name, defaults in getattr(suite, "metric_params", dict)().items():   # the suite's protocol settings
         params[name] = {**defaults, **params.get(name, {})}
     instances = build_metrics(names, device, preset, params)
+    for metric in instances:
+        if hasattr(metric, "bind_run"):          # a metric that keeps a side record (the judge's raw answers)
+            metric.bind_run(store.root)
 
     old = read_scores(store.scores_path)
     cache = {(r.sha256, r.context, r.metric, str(r.metric_version)): r.value

@@ -71,7 +71,28 @@ STYLE_PROMPTS = [
 ]
 
 
+# Judge instruction files with the release's file names but this project's own short texts: they
+# let the smoke run and the tests build the judge's conversations without the official texts.
+JUDGE_PROMPTS = {
+    "user_prompt_subject_full.txt": "Rate how well the subject of the second image keeps the identity of the subject "
+                                    "in the first image (shape, colour, texture, face). Reply with a short reason and "
+                                    "end with 'Score: N', N an integer from 0 (unrelated) to 4 (the same subject).",
+    "gpt_prompt_subject_full.txt": "Understood. I will compare the two subjects and end with 'Score: N' (0-4).",
+    "user_prompt_style_full.txt": "Rate how well the second image keeps the style of the first image (palette, "
+                                  "strokes, rendering). Reply with a short reason and end with 'Score: N', N an "
+                                  "integer from 0 (unrelated) to 4 (the same style).",
+    "gpt_prompt_style_full.txt": "Understood. I will compare the two styles and end with 'Score: N' (0-4).",
+    "user_prompt_text_full.txt": "Rate how well the image shows what the text describes (objects, setting, style, "
+                                 "action). Reply with a short reason and end with 'Score: N', N an integer from 0 "
+                                 "(unrelated) to 4 (everything shown).",
+    "gpt_prompt_text_full.txt": "Understood. I will compare the image with the text and end with 'Score: N' (0-4).",
+}
+
+
 def main() -> None:
+    (HERE / "judge-prompts").mkdir(exist_ok=True)
+    for name, text in JUDGE_PROMPTS.items():
+        (HERE / "judge-prompts" / name).write_text(text + "\n", encoding="utf-8")
     for (category, index), (name, draw, background) in COLLECTIONS.items():
         rng = random.Random(f"{category}/{index}")
         image = Image.new("RGB", (SIZE, SIZE), background)
