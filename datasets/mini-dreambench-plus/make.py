@@ -89,20 +89,21 @@ JUDGE_PROMPTS = {
 }
 
 
-def main() -> None:
-    (HERE / "judge-prompts").mkdir(exist_ok=True)
+def main(out: Path = HERE) -> None:
+    out = Path(out)
+    (out / "judge-prompts").mkdir(parents=True, exist_ok=True)
     for name, text in JUDGE_PROMPTS.items():
-        (HERE / "judge-prompts" / name).write_text(text + "\n", encoding="utf-8")
+        (out / "judge-prompts" / name).write_text(text + "\n", encoding="utf-8")
     for (category, index), (name, draw, background) in COLLECTIONS.items():
         rng = random.Random(f"{category}/{index}")
         image = Image.new("RGB", (SIZE, SIZE), background)
         draw(ImageDraw.Draw(image), rng)
         for folder in ("images", "captions"):
-            (HERE / folder / category).mkdir(parents=True, exist_ok=True)
-        image.save(HERE / "images" / category / f"{index}.jpg", quality=95)
+            (out / folder / category).mkdir(parents=True, exist_ok=True)
+        image.save(out / "images" / category / f"{index}.jpg", quality=95)
         prompts = STYLE_PROMPTS if category == "style" else SUBJECT_PROMPTS
         lines = [name] + [p.format(name) for p in prompts]
-        (HERE / "captions" / category / f"{index}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        (out / "captions" / category / f"{index}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
