@@ -79,6 +79,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(default: the suite's protocol metrics)")
     add("--metric-preset", choices=["tiny"], default=None,
         help="score with tiny random metric models (default with --preset)")
+    add("--metric-param", action="append", default=[], metavar="METRIC.KEY=VALUE",
+        help="a metric parameter for the scoring stage, kept in run.json (repeatable), e.g. judge.endpoint=URL")
     add("--no-score", action="store_true", help="generate only; score later with `bench score`")
     add("--shard", default=None, metavar="I/N", help="process I of N (default: RANK/WORLD_SIZE or 0/1)")
     add("--out", default=None, help="run directory (default runs/<suite>/<method>[-<preset>])")
@@ -247,6 +249,10 @@ def run(args) -> int:
         raise BenchError(f"--metrics {args.metrics!r} names no metric")
     for name in metrics or []:
         METRICS.get(name)                     # an unknown metric fails now, not after generating
+    from bench.scoring import parse_metric_params
+    metric_params = parse_metric_params(args.metric_param)
+    for name, values in metric_params.items():
+        check_method_params(name, METRICS.get(name).load(), values, "--metric-param", "metric", f"{name}.")
     check_input_dir(args.data_root, "--data-root")
 
     # 2. the suite and its files
@@ -328,6 +334,7 @@ def run(args) -> int:
                  "skipped_without_mask": unmasked},
         "metrics": metrics or list(suite.default_metrics),
         "metric_preset": metric_preset, "random_weights": bool(model_preset),
+        **({"metric_params": metric_params} if metric_params else {}),
         "provenance": provenance(device),
     }
     store = RunStore(out)
