@@ -224,8 +224,9 @@ def test_repeats_average_and_any_failed_repeat_makes_the_image_missing(prompts, 
         metric = JudgeMetric(endpoint=server.url, model="j", prompts=str(prompts), kinds="pf", temperature=1.0,
                              repeats=3, attempts=2, workers=1)
         rows = metric.score(items)
-    assert rows[0]["pf/j"] == pytest.approx((4 + 2 + 3) / 3 / 4)
-    assert math.isnan(rows[1]["pf/j"])
+    assert metric.ids == ("pf/j", "pf/j/r0", "pf/j/r1", "pf/j/r2")
+    assert rows[0] == pytest.approx({"pf/j": (4 + 2 + 3) / 3 / 4, "pf/j/r0": 1.0, "pf/j/r1": 0.5, "pf/j/r2": 0.75})
+    assert math.isnan(rows[1]["pf/j"]) and rows[1]["pf/j/r0"] == 1.0
     assert len(server.requests) == 3 + 3 + 2              # "one bad": 3 first attempts, 2 failed repeats retried once
 
 

@@ -25,7 +25,7 @@ times, then recorded as missing with its raw text. A score is never invented. Ev
 folder.
 
 Ids: ``cp/<judge>`` and ``pf/<judge>``: per image the mean over ``repeats`` of score/4, NaN when
-any repeat failed. Decoding: greedy by default (``temperature=0``; deterministic, so one answer per
+any repeat failed; with several repeats also ``cp/<judge>/r<k>``, repeat k's score/4. Decoding: greedy by default (``temperature=0``; deterministic, so one answer per
 item and no retries); ``temperature>0`` samples with a seed derived from the image key, the kind,
 the repeat and the attempt, as reproducible as the backend allows (``temperature=1, repeats=3,
 attempts=3`` is the release's setting).
@@ -207,7 +207,11 @@ class JudgeMetric(Metric):
 
     @property
     def ids(self) -> tuple[str, ...]:
-        return tuple(f"{kind}/{self.judge_name}" for kind in self.kinds)
+        """``cp/<judge>``, ``pf/<judge>``, and with several repeats each repeat's own score as
+        ``cp/<judge>/r<k>`` (the report's ± over repeats comes from them)."""
+        base = [f"{kind}/{self.judge_name}" for kind in self.kinds]
+        repeats = [f"{b}/r{r}" for b in base for r in range(self.repeats)] if self.repeats > 1 else []
+        return tuple(base + repeats)
 
     def bind_run(self, run_dir: Path) -> None:
         """Append every answer to ``<run>/judge_answers.jsonl`` (called by the scoring stage)."""
@@ -269,5 +273,8 @@ class JudgeMetric(Metric):
                 values = [scores.get((i, kind, r)) for r in range(self.repeats)]
                 row[f"{kind}/{self.judge_name}"] = (math.nan if any(v is None for v in values)
                                                      else sum(values) / len(values) / 4)
+                if self.repeats > 1:
+                    for r, v in enumerate(values):
+                        row[f"{kind}/{self.judge_name}/r{r}"] = math.nan if v is None else v / 4
             out.append(row)
         return out
