@@ -1,6 +1,6 @@
 """DreamBench++ (yuangpeng/dreambench_plus, ICLR 2025): 150 images x 9 prompts, judged by a VLM.
 
-Layout of the released data (docs/protocols.md, "DreamBench++"); ``--data-root`` may be the
+Layout of the released data (docs/protocols.md section 7); ``--data-root`` may be the
 folder that holds ``images/`` and ``captions/`` or its parent holding ``data/``::
 
     images/<category>/<index>.jpg        category: animal, human, object, style

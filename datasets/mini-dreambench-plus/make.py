@@ -1,6 +1,6 @@
 """Regenerate the embedded mini DreamBench++ (deterministic): `python datasets/mini-dreambench-plus/make.py`.
 
-Same layout as the released data (docs/protocols.md, "DreamBench++"): images/<category>/<index>.jpg and
+Same layout as the released data (docs/protocols.md section 7): images/<category>/<index>.jpg and
 captions/<category>/<index>.txt (the subject's name, then 9 prompts: 0-3 photorealistic, 4-6 style
 transfer, 7-8 imaginative), one collection per category, each image procedurally drawn at 64x64.
 The prompts are this project's own.
