@@ -327,3 +327,33 @@ def test_missing_local_judge_is_one_line(tmp_path):
     metric = JudgeMetric(model=str(tmp_path / "no-such-model"), prompts=str(TINY_PROMPTS))
     with pytest.raises(BenchError, match="judge.model=DIR"):
         metric.score([make_item(tmp_path, "a")])
+
+
+def test_repeats_give_the_spread_over_repeats_and_the_cp_pf_product(tmp_path, capsys):
+    from bench.cli import main
+
+    captions = (Path(__file__).parents[1] / "datasets/mini-dreambench-plus/captions/object/00.txt").read_text()
+    first, second = captions.splitlines()[1:3]
+    # one request at a time, in task order: item 0's three CP repeats, its PF ones, then item 1's
+    script = {"cp": ["Score: 4", "Score: 2", "Score: 3", "Score: 1", "Score: 1", "Score: 4"],
+              first: ["Score: 4"], second: ["Score: 2"]}
+    out = tmp_path / "run"
+    with FakeJudgeServer(script) as server:
+        argv = ["run", "--method", "sd", "--suite", "dreambench-plus", "--preset", "smoke", "--subjects",
+                "object_00_teapot", "--limit", "2", "--metrics", "judge", "--out", str(out)]
+        for param in (f"endpoint={server.url}", "model=j", f"prompts={TINY_PROMPTS}", "temperature=1",
+                      "repeats=3", "workers=1", "batch_size=1"):
+            argv += ["--metric-param", f"judge.{param}"]
+        assert main(argv) == 0, capsys.readouterr().err
+    scores = pd.read_parquet(out / "scores.parquet")
+    assert sorted(scores["metric"].unique()) == sorted(
+        ["cp/j", "pf/j"] + [f"{k}/j/r{r}" for k in ("cp", "pf") for r in range(3)])
+    assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    board = (tmp_path / "rep" / "leaderboard-dreambench-plus.md").read_text()
+    header = next(line for line in board.splitlines() if line.startswith("|  "))
+    row = next(line for line in board.splitlines() if line.startswith("| ours"))
+    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in row.split("|")]))
+    # repeat means: CP (4+1)/8, (2+1)/8, (3+4)/8 -> 0.625 ± 0.25; PF (4+2)/8 each time -> 0.75 ± 0
+    assert cells["CP"] == "0.625 ± 0.250" and cells["PF"] == "0.750 ± 0.000"
+    assert cells["CP·PF"] == f"{0.625 * 0.75:.3f}" and cells["Check"] == "ok"
+    assert not any(h.startswith("CP (") for h in cells)          # repeat ids are no columns of their own
