@@ -181,7 +181,7 @@ def test_endpoint_answers_retries_and_failures(prompts, tmp_path, monkeypatch):
     script = {"good": ["The cat and sofa are there. Score: 3"], "too high": ["Score: 7"], "empty": [""],
               "refuse": [REFUSAL], "filtered": [FILTERED], "flaky": ["hmm", "no idea", "Score: 2"],
               "twice": ["Score: 1 or maybe Score: 2"], "broken json": [{"unexpected": True}],
-              "server hiccup": [503, "Score: 4"]}
+              "server hiccup": [503, "Score: 4"], "rambling": ["blah " * 6000 + "Score: 1"]}
     items = [make_item(tmp_path, name.replace(" ", "-"), text=name) for name in script]
     with FakeJudgeServer(script) as server:
         metric = JudgeMetric(endpoint=server.url, model="judge-x", api_key_env="JUDGE_TEST_KEY", prompts=str(prompts),
@@ -190,6 +190,7 @@ def test_endpoint_answers_retries_and_failures(prompts, tmp_path, monkeypatch):
         rows = metric.score(items)
     values = {item.eval_text: row["pf/judge-x"] for item, row in zip(items, rows)}
     assert values["good"] == 0.75 and values["flaky"] == 0.5 and values["server hiccup"] == 1.0
+    assert values["rambling"] == 0.25                    # parsed in full, stored cut
     for name in ("too high", "empty", "refuse", "filtered", "twice", "broken json"):
         assert math.isnan(values[name]), name
     # every attempt is recorded with its raw text; a failure is retried up to the bound
@@ -204,7 +205,8 @@ def test_endpoint_answers_retries_and_failures(prompts, tmp_path, monkeypatch):
     assert by_text["refuse"][0]["answer"] == "I can't rate this." and by_text["refuse"][0]["failure"] == "refusal"
     assert by_text["filtered"][0]["refused"] is True
     assert by_text["broken-json"][0]["answer"] == '{"unexpected": true}'
-    assert len(server.requests) == 1 + 3 * 6 + 3 + 2      # good, six failing x3, flaky x3, the 503 retried once
+    assert len(by_text["rambling"][0]["answer"]) == 20_000 and by_text["rambling"][0]["truncated_from"] == 30_008
+    assert len(server.requests) == 2 + 3 * 6 + 3 + 2      # good and rambling, six failing x3, flaky x3, the 503 retried
     # the request: the release's turns, a JPEG of 512x512, the derived seed, the key from the environment
     body = next(b for b in server.requests if b["messages"][-1]["content"][0]["text"] == "good")
     assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]

@@ -21,6 +21,9 @@ from typing import Sequence
 
 from bench import BenchError
 
+#: the most bytes read from one endpoint response (a judge answer is a few KiB)
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -163,7 +166,11 @@ class EndpointJudge:
             request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    return json.loads(response.read().decode("utf-8"))
+                    payload = response.read(MAX_RESPONSE_BYTES + 1)
+                if len(payload) > MAX_RESPONSE_BYTES:
+                    raise BenchError(f"judge endpoint {self.url} sent a response over {MAX_RESPONSE_BYTES >> 20} MiB; "
+                                     "is judge.endpoint an OpenAI-compatible chat-completions server?")
+                return json.loads(payload.decode("utf-8", "replace"))
             except urllib.error.HTTPError as exc:
                 if exc.code in (401, 403):
                     raise BenchError(f"judge endpoint {self.url} refused the key (HTTP {exc.code}): set "
