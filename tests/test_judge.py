@@ -359,3 +359,30 @@ def test_repeats_give_the_spread_over_repeats_and_the_cp_pf_product(tmp_path, ca
     assert cells["CP"] == "0.625 ± 0.250" and cells["PF"] == "0.750 ± 0.000"
     assert cells["CP·PF"] == f"{0.625 * 0.75:.3f}" and cells["Check"] == "ok"
     assert not any(h.startswith("CP (") for h in cells)          # repeat ids are no columns of their own
+
+
+@pytest.mark.parametrize("suite, extra", [("dreambench", []), ("dreamedit", ["--task", "replacement"])])
+def test_judge_scores_dreambench_and_dreamedit_runs(tmp_path, capsys, suite, extra):
+    from bench.cli import main
+    from bench.metrics.judge import judge_image
+    from bench.suites import load_suite
+
+    out = tmp_path / "run"
+    with FakeJudgeServer({"cp": ["Score: 3"], "photo of a backpack": ["Score: 2"], "a backpack in the jungle": ["Score: 2"]}) \
+            as server:
+        argv = ["run", "--method", "sd" if suite == "dreambench" else "ezigen", "--suite", suite, "--preset", "smoke",
+                "--subjects", "backpack", "--limit", "1", "--metrics", "judge", "--out", str(out), *extra,
+                "--metric-param", f"judge.endpoint={server.url}", "--metric-param", "judge.model=j",
+                "--metric-param", f"judge.prompts={TINY_PROMPTS}"]
+        assert main(argv) == 0, capsys.readouterr().err
+    scores = pd.read_parquet(out / "scores.parquet").set_index("metric")["value"]
+    assert scores["cp/j"] == 0.75 and scores["pf/j"] == 0.5
+    # CP compares with the subject's DreamBench photo, whatever the suite (DreamEdit: not the source image)
+    sample = load_suite(suite, mini=True, **({"annotator_preset": "tiny"} if suite == "dreamedit" else {})).samples()
+    photo = next(s for s in sample if s.subject == "backpack").subject_images[0]
+    assert photo.parent.name == "backpack" and "mini-dreambench" in str(photo)
+    cp = next(r for r in server.requests if r["messages"][-1]["content"][0]["type"] == "image_url")
+    sent = Image.open(io.BytesIO(base64.b64decode(cp["messages"][-1]["content"][0]["image_url"]["url"].split(",")[1])))
+    expected = judge_image(photo)
+    diff = sum(abs(a - b) for a, b in zip(sent.convert("RGB").resize((8, 8)).tobytes(), expected.resize((8, 8)).tobytes()))
+    assert diff / 192 < 6                              # the same picture, through one JPEG round trip
