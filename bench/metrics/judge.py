@@ -38,6 +38,7 @@ import json
 import math
 import re
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
@@ -61,6 +62,7 @@ FAILURE_PREFIXES = KINDS
 IMAGE_SIZE = 512
 MAX_PROMPT_FILE_BYTES = 256 * 1024
 MAX_STORED_ANSWER = 20_000
+REFERENCE_CACHE = 32          # reference images kept resized (items come sorted by subject)
 SCORE_PATTERN = re.compile(r"(score|Score):\s*[a-zA-Z]*\s*(\d+)")
 PARSER_VERSION = "1"
 
@@ -201,6 +203,7 @@ class JudgeMetric(Metric):
                     "max_new_tokens": self.max_new_tokens, "image_size": IMAGE_SIZE, "parser": PARSER_VERSION}
         self.settings = settings
         self.version = "1-" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+        self._references: OrderedDict[str, object] = OrderedDict()   # resized reference images, most recent last
         self.answers_path: Path | None = None
         self.answers: list[dict] = []            # this session's records (also appended to answers_path)
         self._lock = threading.Lock()
@@ -223,12 +226,23 @@ class JudgeMetric(Metric):
             if not item.subject_images:
                 raise BenchError(f"{item.key}: no reference image for the judge's concept preservation")
             instruction = self.instructions["style" if item.category == "style" else "subject"]
-            final = [("image", judge_image(item.subject_images[0])), ("image", generated)]
+            final = [("image", self.reference_image(item.subject_images[0])), ("image", generated)]
         else:
             instruction = self.instructions["text"]
             final = [("text", item.eval_text), ("image", generated)]
         return [{"role": "user", "content": instruction[0]}, {"role": "assistant", "content": instruction[1]},
                 {"role": "user", "content": final}]
+
+    def reference_image(self, path):
+        """The judge's view of a reference image, loaded once while its subject is being scored."""
+        key = str(path)
+        if key in self._references:
+            self._references.move_to_end(key)
+        else:
+            self._references[key] = judge_image(path)
+            while len(self._references) > REFERENCE_CACHE:
+                self._references.popitem(last=False)
+        return self._references[key]
 
     def _record(self, **fields) -> None:
         text = fields.get("answer") or ""

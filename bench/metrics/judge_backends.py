@@ -186,8 +186,8 @@ class EndpointJudge:
         raise BenchError(f"judge endpoint {self.url} failed {self.transport_retries + 1} times ({last}); "
                          "check that the server runs and judge.endpoint is right")
 
-    def _one(self, conversation: Conversation, seed: int, temperature: float) -> Answer:
-        body = {"model": self.model, "messages": openai_messages(conversation), "temperature": temperature,
+    def _one(self, messages: list[dict], seed: int, temperature: float) -> Answer:
+        body = {"model": self.model, "messages": messages, "temperature": temperature,
                 "seed": seed, "max_tokens": self.max_new_tokens}
         reply = self._post(body)
         try:
@@ -205,7 +205,12 @@ class EndpointJudge:
     def answer(self, conversations: Sequence[Conversation], seeds: Sequence[int], temperature: float) -> list[Answer]:
         from concurrent.futures import ThreadPoolExecutor
 
-        if len(conversations) <= 1 or self.workers <= 1:
-            return [self._one(c, s, temperature) for c, s in zip(conversations, seeds)]
-        with ThreadPoolExecutor(max_workers=min(self.workers, len(conversations))) as pool:
-            return list(pool.map(lambda cs: self._one(cs[0], cs[1], temperature), zip(conversations, seeds)))
+        encoded: dict[int, list[dict]] = {}          # a conversation asked several times is encoded once
+        for conversation in conversations:
+            if id(conversation) not in encoded:
+                encoded[id(conversation)] = openai_messages(conversation)
+        messages = [encoded[id(c)] for c in conversations]
+        if len(messages) <= 1 or self.workers <= 1:
+            return [self._one(m, s, temperature) for m, s in zip(messages, seeds)]
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(messages))) as pool:
+            return list(pool.map(lambda ms: self._one(ms[0], ms[1], temperature), zip(messages, seeds)))
