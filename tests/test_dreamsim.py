@@ -94,3 +94,14 @@ def test_real_open_clip_branch_with_random_weights_matches_the_package_api(tmp_p
         expected = [dist(a, b), (dist(b, a) + dist(b, c)) / 2]
     assert ours == pytest.approx(expected, abs=2e-4)
     assert metric.ids == ("dreamsim/open-clip-vitb32",)
+
+
+def test_bench_metric_dreamsim_prints_distances(tmp_path, capsys):
+    from bench.cli import main
+
+    a, b, _ = images(tmp_path)
+    assert main(["metric", "dreamsim", "--images", str(a), str(b), "--refs", str(a), "--preset", "tiny"]) == 0
+    same, other = (float(line) for line in capsys.readouterr().out.split())
+    assert same == pytest.approx(0.0, abs=1e-5) and other > 0.001
+    assert main(["metric", "dreamsim", "--images", str(a), "--refs", str(a), "--backbone", "nope"]) == 2
+    assert "dreamsim.variant='nope'" in capsys.readouterr().err
