@@ -146,13 +146,16 @@ def plan_run(args) -> RunConfig:
     if plan.total > MAX_PLAN_IMAGES:
         raise BenchError(f"the plan has {plan.total} images (cells x seeds x --images-per-prompt), more than "
                          f"{MAX_PLAN_IMAGES}: fewer --seeds or --images-per-prompt, or --limit")
+    metric_preset = args.metric_preset or (SMOKE["metric_preset"] if model_preset else None)
+    if not args.no_score:
+        precheck_metrics(metrics or list(suite.default_metrics), metric_params, metric_preset, suite)
     # 3. the adapter files: checked now, hashed only once the run goes ahead
     adapter, smoke_note = chosen_adapter(args, method_cls, smoke)
     return RunConfig(
         method=args.method, method_cls=method_cls, method_target=entry.target, method_defaults=dict(entry.params),
         params=params, suite_name=args.suite, suite=suite, suite_options=suite_options, plan=plan,
         skipped_without_mask=unmasked, out=out, rank=rank, world=world, metrics=metrics,
-        metric_preset=args.metric_preset or (SMOKE["metric_preset"] if model_preset else None),
+        metric_preset=metric_preset,
         model_preset=model_preset, weights=args.weights, adapter=adapter, smoke_note=smoke_note,
         device=args.device, dtype=args.dtype, resolution=args.resolution or (SMOKE["resolution"] if smoke else None),
         steps=args.steps or (SMOKE["num_inference_steps"] if smoke else None), batch_size=args.batch_size,
@@ -228,6 +231,20 @@ def metric_param_values(items: list[str]) -> dict[str, dict]:
     for name, values in params.items():
         check_method_params(name, METRICS.get(name).load(), values, "--metric-param", "metric", f"{name}.")
     return params
+
+
+def precheck_metrics(names: list[str], params: dict[str, dict], preset: str | None, suite) -> None:
+    """Files a metric needs that can be checked without loading a model (a metric class's optional
+    ``precheck(preset=..., **params)``, e.g. the judge's instruction files): a missing one fails now,
+    not after the images are generated."""
+    from bench.registry import METRICS
+
+    suite_params = getattr(suite, "metric_params", dict)()
+    for name in names:
+        entry = METRICS.get(name)
+        check = getattr(entry.load(), "precheck", None)
+        if check is not None:
+            check(preset=preset, **{**entry.params, **suite_params.get(name, {}), **params.get(name, {})})
 
 
 def metric_names(text: str | None) -> list[str] | None:

@@ -386,3 +386,15 @@ def test_judge_scores_dreambench_and_dreamedit_runs(tmp_path, capsys, suite, ext
     expected = judge_image(photo)
     diff = sum(abs(a - b) for a, b in zip(sent.convert("RGB").resize((8, 8)).tobytes(), expected.resize((8, 8)).tobytes()))
     assert diff / 192 < 6                              # the same picture, through one JPEG round trip
+
+
+def test_missing_instruction_files_fail_before_anything_is_generated(tmp_path, capsys):
+    from bench.cli import main
+
+    out = tmp_path / "run"
+    argv = ["run", "--method", "sd", "--suite", "dreambench-plus", "--preset", "smoke", "--limit", "1",
+            "--out", str(out), "--metric-param", f"judge.prompts={tmp_path / 'nowhere'}"]
+    assert main(argv) == 2
+    assert "judge instruction files not found" in capsys.readouterr().err
+    assert not (out / "images").exists()
+    assert main(argv + ["--no-score"]) == 0                    # generation alone does not need them

@@ -110,6 +110,14 @@ class DreamSimMetric(Metric):
         self.references = EmbeddingCache()
         self._model = None
 
+    @classmethod
+    def precheck(cls, preset: str | None = None, variant: str = "ensemble", cache_dir: str | None = None, **_) -> None:
+        """The variant's weight files, checked before a run generates anything."""
+        if preset is None and variant in REQUIRED_FILES:
+            folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+            if missing_files(folder, variant):
+                load_dreamsim(variant, folder, "cpu")         # raises the one-line error naming them
+
     @property
     def ids(self) -> tuple[str, ...]:
         return (self.metric_id,)

@@ -208,6 +208,12 @@ class JudgeMetric(Metric):
         self.answers: list[dict] = []            # this session's records (also appended to answers_path)
         self._lock = threading.Lock()
 
+    @classmethod
+    def precheck(cls, preset: str | None = None, prompts: str | None = None, **_) -> None:
+        """The instruction files, checked before a run generates anything (no model is loaded)."""
+        load_instructions(resolve_prompts_dir(prompts if prompts else (TINY_PROMPTS if preset == "tiny"
+                                                                       else DEFAULT_PROMPTS)))
+
     @property
     def ids(self) -> tuple[str, ...]:
         """``cp/<judge>``, ``pf/<judge>``, and with several repeats each repeat's own score as
