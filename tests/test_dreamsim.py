@@ -105,3 +105,9 @@ def test_bench_metric_dreamsim_prints_distances(tmp_path, capsys):
     assert same == pytest.approx(0.0, abs=1e-5) and other > 0.001
     assert main(["metric", "dreamsim", "--images", str(a), "--refs", str(a), "--backbone", "nope"]) == 2
     assert "dreamsim.variant='nope'" in capsys.readouterr().err
+
+
+def test_precheck_names_missing_weights_before_a_run_and_skips_the_tiny_preset(tmp_path):
+    DreamSimMetric.precheck(preset="tiny", cache_dir=str(tmp_path))
+    with pytest.raises(BenchError, match="open_clip_vitb32_single_lora"):
+        DreamSimMetric.precheck(preset=None, variant="open_clip_vitb32", cache_dir=str(tmp_path))

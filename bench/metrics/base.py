@@ -4,7 +4,9 @@ A metric is built by its registry entry as ``Factory(device=..., preset=..., **p
 (``preset="tiny"`` builds small random models in code, for tests). It scores batches of
 :class:`ScoreItem` and returns, per item, a dict ``{metric id: value}``. A metric id names
 the score and its backbone, e.g. ``clip_t/vit-b-32-openai``. NaN means "could not be
-computed" and is shown as a dash in reports, never as 0.
+computed" and is shown as a dash in reports, never as 0. A metric class may offer a classmethod
+``precheck(preset=..., **params)`` that checks files it will need without loading a model;
+`bench run` calls it before generating.
 """
 
 from __future__ import annotations
