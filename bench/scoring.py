@@ -100,7 +100,8 @@ def build_items(store: RunStore, cells: dict[str, Sample], verify: bool = False
         item = ScoreItem(key=key, image=image, seed=int(record["seed"]), subject=sample.subject,
                          class_noun=sample.class_noun, eval_text=sample.eval_text,
                          reference_images=sample.reference_images, subject_images=sample.subject_images,
-                         source_image=sample.source_image, mask=sample.mask, category=sample.category)
+                         source_image=sample.source_image, mask=sample.mask, category=sample.category,
+                         iteration_images=tuple(store.root / it["image"] for it in record.get("iterations") or ()))
         out.append((item, sample, record["sha256"]))
     return out
 

@@ -29,6 +29,7 @@ class ScoreItem:
     subject_images: tuple[Path, ...]         # the conditioning image(s) ("paired" mode)
     source_image: Path | None = None         # editing: the source
     mask: Path | None = None                 # editing: the edit region of the source
+    iteration_images: tuple[Path, ...] = ()  # every iteration's output, when the method kept them
     category: str = ""                       # the sample's category (e.g. "style" picks the judge's style instruction)
 
 

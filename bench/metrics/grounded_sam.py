@@ -36,7 +36,12 @@ Official DreamEdit protocol (entry "dreamedit-official"): no masks; all images r
 512x512; -sub = mean over reference images of the whole-output cosine, -back = whole output vs
 whole source; overall = geometric mean of the four scores (negatives count as 0.001, as released).
 The released code repeats DINO-back in place of CLIP-I-back in the mean: both the corrected and
-the as-released overall are written, named so.
+the as-released overall are written, named so. ``iteration="best"`` (the DreamEdit suite's option
+``official_iteration=best``): the released evaluation (``src/auto_evaluation.py``) scores every
+iteration's output of a sample and keeps the iteration with the highest as-released geometric
+mean (the first one on a tie), reporting its four scores and that mean; an item's
+``iteration_images`` are those outputs (just the final image when the method did not keep them).
+Its ids start ``official_best_`` so the two choices never mix.
 """
 
 from __future__ import annotations
@@ -498,32 +503,48 @@ class OfficialDreamEditMetric(_DreamEditBase):
     version = "2"      # 2: OpenAI CLIP with QuickGELU; files read with bench.images.load_rgb
 
     def __init__(self, device: str = "cpu", preset: str | None = None, batch_size: int = 16,
-                 dino_backbone: str | None = None, clip_backbone: str | None = None):
+                 dino_backbone: str | None = None, clip_backbone: str | None = None,
+                 iteration: Literal["final", "best"] = "final"):
+        if iteration not in ("final", "best"):
+            raise BenchError(f"dreamedit-official: iteration={iteration!r} is not 'final' or 'best'")
         super().__init__(device, preset, batch_size, dino_backbone, clip_backbone)
+        self.iteration = iteration
         self._files = {f: _EmbeddingCache(e, resize=OFFICIAL_SIZE) for f, e in self.backbones.items()}
-        self._ids = {(f, part): f"official_{f}_{part}/{self._name(f)}" for f in self.backbones for part in ("sub", "back")}
+        stem = "official_best" if iteration == "best" else "official"
+        self._ids = {(f, part): f"{stem}_{f}_{part}/{self._name(f)}" for f in self.backbones for part in ("sub", "back")}
         both = f"{self.dino_name}+{self.clip_name}"
-        self.overall_id = f"official_overall/{both}"
-        self.as_released_id = f"official_overall_as_released/{both}"
+        self.overall_id = f"{stem}_overall/{both}"
+        self.as_released_id = f"{stem}_overall_as_released/{both}"
 
     @property
     def ids(self) -> tuple[str, ...]:
         return tuple(self._ids.values()) + (self.overall_id, self.as_released_id)
 
+    def _candidates(self, item: ScoreItem) -> list[Path]:
+        if self.iteration == "best" and item.iteration_images:
+            return list(item.iteration_images)
+        return [item.image]
+
     def score(self, items: Sequence[ScoreItem]) -> list[dict[str, float]]:
         self._check(items)
-        rows: list[dict[str, float]] = [{} for _ in items]
+        candidates = [self._candidates(it) for it in items]
+        owner = [i for i, paths in enumerate(candidates) for _ in paths]
+        rows: list[dict[str, float]] = [{} for _ in owner]        # one per candidate image
         for family, cache in self._files.items():
             # Generated images are not cached across calls (each is scored once); sources and references are.
-            outs = cache.embed([cache.load(it.image) for it in items])
+            outs = cache.embed([cache.load(p) for paths in candidates for p in paths])
             sources = cache.files([it.source_image for it in items])
-            for i, item in enumerate(items):
-                refs = cache.files(list(item.reference_images))
-                rows[i][self._ids[(family, "sub")]] = _mean_reference_cosine(outs[i], refs)
-                rows[i][self._ids[(family, "back")]] = float((outs[i] * sources[i]).sum())
+            for j, i in enumerate(owner):
+                refs = cache.files(list(items[i].reference_images))
+                rows[j][self._ids[(family, "sub")]] = _mean_reference_cosine(outs[j], refs)
+                rows[j][self._ids[(family, "back")]] = float((outs[j] * sources[i]).sum())
         for row in rows:
             d_sub, d_back = row[self._ids[("dino", "sub")]], row[self._ids[("dino", "back")]]
             c_sub, c_back = row[self._ids[("clip_i", "sub")]], row[self._ids[("clip_i", "back")]]
             row[self.overall_id] = geometric_mean([d_sub, c_sub, d_back, c_back])
             row[self.as_released_id] = geometric_mean([d_sub, c_sub, d_back, d_back])
-        return rows
+        best: dict[int, dict[str, float]] = {}
+        for j, i in enumerate(owner):     # the released rule: max of the as-released mean, first on a tie
+            if i not in best or rows[j][self.as_released_id] > best[i][self.as_released_id]:
+                best[i] = rows[j]
+        return [best[i] for i in range(len(items))]

@@ -20,7 +20,7 @@ from pathlib import Path
 from bench import BenchError
 from bench.report.aggregate import aggregation_text, run_warnings, summarize
 from bench.report.figures import sample_grid, scatter_plot, suite_scatter_axes
-from bench.report.load import DASH, PAPER_DIR, read_paper_rows
+from bench.report.load import BACKGROUND_MARK, DASH, PAPER_DIR, read_paper_rows
 
 # Used when a suite class does not say (or cannot be imported).
 FALLBACK_COLUMNS = {
@@ -170,6 +170,9 @@ def breakdown_table(df, plan, by: str):
 
 
 RANDOM_STAMP = "RANDOM WEIGHTS: smoke or performance run; these numbers say nothing about the method"
+BACKGROUND_NOTE = (f"*{BACKGROUND_MARK}*: protocol=release with the paper's subject background removal "
+                   "(`subject_background=remove`, the default); the released code removes no background, so "
+                   "`--param subject_background=keep` is the release-exact choice (docs/protocols.md section 1b).")
 ALLSTEP_NOTE = ("*all-step*: the adapter is on for every step, one pass, no loops: how the paper measured its "
                 "Tab. 7 rows (docs/protocols.md section 1b).")
 
@@ -205,6 +208,8 @@ def write_leaderboard(df, runs, suite: str, out: Path, paper_dir: Path = PAPER_D
         lines += [f"- `{run}`: {'; '.join(notes)}" for run, notes in flagged.items()] + [""]
     if table["Method"].astype(str).str.contains("all-step").any():
         lines += [ALLSTEP_NOTE, ""]
+    if table["Method"].astype(str).str.contains(BACKGROUND_MARK, regex=False).any():
+        lines += [BACKGROUND_NOTE, ""]
     notes = []
     for title, _, ids in plan:
         notes.append(f"{title}: " + (", ".join(f"`{i}`" for i in ids) if ids else "not measured in these runs"))
