@@ -359,6 +359,8 @@ def test_repeats_give_the_spread_over_repeats_and_the_cp_pf_product(tmp_path, ca
     assert cells["CP"] == "0.625 ± 0.250" and cells["PF"] == "0.750 ± 0.000"
     assert cells["CP·PF"] == f"{0.625 * 0.75:.3f}" and cells["Check"] == "ok"
     assert not any(h.startswith("CP (") for h in cells)          # repeat ids are no columns of their own
+    kinds = board.split("## By prompt kind", 1)[1]
+    assert "| photorealistic |" in kinds and "imaginative" not in kinds      # prompts 0 and 1 only
 
 
 @pytest.mark.parametrize("suite, extra", [("dreambench", []), ("dreamedit", ["--task", "replacement"])])

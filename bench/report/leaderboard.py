@@ -42,6 +42,16 @@ def metric_prefix(metric_id: str) -> str:
     return metric_id.split("/", 1)[0]
 
 
+def suite_prompt_kinds(suite: str) -> tuple[str, ...]:
+    """A suite's kind of each prompt index (``Suite.prompt_kinds``, e.g. DreamBench++'s photorealistic /
+    style_transfer / imaginative), or () when it has none."""
+    try:
+        from bench.registry import SUITES
+        return tuple(getattr(SUITES.get(suite).load(), "prompt_kinds", ()) or ())
+    except BenchError:
+        return ()
+
+
 def suite_columns(suite: str) -> dict[str, str]:
     columns = {}
     try:
@@ -217,6 +227,11 @@ def write_leaderboard(df, runs, suite: str, out: Path, paper_dir: Path = PAPER_D
               "backbones (CLIP ViT-B/32 OpenAI, DINO ViT-S/16; FastComposer prompt: CLIP ViT-L/14).", ""]
     if len(mine) and "category" in mine.columns and mine["category"].fillna("").ne("").any():
         lines += ["## By category", "", breakdown_table(mine, plan, "category").to_markdown(index=False, disable_numparse=True), ""]
+    kinds = suite_prompt_kinds(suite)
+    if len(mine) and kinds:
+        kind = mine["prompt_index"].map(lambda i: kinds[int(i)] if 0 <= int(i) < len(kinds) else "")
+        lines += ["## By prompt kind", "", breakdown_table(mine.assign(kind=kind), plan, "kind")
+                  .to_markdown(index=False, disable_numparse=True), ""]
     if has_scatter:
         lines += [f"## {x} vs {y}", "", f"![{x} vs {y}]({scatter.name})", ""]
     if has_grid:

@@ -125,6 +125,7 @@ class DreamBenchPlus(Suite):
                            "cp": "CP", "pf": "PF"}
     aggregate = "seeds"
     scatter_axes = ("PF", "CP")
+    prompt_kinds = PROMPT_KINDS            # the leaderboard's "By prompt kind" table
     dataset_id = "yuangpeng/dreambench_plus"
     repository_url = "https://github.com/yuangpeng/dreambench_plus"
 
