@@ -150,3 +150,21 @@ def test_bench_data_check_where_and_fetch(release, tmp_path, capsys):
     (release / "images/animal/00.jpg").unlink()
     assert main(["data", "check", "dreambench-plus", "--data-root", str(release)]) == 2
     assert "has no partner" in capsys.readouterr().err
+
+
+def test_smoke_run_leaderboard_has_every_column_and_counts_the_tiny_judges_failures(tmp_path, capsys):
+    from bench.cli import main
+
+    out = tmp_path / "run"
+    assert main(["run", "--method", "sd", "--suite", "dreambench-plus", "--preset", "smoke", "--limit", "2",
+                 "--out", str(out)]) == 0, capsys.readouterr().err
+    assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    board = (tmp_path / "rep" / "leaderboard-dreambench-plus.md").read_text()
+    header = [c.strip() for c in next(line for line in board.splitlines() if line.startswith("|  ")).split("|")]
+    row = [c.strip() for c in next(line for line in board.splitlines() if line.startswith("| ours")).split("|")]
+    cells = dict(zip(header, row))
+    for title in ("CLIP-T", "CLIP-I", "DINO", "DreamSim ↓"):
+        assert cells[title] not in ("", "–"), title
+    # the tiny random judge never answers with a score: every value is a counted failure, never a number
+    assert cells["CP"] == cells["PF"] == cells["CP·PF"] == "–"
+    assert "4 judge answers missing" in cells["Check"]
