@@ -26,6 +26,8 @@ SUBCOMMANDS = {
     "score": ("bench.scoring", "score a run directory, or a folder of images made elsewhere"),
     "report": ("bench.report", "aggregate runs into pandas tables and markdown leaderboards"),
     "check": ("bench.check", "regression check of a run against a baseline (for CI)"),
+    "stats": ("bench.stats.cli", "means, bootstrap intervals and paired comparisons of any score table"),
+    "power": ("bench.stats.power", "detectable effect sizes for given numbers of subjects and seeds"),
     "metric": ("bench.metrics.cli", "compute one metric on given images and texts"),
     "data": ("bench.suites.data", "fetch, locate and validate benchmark data"),
     "train": ("methods.training.cli", "train an EZIGen adapter or a projector baseline"),

@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from bench.report.aggregate import aggregation_text, run_warnings
+from bench.report.aggregate import aggregation_text, interval_text, intervals, run_warnings
 from bench.report.figures import scatter_plot, suite_scatter_axes
-from bench.report.leaderboard import RANDOM_STAMP, column_plan, leaderboard_table, suite_columns
+from bench.report.leaderboard import (RANDOM_STAMP, column_plan, comparison_table, leaderboard_table, stat_notes,
+                                      suite_columns)
 from bench.report.load import DASH, PAPER_DIR, run_cells
 from bench.store import RunStore
 
@@ -66,8 +67,8 @@ class _Images:
 
 
 # ---- the leaderboard ------------------------------------------------------------------------
-def leaderboard_html(df, runs, suite: str, paper_dir: Path, warnings: dict) -> tuple[str, list, list]:
-    table, plan, numeric = leaderboard_table(df, runs, suite, paper_dir, warnings)
+def leaderboard_html(df, runs, suite: str, paper_dir: Path, warnings: dict, stats=None) -> tuple[str, list, list]:
+    table, plan, numeric = leaderboard_table(df, runs, suite, paper_dir, warnings, stats)
     metric_titles = {title for title, _, _ in plan}
     head = "".join(f'<th data-col="{_e(c)}" title="click to sort">{_e(c) if c else "row"}</th>'
                    for c in table.columns)
@@ -257,8 +258,28 @@ writeStatus();window.addEventListener('load',writeStatus);
 """
 
 
-def write_html(df, runs, out: Path, paper_dir: Path = PAPER_DIR, copy_images: bool = False) -> Path:
-    """Write ``out/index.html`` (plus the scatter plots, and the images with ``copy_images``)."""
+def statistics_html(stats, settings, versus: str | None) -> str:
+    """The intervals' description, the paired comparison table and the statistics notes."""
+    comparison = comparison_table(stats, versus) if versus else None
+    markup = f'<p class="muted">{_e(interval_text(settings, versus))}.</p>'
+    if comparison is not None:
+        head = "".join(f"<th>{_e(c)}</th>" for c in comparison.columns)
+        body = "".join("<tr>" + "".join(f"<td>{_e(v)}</td>" for v in row) + "</tr>"
+                       for row in comparison.itertuples(index=False))
+        markup += (f'<h3>Paired comparison against {_e(versus)}</h3><p>Differences on the keys both runs hold, '
+                   f'their intervals, sign-flip p-values (Holm-adjusted over the table) and the minimum detectable '
+                   f'effect (power 0.8).</p><div class="scroll"><table class="comparison"><thead><tr>{head}</tr>'
+                   f'</thead><tbody>{body}</tbody></table></div>')
+    notes = stat_notes(stats)
+    if notes:
+        markup += "<ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"
+    return markup
+
+
+def write_html(df, runs, out: Path, paper_dir: Path = PAPER_DIR, copy_images: bool = False, settings=None,
+               versus: str | None = None) -> Path:
+    """Write ``out/index.html`` (plus the scatter plots, and the images with ``copy_images``);
+    ``settings`` and ``versus`` as for the markdown leaderboard (docs/statistics.md)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     images = _Images(out, copy_images)
@@ -268,7 +289,9 @@ def write_html(df, runs, out: Path, paper_dir: Path = PAPER_DIR, copy_images: bo
         mine = df[df["suite"] == suite]
         suite_runs = runs[runs["suite"] == suite]
         warnings = run_warnings(mine, suite_runs)
-        table, plan, numeric = leaderboard_html(df, runs, suite, paper_dir, warnings)
+        against = versus if versus in set(suite_runs["run"]) else None
+        stats = intervals(mine, settings, against)
+        table, plan, numeric = leaderboard_html(df, runs, suite, paper_dir, warnings, stats)
         x, y = suite_scatter_axes(suite)
         scatter = out / f"{suite}-scatter.png"
         has_scatter = scatter_plot(numeric, x, y, scatter, f"{suite}: {x} vs {y}",
@@ -280,7 +303,7 @@ def write_html(df, runs, out: Path, paper_dir: Path = PAPER_DIR, copy_images: bo
             f'<section class="suite" id="suite-{_e(suite)}"><h2>{_e(suite)}</h2>'
             f'<p>Our rows: {_e(aggregation_text(suite))}. Rows marked <i>paper</i> are published numbers '
             f'(docs/protocols.md section 5), not rerun here; {DASH} means not measured. Click a column to sort.</p>'
-            + table
+            + table + statistics_html(stats, settings, against)
             + (f'<div class="warnings"><b>Check:</b> rows marked ⚠ are not comparable as they stand:<ul>'
                f'{"".join(flagged)}</ul></div>' if flagged else "")
             + f'<p class="muted">Metric ids (they name the backbone): {ids}.</p>'
