@@ -26,6 +26,7 @@ SUBCOMMANDS = {
     "score": ("bench.scoring", "score a run directory, or a folder of images made elsewhere"),
     "report": ("bench.report", "aggregate runs into pandas tables and markdown leaderboards"),
     "check": ("bench.check", "regression check of a run against a baseline (for CI)"),
+    "doctor": ("bench.doctor", "list every piece a run needs (weights, data), present or missing, and how to get it"),
     "metric": ("bench.metrics.cli", "compute one metric on given images and texts"),
     "data": ("bench.suites.data", "fetch, locate and validate benchmark data"),
     "train": ("methods.training.cli", "train an EZIGen adapter or a projector baseline"),

@@ -353,6 +353,20 @@ class _DreamEditBase(Metric):
     """DINO ViT-S/16 and CLIP ViT-B/32 image embeddings from the DreamBench metrics
     (bench.metrics.dino / bench.metrics.clip: same weights, preprocessing and tiny preset)."""
 
+    #: whether the metric segments with Grounded-SAM (its weights are then needed too)
+    uses_grounded_sam = False
+
+    @classmethod
+    def requirements(cls, preset: str | None = None, dino_backbone: str | None = None,
+                     clip_backbone: str | None = None, **params) -> list:
+        from bench.metrics.clip import ClipMetric
+        from bench.metrics.dino import DinoMetric
+        from bench.needs import grounded_sam
+
+        out = DinoMetric.requirements(preset, **({"backbone": dino_backbone} if dino_backbone else {}))
+        out += ClipMetric.requirements(preset, **({"backbone": clip_backbone} if clip_backbone else {}))
+        return out + (grounded_sam() if cls.uses_grounded_sam and preset is None else [])
+
     def __init__(self, device: str = "cpu", preset: str | None = None, batch_size: int = 16,
                  dino_backbone: str | None = None, clip_backbone: str | None = None):
         from bench.metrics.clip import ClipMetric
@@ -387,6 +401,7 @@ class MaskedRegionMetric(_DreamEditBase):
     """EZIGen's DreamEdit protocol: DINO/CLIP-I -sub and -back through Grounded-SAM masks."""
 
     family = "masked"
+    uses_grounded_sam = True
     # 2: reference photos cut like the output (Grounded-SAM region, white, square); OpenAI CLIP
     # with QuickGELU; files read with bench.images.load_rgb.
     version = "2"

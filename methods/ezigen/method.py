@@ -77,6 +77,22 @@ class EZIGenMethod:
     #: `--preset smoke` runs it with the untrained adapter when no --adapter is given
     smoke_adapter = "init"
 
+    @classmethod
+    def requirements(cls, spec: LoadSpec, subject_background: str = "remove", iterative: bool = True,
+                     loops: int = 0, adapter: bool = True, **params) -> list:
+        """What a run needs on disk (bench/needs.py): the base model, the adapter, Grounded-SAM for
+        the subject's background and CLIP ViT-B/32 for the loops' stop rule (real weights only)."""
+        from bench import needs
+        from methods.ezigen.checkpoint import adapter_need
+
+        out = needs.base_model(spec) + (adapter_need(spec.adapter) if adapter else [])
+        if not spec.preset:
+            if subject_background == "remove":
+                out += needs.grounded_sam()
+            if _as_bool("iterative", iterative) and not int(loops):
+                out.append(needs.open_clip_weights("ViT-B-32", "openai", *needs.CLIP_HUB["ViT-B-32", "openai"]))
+        return out
+
     def __init__(self, spec: LoadSpec, name: str = "ezigen", protocol: Literal["release", "paper"] = "release",
                  subject_background: Literal["remove", "keep"] = "remove",
                  num_inference_steps: int = 50, guidance_scale: float = 7.5, split_ratio: float = 0.4,
