@@ -131,7 +131,7 @@ class EZIGenMethod:
             self.settings = resolve_protocol(self.protocol, **{k: _none(v) for k, v in overrides.items()})
         except ValueError as exc:
             raise BenchError(f"method {name!r}: {exc}") from None
-        st = self.settings
+        settings = self.settings
         try:
             self.config = SamplerConfig(
                 num_inference_steps=_as_number("num_inference_steps", spec.num_inference_steps or num_inference_steps, int),
@@ -139,16 +139,17 @@ class EZIGenMethod:
                 split_ratio=_as_number("split_ratio", split_ratio, float),
                 schedule=_choice("schedule", schedule, ("decoupled", "allstep")),
                 iterative=_as_bool("iterative", iterative), min_loops=_as_number("min_loops", min_loops, int),
-                max_loops=int(st["max_loops"]),
+                max_loops=int(settings["max_loops"]),
                 similarity_threshold=_as_number("similarity_threshold", similarity_threshold, float),
-                negative_prompt=str(st["negative_prompt"]), renoise=str(st["renoise"]),
-                vae_latent=str(st["vae_latent"]), fixed_loops=_as_number("loops", loops, int))
+                negative_prompt=str(settings["negative_prompt"]), renoise=str(settings["renoise"]),
+                vae_latent=str(settings["vae_latent"]), fixed_loops=_as_number("loops", loops, int))
         except ValueError as exc:
             raise BenchError(f"method {name!r}: {exc}") from None
         if self.config.fixed_loops and not self.config.iterative:
             raise BenchError(f"method {name!r}: --param loops={self.config.fixed_loops} needs iterative=true "
                              "(this variant runs one pass, no loops)")
-        if st["edit_blend"] == "aligned" and (st["edit_denoiser"], st["inversion_grid"]) != ("dpmsolver", "leading"):
+        if settings["edit_blend"] == "aligned" and \
+                (settings["edit_denoiser"], settings["inversion_grid"]) != ("dpmsolver", "leading"):
             raise BenchError(f"method {name!r}: edit_blend=aligned needs edit_denoiser=dpmsolver and "
                              "inversion_grid=leading (the inversion must land on the denoising grid); "
                              "use edit_blend=release with the other settings")
@@ -182,12 +183,12 @@ class EZIGenMethod:
                                             tiny=components.random_weights)
         self.reference = ReferenceEncoder(self.sd, reference_unet, self.adapter.block_names,
                                           self.reference_timestep, self.reference_seed, self.reference_prompt,
-                                          resize=str(st["subject_resize"]), latent=str(st["vae_latent"]))
+                                          resize=str(settings["subject_resize"]), latent=str(settings["vae_latent"]))
         needs_similarity = self.config.iterative and not self.config.fixed_loops
         self.similarity = ImageSimilarity(components.device, tiny=components.random_weights) if needs_similarity else None
         self.sampler = EZIGenSampler(self.sd, self.adapter, self.reference, self.similarity, self.config)
         self.editor = EZIGenEditor(self.sd, self.adapter, self.reference, self.similarity, self.config,
-                                   self.edit_guidance_scale, EditSettings.from_protocol(st))
+                                   self.edit_guidance_scale, EditSettings.from_protocol(settings))
 
     def describe(self) -> dict:
         c = self.config
