@@ -88,7 +88,7 @@ def make_batch_invariant(components: Components) -> None:
       broadcast (the resnets add it with broadcasting);
     - oneDNN convolutions pick a batch-dependent algorithm on CPU: disabled on CPU;
     - the VAE's attention block: encoded/decoded one sample at a time (diffusers' slicing).
-    On CUDA the convolution algorithm may still depend on the batch (see README).
+    On CUDA the convolution algorithm may still depend on the batch (docs/running-and-resuming.md, "Determinism: what holds").
     """
     share_time_embedding(components.unet)
     components.vae.enable_slicing()

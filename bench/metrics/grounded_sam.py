@@ -7,7 +7,7 @@ thresholds): a second call for the same image does no model work. When no box pa
 thresholds the result says ``status="no-detection"`` and carries no mask: it is never turned
 into a full or an empty mask silently.
 
-Regions (how a region is cut and filled; the README paragraph):
+Regions (how a region is cut and filled; docs/metrics.md, "How a DreamEdit region is cut and filled"):
 
 - subject region of an image with foreground mask F (the Grounded-SAM mask of the class noun, at
   the image's size): every pixel outside F is set to white (255, 255, 255); the image is then
