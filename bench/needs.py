@@ -174,14 +174,14 @@ def base_model(spec) -> list[Need]:
 def open_clip_weights(arch: str, pretrained: str, hub_repo: str, size: int | None) -> Need:
     """open_clip weights as ``create_open_clip`` fetches them (``hub_repo``: where open_clip's
     pretrained table points, e.g. timm/vit_base_patch32_clip_224.openai)."""
-    get = (f"python -c \"import open_clip; open_clip.create_model_and_transforms('{arch}', "
-           f"pretrained='{pretrained}')\"  (with network access, once)")
+    get = (f"HF_HUB_OFFLINE=0 python -c \"import open_clip; open_clip.create_model_and_transforms('{arch}', "
+           f"pretrained='{pretrained}')\"  (once, online)")
     return hf_weights(f"CLIP {arch} ({pretrained}) weights, open_clip", hub_repo,
                       ("open_clip_model.safetensors|open_clip_pytorch_model.bin",), size, get)
 
 
 def timm_weights(model_name: str, size: int | None) -> Need:
-    get = f"python -c \"import timm; timm.create_model('{model_name}', pretrained=True)\"  (with network access, once)"
+    get = f"HF_HUB_OFFLINE=0 python -c \"import timm; timm.create_model('{model_name}', pretrained=True)\"  (once, online)"
     return hf_weights(f"timm {model_name} weights", f"timm/{model_name}",
                       ("model.safetensors|pytorch_model.bin",), size, get)
 
