@@ -254,9 +254,9 @@ METRICS.add("dino", "bench.metrics.dino:DinoMetric",
             "DINO ViT-S/16 CLS cosine with the subject's real images")
 METRICS.add("dinov2", "bench.metrics.dino:Dinov2Metric",
             "DINOv2 CLS cosine (transformers), an extra beside the protocol's DINO")
-METRICS.add("masked", "bench.metrics.grounded_sam:MaskedRegionMetric",
+METRICS.add("masked", "bench.metrics.dreamedit:MaskedRegionMetric",
             "DreamEdit paper protocol: DINO/CLIP-I -sub and -back through Grounded-SAM masks")
-METRICS.add("dreamedit-official", "bench.metrics.grounded_sam:OfficialDreamEditMetric",
+METRICS.add("dreamedit-official", "bench.metrics.dreamedit:OfficialDreamEditMetric",
             "DreamEdit official protocol: whole-image -sub/-back scores and their geometric mean")
 METRICS.add("faceid", "bench.metrics.face:FaceNetIdentity",
             "face identity, MTCNN + FaceNet (VGGFace2) as in FastComposer")

@@ -45,3 +45,9 @@ class Metric(ABC):
     @abstractmethod
     def score(self, items: Sequence[ScoreItem]) -> list[dict[str, float]]:
         """One dict {metric id: value} per item, in order."""
+
+    @classmethod
+    def requirements(cls, preset: str | None = None, **params) -> list:
+        """What scoring needs on disk (bench/needs.py: weights, packages), for `bench doctor`;
+        checked without loading anything. The default: nothing beyond the installed packages."""
+        return []
