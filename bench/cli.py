@@ -28,6 +28,7 @@ SUBCOMMANDS = {
     "check": ("bench.check", "regression check of a run against a baseline (for CI)"),
     "stats": ("bench.stats.cli", "means, bootstrap intervals and paired comparisons of any score table"),
     "power": ("bench.stats.power", "detectable effect sizes for given numbers of subjects and seeds"),
+    "doctor": ("bench.doctor", "list every piece a run needs (weights, data), present or missing, and how to get it"),
     "metric": ("bench.metrics.cli", "compute one metric on given images and texts"),
     "data": ("bench.suites.data", "fetch, locate and validate benchmark data"),
     "train": ("methods.training.cli", "train an EZIGen adapter or a projector baseline"),

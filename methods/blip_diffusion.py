@@ -218,6 +218,20 @@ class BlipDiffusionMethod:
     tasks = frozenset({"generate"})
     default_weights = BLIP_DIFFUSION
 
+    @classmethod
+    def requirements(cls, spec: LoadSpec, **params) -> list:
+        """What a run needs on disk (bench/needs.py): the pipeline and the BERT tokenizer files."""
+        from bench import needs
+
+        if spec.preset is not None:
+            return []
+        weights = spec.weights if spec.weights != LoadSpec.weights else cls.default_weights
+        return [needs.hf_weights(f"BLIP-Diffusion pipeline {weights}", weights, ("model_index.json", "unet/*"),
+                                 None, f"hf download {weights}"),
+                needs.hf_weights("bert-base-uncased tokenizer (BLIP-Diffusion's Q-Former)", "bert-base-uncased",
+                                 ("vocab.txt", "tokenizer_config.json"), None,
+                                 "hf download bert-base-uncased vocab.txt tokenizer_config.json")]
+
     def __init__(self, spec: LoadSpec, name: str = "blip-diffusion", num_inference_steps: int = 25,
                  guidance_scale: float = 7.5, negative_prompt: str = BLIP_NEGATIVE_PROMPT,
                  prompt_strength: float = 1.0, prompt_reps: int = 20):

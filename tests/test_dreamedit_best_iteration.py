@@ -11,7 +11,7 @@ from PIL import Image
 
 from bench import BenchError
 from bench.metrics.base import ScoreItem
-from bench.metrics.grounded_sam import OfficialDreamEditMetric
+from bench.metrics.dreamedit import OfficialDreamEditMetric
 
 SIZE = 48
 

@@ -261,7 +261,7 @@ def test_an_edit_source_keeps_its_upright_aspect(tmp_path):
     stored.save(tmp_path / "portrait.jpg", exif=exif)
     editor = EZIGenEditor.__new__(EZIGenEditor)
     editor.settings = EditSettings(aspect="source")
-    editor.sd = type("Parts", (), {"resolution": 64, "c": type("C", (), {"vae_scale_factor": 8})()})()
+    editor.sd = type("Parts", (), {"resolution": 64, "components": type("Components", (), {"vae_scale_factor": 8})()})()
     request = GenRequest("k", "p", "dog", (), 0, source_image=tmp_path / "portrait.jpg", mask=tmp_path / "m.png")
     width, height = editor.source_size(request)
     assert (width, height) == (64, 96)

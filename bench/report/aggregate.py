@@ -86,8 +86,23 @@ def run_warnings(df, runs) -> dict[str, list[str]]:
             notes.append(f"unequal seeds ({counts} images)")
         if missing and len(planned) > 1:
             notes.append(f"seed(s) without images: {', '.join(map(str, missing))}")
+        failed = judge_failures(scores)
+        if failed:
+            notes.append(f"{failed} judge answers missing (raw answers in judge_answers.jsonl)")
         out[info.run] = notes
     return out
+
+
+#: metric ids whose missing values are judge answers that did not parse (docs/judge.md): cp/<judge>, pf/<judge>
+JUDGE_ID = r"^(cp|pf)/[^/]+$"
+
+
+def judge_failures(scores) -> int:
+    """How many judge values of these score rows are missing (each a recorded failure)."""
+    if not len(scores):
+        return 0
+    judged = scores["metric"].astype(str).str.match(JUDGE_ID)
+    return int((judged & scores["value"].isna()).sum())
 
 
 def _isnan(value) -> bool:

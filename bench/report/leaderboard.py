@@ -12,6 +12,7 @@ shown as a dash, never as 0 (docs/architecture.md, "Reports").
 from __future__ import annotations
 
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -30,8 +31,25 @@ FALLBACK_COLUMNS = {
 }
 
 
+# Titles of metrics any suite may gain (docs/judge.md) when the suite's own columns do not name them.
+EXTRA_TITLES = {"dreamsim": "DreamSim ↓", "dreamsim_paired": "DreamSim paired ↓", "cp": "CP", "pf": "PF"}
+#: a judge repeat's own score (``cp/<judge>/r<k>``): it feeds the ± of its base id's column
+REPEAT_ID = re.compile(r"^(?P<base>[^/]+/[^/]+)/r\d+$")
+PRODUCT_TITLE = "CP·PF"                    # DreamBench++ reports CP x PF beside the two
+
+
 def metric_prefix(metric_id: str) -> str:
     return metric_id.split("/", 1)[0]
+
+
+def suite_prompt_kinds(suite: str) -> tuple[str, ...]:
+    """A suite's kind of each prompt index (``Suite.prompt_kinds``, e.g. DreamBench++'s photorealistic /
+    style_transfer / imaginative), or () when it has none."""
+    try:
+        from bench.registry import SUITES
+        return tuple(getattr(SUITES.get(suite).load(), "prompt_kinds", ()) or ())
+    except BenchError:
+        return ()
 
 
 def suite_columns(suite: str) -> dict[str, str]:
@@ -49,10 +67,11 @@ def column_plan(metric_ids, mapping: dict[str, str]) -> list[tuple[str, str, lis
     One column per prefix; a prefix scored with several backbones gets a column per backbone."""
     by_prefix: dict[str, list[str]] = {}
     for mid in sorted(set(metric_ids)):
-        by_prefix.setdefault(metric_prefix(mid), []).append(mid)
+        if not REPEAT_ID.match(mid):
+            by_prefix.setdefault(metric_prefix(mid), []).append(mid)
     plan = []
     for prefix in list(mapping) + sorted(p for p in by_prefix if p not in mapping):
-        title = mapping.get(prefix, prefix)
+        title = mapping.get(prefix, EXTRA_TITLES.get(prefix, prefix))
         ids = by_prefix.get(prefix, [])
         if len(ids) <= 1:
             plan.append((title, title, ids))
@@ -138,6 +157,16 @@ def seeds_text(seeds) -> str:
 
 
 
+def repeat_spread(summary, run: str, metric_id: str) -> float | None:
+    """The std (ddof=1) over a judge's repeats of each repeat's mean, when the run has them."""
+    means = [float(summary.loc[(run, m)]["mean"]) for r, m in summary.index
+             if r == run and (match := REPEAT_ID.match(m)) and match["base"] == metric_id]
+    if len(means) < 2:
+        return None
+    centre = sum(means) / len(means)
+    return math.sqrt(sum((m - centre) ** 2 for m in means) / (len(means) - 1))
+
+
 def leaderboard_table(df, runs, suite: str, paper_dir: Path = PAPER_DIR, warnings: dict | None = None,
                       stats=None):
     """(table, plan, numeric): the leaderboard as display strings, the column plan, and the
@@ -164,8 +193,14 @@ def leaderboard_table(df, runs, suite: str, paper_dir: Path = PAPER_DIR, warning
         for title, _, ids in plan:
             stat = summary.loc[(info.run, ids[0])] if ids and (info.run, ids[0]) in summary.index else None
             values[title] = (float(stat["mean"]), float(stat["std"])) if stat is not None else (math.nan, math.nan)
+            spread = repeat_spread(summary, info.run, ids[0]) if stat is not None else None
+            if spread is not None:               # judge repeats: ± over the repeats' means, as DreamBench++
+                values[title] = (values[title][0], spread)
             ci, mark = stat_cell(stats, info.run, ids[0]) if stat is not None else (None, "")
             row[title] = format_value(*values[title], ci=ci, mark=mark)
+            if title == "PF" and "CP" in values:
+                values[PRODUCT_TITLE] = (values["CP"][0] * values["PF"][0], math.nan)
+                row[PRODUCT_TITLE] = format_value(*values[PRODUCT_TITLE])
         rows.append(row)
         numeric.append({"label": f"{info.label} ({info.run})", "paper": False, **values})
     paper = read_paper_rows(suite, paper_dir)
@@ -182,6 +217,11 @@ def leaderboard_table(df, runs, suite: str, paper_dir: Path = PAPER_DIR, warning
             used.add(paper_title)                  # a paper number fills only the first column of its title
             values[title] = (value, math.nan)
             row[title] = format_value(value)
+            if title == "PF" and "CP" in values:
+                product = rec.get(PRODUCT_TITLE)
+                product = float(product) if product is not None and not pd.isna(product) else math.nan
+                values[PRODUCT_TITLE] = (product, math.nan)
+                row[PRODUCT_TITLE] = format_value(product)
         rows.append(row)
         numeric.append({"label": rec["method"], "paper": True, **values})
     table = pd.DataFrame(rows)
@@ -277,6 +317,11 @@ def write_leaderboard(df, runs, suite: str, out: Path, paper_dir: Path = PAPER_D
               "backbones (CLIP ViT-B/32 OpenAI, DINO ViT-S/16; FastComposer prompt: CLIP ViT-L/14).", ""]
     if len(mine) and "category" in mine.columns and mine["category"].fillna("").ne("").any():
         lines += ["## By category", "", breakdown_table(mine, plan, "category", settings).to_markdown(index=False, disable_numparse=True), ""]
+    kinds = suite_prompt_kinds(suite)
+    if len(mine) and kinds:
+        kind = mine["prompt_index"].map(lambda i: kinds[int(i)] if 0 <= int(i) < len(kinds) else "")
+        lines += ["## By prompt kind", "", breakdown_table(mine.assign(kind=kind), plan, "kind", settings)
+                  .to_markdown(index=False, disable_numparse=True), ""]
     if has_scatter:
         lines += [f"## {x} vs {y}", "", f"![{x} vs {y}]({scatter.name})", ""]
     if has_grid:

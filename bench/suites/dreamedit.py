@@ -320,6 +320,19 @@ class DreamEdit(Suite):
         return out
 
     @classmethod
+    def requirements(cls, root: Path, **options) -> list:
+        """The data (it also needs DreamBench's) and, to mask replacement sources with real weights,
+        Grounded-SAM."""
+        from bench.needs import grounded_sam
+        from bench.suites import REPO_ROOT
+
+        annotate = str(options.get("annotate", True)).lower() not in ("0", "false", "no")
+        is_mini = Path(root).resolve() == (REPO_ROOT / cls.mini_root).resolve()
+        real_annotator = options.get("annotator_preset", "tiny" if is_mini else None) is None
+        data = super().requirements(root, **{**options, "annotate": False})     # loading it segments nothing
+        return data + (grounded_sam() if annotate and real_annotator else [])
+
+    @classmethod
     def fetch_instructions(cls, dest: Path) -> str:
         return (f"DreamEditBench cannot be downloaded here. Get it from the DreamEdit release "
                 f"(github.com/DreamEditBenchTeam/DreamEdit, the DreamEditBench data; cc-by-4.0) and place it so "

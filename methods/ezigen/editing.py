@@ -92,7 +92,7 @@ class EZIGenEditor:
                  similarity: ImageSimilarity | None, config: SamplerConfig, guidance_scale: float = 2.0,
                  settings: EditSettings | None = None):
         self.sd, self.adapter, self.reference = parts, adapter, reference
-        self.similarity, self.cfg, self.guidance_scale = similarity, config, guidance_scale
+        self.similarity, self.config, self.guidance_scale = similarity, config, guidance_scale
         self.settings = settings or EditSettings()
         self.inversion_steps = config.inversion_steps     # 20 of 50
 
@@ -106,25 +106,26 @@ class EZIGenEditor:
         if request.task != "edit" or self.settings.aspect == "square" or request.source_image is None:
             return None
         width, height = open_image(request.source_image).size      # upright (EXIF applied)
-        return source_dimensions(width, height, self.sd.resolution, self.sd.c.vae_scale_factor)
+        return source_dimensions(width, height, self.sd.resolution, self.sd.components.vae_scale_factor)
 
     def _scheduler(self, inverse: bool):
         """A fresh scheduler on the protocol's 50 steps (multistep state is per trajectory)."""
         from diffusers import DPMSolverMultistepInverseScheduler, DPMSolverMultistepScheduler
         if inverse:
             scheduler = DPMSolverMultistepInverseScheduler.from_config(
-                self.sd.c.scheduler_config, algorithm_type="dpmsolver++",
+                self.sd.components.scheduler_config, algorithm_type="dpmsolver++",
                 timestep_spacing=self.settings.inversion_grid)
         elif self.settings.denoiser == "ddpm":
-            scheduler = self.sd.c.make_scheduler()
+            scheduler = self.sd.components.make_scheduler()
         else:
-            scheduler = DPMSolverMultistepScheduler.from_config(self.sd.c.scheduler_config, algorithm_type="dpmsolver++")
-        scheduler.set_timesteps(self.cfg.num_inference_steps)
+            scheduler = DPMSolverMultistepScheduler.from_config(self.sd.components.scheduler_config,
+                                                                algorithm_type="dpmsolver++")
+        scheduler.set_timesteps(self.config.num_inference_steps)
         return scheduler
 
     def inversion_text(self, n: int) -> torch.Tensor:
         if self.settings.inversion_text == "exceptional":
-            return exceptional_prompt_embeddings(self.sd.c.text_encoder, n).to(self.sd.dtype)
+            return exceptional_prompt_embeddings(self.sd.components.text_encoder, n).to(self.sd.dtype)
         return self.sd.encode_text([""] * n)
 
     def invert(self, clean: torch.Tensor, text: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
@@ -143,7 +144,7 @@ class EZIGenEditor:
                 cond, uncond, tokens, generators=None, trace: list | None = None) -> torch.Tensor:
         """Denoise the last steps from ``start`` with the adapter, blending outside the mask each step."""
         forward = self._scheduler(inverse=False)
-        first = self.cfg.resume_step
+        first = self.config.resume_step
         timesteps = forward.timesteps
         if hasattr(forward, "set_begin_index"):
             forward.set_begin_index(first)
@@ -191,12 +192,12 @@ class EZIGenEditor:
         ``trace`` (tests): filled with the source trajectory, the latent mask and the per-step
         blended latents of every loop.
         """
-        sd, cfg, n = self.sd, self.cfg, len(requests)
+        sd, cfg, n = self.sd, self.config, len(requests)
         for r in requests:
             if r.mask is None:
                 raise BenchError(f"edit request {r.key} has no mask: EZIGen editing needs the region to edit")
         source = self._load_sources(requests)
-        factor = sd.c.vae_scale_factor
+        factor = sd.components.vae_scale_factor
         latent_hw = (source.shape[-2] // factor, source.shape[-1] // factor)
         pixel_size = (source.shape[-1], source.shape[-2])
         mask = torch.stack([load_soft_mask(r.mask, pixel_size, latent_hw, self.settings.mask)

@@ -77,6 +77,22 @@ class EZIGenMethod:
     #: `--preset smoke` runs it with the untrained adapter when no --adapter is given
     smoke_adapter = "init"
 
+    @classmethod
+    def requirements(cls, spec: LoadSpec, subject_background: str = "remove", iterative: bool = True,
+                     loops: int = 0, adapter: bool = True, **params) -> list:
+        """What a run needs on disk (bench/needs.py): the base model, the adapter, Grounded-SAM for
+        the subject's background and CLIP ViT-B/32 for the loops' stop rule (real weights only)."""
+        from bench import needs
+        from methods.ezigen.checkpoint import adapter_need
+
+        out = needs.base_model(spec) + (adapter_need(spec.adapter) if adapter else [])
+        if not spec.preset:
+            if subject_background == "remove":
+                out += needs.grounded_sam()
+            if _as_bool("iterative", iterative) and not int(loops):
+                out.append(needs.open_clip_weights("ViT-B-32", "openai", *needs.CLIP_HUB["ViT-B-32", "openai"]))
+        return out
+
     def __init__(self, spec: LoadSpec, name: str = "ezigen", protocol: Literal["release", "paper"] = "release",
                  subject_background: Literal["remove", "keep"] = "remove",
                  num_inference_steps: int = 50, guidance_scale: float = 7.5, split_ratio: float = 0.4,
@@ -118,7 +134,7 @@ class EZIGenMethod:
             self.settings = resolve_protocol(self.protocol, **{k: _none(v) for k, v in overrides.items()})
         except ValueError as exc:
             raise BenchError(f"method {name!r}: {exc}") from None
-        st = self.settings
+        settings = self.settings
         try:
             self.config = SamplerConfig(
                 num_inference_steps=_as_number("num_inference_steps", spec.num_inference_steps or num_inference_steps, int),
@@ -126,24 +142,25 @@ class EZIGenMethod:
                 split_ratio=_as_number("split_ratio", split_ratio, float),
                 schedule=_choice("schedule", schedule, ("decoupled", "allstep")),
                 iterative=_as_bool("iterative", iterative), min_loops=_as_number("min_loops", min_loops, int),
-                max_loops=int(st["max_loops"]),
+                max_loops=int(settings["max_loops"]),
                 similarity_threshold=_as_number("similarity_threshold", similarity_threshold, float),
-                negative_prompt=str(st["negative_prompt"]), renoise=str(st["renoise"]),
-                vae_latent=str(st["vae_latent"]), fixed_loops=_as_number("loops", loops, int),
-                split_steps=str(st["split_steps"]))
+                negative_prompt=str(settings["negative_prompt"]), renoise=str(settings["renoise"]),
+                vae_latent=str(settings["vae_latent"]), fixed_loops=_as_number("loops", loops, int),
+                split_steps=str(settings["split_steps"]))
         except ValueError as exc:
             raise BenchError(f"method {name!r}: {exc}") from None
         if self.config.fixed_loops and not self.config.iterative:
             raise BenchError(f"method {name!r}: --param loops={self.config.fixed_loops} needs iterative=true "
                              "(this variant runs one pass, no loops)")
-        if st["edit_blend"] == "aligned" and (st["edit_denoiser"], st["inversion_grid"]) != ("dpmsolver", "leading"):
+        if settings["edit_blend"] == "aligned" and \
+                (settings["edit_denoiser"], settings["inversion_grid"]) != ("dpmsolver", "leading"):
             raise BenchError(f"method {name!r}: edit_blend=aligned needs edit_denoiser=dpmsolver and "
                              "inversion_grid=leading (the inversion must land on the denoising grid); "
                              "use edit_blend=release with the other settings")
         self.reference_timestep = _reference_timestep(reference_timestep)
         self.reference_trained = _as_bool("reference_trained", reference_trained)
         self.reference_seed = _choice("reference_seed", reference_seed, ("run", "request"))
-        self.reference_prompt = str(st["reference_prompt"])
+        self.reference_prompt = str(settings["reference_prompt"])
         self.edit_guidance_scale = _as_number("edit_guidance_scale", edit_guidance_scale, float)
         # edits keep every loop's output in their records (DreamEdit's best-iteration evaluation)
         self.keep_iterations = _as_bool("keep_iterations", keep_iterations)
@@ -172,13 +189,13 @@ class EZIGenMethod:
                                             tiny=components.random_weights)
         self.reference = ReferenceEncoder(self.sd, reference_unet, self.adapter.block_names,
                                           self.reference_timestep, self.reference_seed, self.reference_prompt,
-                                          resize=str(st["subject_resize"]), latent=str(st["vae_latent"]))
+                                          resize=str(settings["subject_resize"]), latent=str(settings["vae_latent"]))
         needs_similarity = self.config.iterative and not self.config.fixed_loops
         self.similarity = ImageSimilarity(components.device, tiny=components.random_weights,
-                                          preprocess=str(st["similarity_input"])) if needs_similarity else None
+                                          preprocess=str(settings["similarity_input"])) if needs_similarity else None
         self.sampler = EZIGenSampler(self.sd, self.adapter, self.reference, self.similarity, self.config)
         self.editor = EZIGenEditor(self.sd, self.adapter, self.reference, self.similarity, self.config,
-                                   self.edit_guidance_scale, EditSettings.from_protocol(st))
+                                   self.edit_guidance_scale, EditSettings.from_protocol(settings))
 
     def describe(self) -> dict:
         c = self.config

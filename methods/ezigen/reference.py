@@ -104,7 +104,7 @@ class ReferenceEncoder:
         if resize not in ("bilinear", "bicubic") or latent not in ("sample", "mean"):
             raise ValueError(f"reference resize must be bilinear|bicubic and latent sample|mean, not {resize!r}, {latent!r}")
         self.resize, self.latent = resize, latent
-        self.noise_scheduler = parts.c.make_scheduler()
+        self.noise_scheduler = parts.components.make_scheduler()
         self._digests: dict[tuple[str, float], str] = {}
         self._paths: dict[tuple, Path] = {}
         # Bounded (least recently used first out): the runner sends requests subject by subject,

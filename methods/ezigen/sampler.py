@@ -123,7 +123,7 @@ class EZIGenSampler:
     def __init__(self, parts: StableDiffusionParts, adapter: EZIGenAdapter, reference: ReferenceEncoder,
                  similarity: ImageSimilarity | None, config: SamplerConfig):
         self.sd, self.adapter, self.reference = parts, adapter, reference
-        self.similarity, self.cfg = similarity, config
+        self.similarity, self.config = similarity, config
         if config.iterative and similarity is None and not config.fixed_loops:
             raise ValueError("the iterative sampler needs an ImageSimilarity for its stop rule")
 
@@ -145,7 +145,7 @@ class EZIGenSampler:
                     calls += torch.tensor([len(r.subject_images) for r in requests])
                 else:
                     tokens = fixed_tokens
-            noise = self.sd.guided_noise(latents, t, cond, uncond, self.cfg.guidance_scale, **adapter_kwargs(tokens))
+            noise = self.sd.guided_noise(latents, t, cond, uncond, self.config.guidance_scale, **adapter_kwargs(tokens))
             calls += 2
             latents = scheduler.step(noise, t, latents, generator=list(generators)).prev_sample
         return latents
@@ -154,12 +154,12 @@ class EZIGenSampler:
     @torch.no_grad()
     def generate(self, requests: Sequence[GenRequest]) -> tuple[torch.Tensor, list[dict]]:
         """Images [B, 3, H, W] in [-1, 1] and per-image facts (loops, final similarity, UNet calls)."""
-        sd, cfg, n = self.sd, self.cfg, len(requests)
+        sd, cfg, n = self.sd, self.config, len(requests)
         generators = request_generators([r.seed for r in requests])
         cond = sd.encode_text([r.prompt for r in requests])
         layout_uncond = sd.encode_text([cfg.negative_prompt] * n)
         loop_uncond = sd.encode_text([""] * n)
-        scheduler = sd.c.make_scheduler()
+        scheduler = sd.components.make_scheduler()
         scheduler.set_timesteps(cfg.num_inference_steps)
         timesteps = scheduler.timesteps
         split = cfg.layout_steps if cfg.schedule == "decoupled" else 0
