@@ -205,6 +205,9 @@ def test_missing_weights_name_the_id_and_the_download(tmp_path, monkeypatch, cap
     from methods.in_context.flux_kontext import FluxKontextMethod
     with pytest.raises(BenchError, match="gated model.*hf auth login"):
         FluxKontextMethod.check_weights("flux-kontext", None)
+    (need,) = FluxKontextMethod.requirements(LoadSpec(weights="black-forest-labs/FLUX.1-Kontext-dev"))
+    assert not need.check().present and need.get.startswith("hf download black-forest-labs/FLUX.1-Kontext-dev")
+    assert FluxKontextMethod.requirements(LoadSpec(preset="tiny")) == []
 
 
 def test_registered_and_listed_by_family(capsys):

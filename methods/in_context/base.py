@@ -94,6 +94,7 @@ class InContextMethod:
     fetch_note = ""                      # e.g. how to accept a gated model's license
     default_resolution = 1024
     batch_requests = True                # False: one pipeline call per request
+    download_bytes: int | None = None    # approximate size of the pipeline folder (bench doctor)
 
     def __init__(self, spec: LoadSpec, name: str, offload: Literal["none", "model", "sequential"] | None = "none",
                  max_subject_images: int = 1, edit_composite: bool = True):
@@ -115,6 +116,17 @@ class InContextMethod:
         self.pipe.transformer.register_forward_pre_hook(self._count_rows, with_kwargs=True)
 
     # ---- loading ---------------------------------------------------------------------------
+    @classmethod
+    def requirements(cls, spec: LoadSpec, **params) -> list:
+        """What a run needs on disk (bench/needs.py, `bench doctor`): the pipeline folder."""
+        from bench import needs
+        if spec.preset is not None:
+            return []
+        weights = spec.weights if spec.weights != LoadSpec.weights else cls.default_weights
+        get = f"hf download {weights} --include 'model_index.json' '*/*'{cls.fetch_note}"
+        return [needs.hf_weights(f"{cls.pipeline_class} {weights}", weights,
+                                 ("model_index.json", "transformer/*", "vae/*"), cls.download_bytes, get)]
+
     @classmethod
     def check_weights(cls, method: str, weights: str | None) -> None:
         """Fail early (before any data is read) when the released weights are not at hand."""

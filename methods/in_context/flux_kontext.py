@@ -26,6 +26,7 @@ class FluxKontextMethod(InContextMethod):
     tiny_kind = "flux-kontext"
     fetch_note = (" (a gated model: accept its license on the Hugging Face page and `hf auth login` first)")
     forwards_params_to = "methods.in_context.base:InContextMethod"
+    download_bytes = 34_000_000_000           # bf16 files: parameters x 2 (docs/methods-in-context.md, "Memory")
 
     def __init__(self, spec, name: str = "flux-kontext", num_inference_steps: int = 28, guidance_scale: float = 2.5,
                  prompt_template: str = "{prompt}", max_sequence_length: int = 512, **common):

@@ -47,6 +47,7 @@ class QwenImageEditMethod(InContextMethod):
     tasks = frozenset({"generate", "edit"})
     batch_requests = False
     forwards_params_to = "methods.in_context.base:InContextMethod"
+    download_bytes = 58_000_000_000           # bf16 files: parameters x 2 (docs/methods-in-context.md, "Memory")
 
     def __init__(self, spec, name: str = "qwen-image-edit", num_inference_steps: int = 50,
                  true_cfg_scale: float = 4.0, negative_prompt: str = " ", prompt_template: str = "{prompt}",
