@@ -42,7 +42,7 @@ import torch
 from PIL import Image
 
 from bench import BenchError
-from bench.images import as_saved_jpeg, load_rgb, to_rgb
+from bench.images import as_saved_jpeg, jpeg_roundtrip, load_rgb, to_rgb
 from bench.metrics.base import Metric, ScoreItem
 
 DEFAULT_BACKBONE = "open_clip:ViT-B-32/openai"
@@ -230,8 +230,11 @@ class _OpenClipBackend:
 
     @torch.no_grad()
     def encode_images(self, images: list[Image.Image]) -> torch.Tensor:
-        batch = torch.stack([self.preprocess(im) for im in images]).to(self.device)
-        return normalize(self.model.encode_image(batch)).cpu()
+        return self.encode_pixels(torch.stack([self.preprocess(im) for im in images]))
+
+    @torch.no_grad()
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        return normalize(self.model.encode_image(pixels.to(self.device))).cpu()
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
@@ -377,7 +380,32 @@ class ClipMetric(Metric):
     def score(self, items: Sequence[ScoreItem]) -> list[dict[str, float]]:
         if not items:
             return []
-        generated = self.embed_generated([it.image for it in items])
+        return self._rows(items, self.embed_generated([it.image for it in items]))
+
+    def views(self):
+        """The generated image as the backbone sees it (bench.metrics.pipeline): open_clip's eval
+        transform split at ToTensor ("pil"), or FastComposer's JPEG read-back and tensor resize
+        per image ("fastcomposer"). transformers backbones read their files in :meth:`score`."""
+        if self.kind != "open_clip":
+            return None
+        from bench.metrics.pipeline import split_transform
+
+        if self.preprocessing == "pil":
+            return {"image": split_transform(self.backend.preprocess, "pil")}
+        from bench.metrics.base import ImageView
+
+        tensor_transform = self.backend.preprocess
+
+        def prepare(image, path):
+            return tensor_transform(image if _is_jpeg(path) else jpeg_roundtrip(image))
+        size = getattr(self.backend.model.visual, "image_size", None)
+        return {"image": ImageView(key=f"fastcomposer-jpeg-q75-tensor-resize:{size}:{id(tensor_transform)}",
+                                   prepare=prepare, finish=lambda batch: batch)}
+
+    def score_views(self, items: Sequence[ScoreItem], pixels) -> list[dict[str, float]]:
+        return self._rows(items, self.backend.encode_pixels(pixels["image"]))
+
+    def _rows(self, items: Sequence[ScoreItem], generated: torch.Tensor) -> list[dict[str, float]]:
         out = [{} for _ in items]
         if self.text_metric:
             text = self.embed_texts([it.eval_text for it in items])
@@ -397,6 +425,12 @@ def reference_set(item: ScoreItem, mode: str) -> tuple[Path, ...]:
     if not refs:
         raise BenchError(f"{item.key}: no {'reference' if mode == 'all-pairs' else 'conditioning'} images to compare with")
     return refs
+
+
+def _is_jpeg(path) -> bool:
+    """Whether a file is a JPEG (a header read, no decode): as_saved_jpeg's test."""
+    with Image.open(path) as header:
+        return header.format == "JPEG"
 
 
 def _refuse_in_memory_reference() -> str:

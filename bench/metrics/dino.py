@@ -129,6 +129,17 @@ class DinoMetric(_EmbeddingSimilarity):
     def _encode(self, images) -> torch.Tensor:
         return self.embed_pixels(self.preprocess(images))
 
+    def views(self):
+        """The protocol's transform split at ToTensor (bench.metrics.pipeline)."""
+        from bench.metrics.pipeline import split_transform
+
+        return {"image": split_transform(self.transform, "dino")}
+
+    def score_views(self, items: Sequence[ScoreItem], pixels) -> list[dict[str, float]]:
+        generated = self.embed_pixels(pixels["image"])
+        return [{self.metric_id: v} for v in
+                mean_cosines(generated, [self.embed_references(reference_set(it, self.mode)) for it in items])]
+
 
 class Dinov2Metric(_EmbeddingSimilarity):
     family = "dinov2"
