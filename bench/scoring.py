@@ -415,7 +415,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     add("--batch-size", type=int, default=16, help="images per metric forward pass (default 16)")
     add("--workers", type=int, default=None, help="processes decoding and preprocessing images beside the "
-        "metric forwards (default: one per core less one, at most 8; 0: decode in the main process)")
+        "metric forwards (default: one per core less one, at most 16; 0: decode in the main process)")
     add("--no-progress", action="store_true", help="no progress bar")
     add("--suite", default=None, help="with --images: the suite the images answer")
     add("--images", default=None, help="a folder <subject>/<prompt index>/s<seed>/i<k>.png, or a CSV manifest "

@@ -260,10 +260,14 @@ class RunStore:
                 return f"content differs from its recorded sha256: replaced ({path})"
         return None
 
-    def verified_records(self, verify: bool = False) -> tuple[dict[str, dict], dict[str, str]]:
-        """(records whose image checks out, {key: what is wrong} for the others)."""
+    def verified_records(self, verify: bool = False, keys=None) -> tuple[dict[str, dict], dict[str, str]]:
+        """(records whose image checks out, {key: what is wrong} for the others); ``keys``: check
+        only the records of these keys (a shard's own), the others are left out of both."""
         good, bad = {}, {}
-        for key, rec in self.records().items():
+        records = self.records()
+        if keys is not None:
+            records = {key: records[key] for key in keys if key in records}
+        for key, rec in records.items():
             problem = self.check_record(rec, verify)
             if problem is None:
                 good[key] = rec

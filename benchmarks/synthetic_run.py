@@ -73,10 +73,11 @@ def write_suite(root: Path, ref_size: int = 512) -> Path:
 
 
 def write_run(out: Path, data_root: Path, n_images: int = FULL_SIZE, size: int = 512, pool: int = 48,
-              method: str = "synthetic", ranks: int = 1, progress: bool = True):
+              method: str = "synthetic", ranks: int = 1, progress: bool = True, identity: dict | None = None):
     """A run directory of ``n_images`` recorded PNGs over the suite at ``data_root``, in the plan's
     order (subject, seed, prompt, image index), written by ``ranks`` shard writers in turn.
-    Returns the RunStore."""
+    ``identity``: the run's identity (default: a synthetic one; give the one `bench run` records
+    to resume the run with `bench run`). Returns the RunStore."""
     from bench.runner import Plan
     from bench.store import RunStore, encode_png
     from bench.suites import load_suite
@@ -88,9 +89,9 @@ def write_run(out: Path, data_root: Path, n_images: int = FULL_SIZE, size: int =
     seeds_needed = max(1, -(-n_images // (len(samples) * per_prompt)))
     seeds = tuple(range(seeds_needed))
     requests = Plan(samples, samples, seeds, per_prompt).requests()[:n_images]
-    identity = {"method": method, "model": "preset:tiny", "batch_size": 4,
-                "suite": {"name": "dreambench", "version": suite.version, "samples_hash": samples_hash(samples),
-                          "options": {}}}
+    identity = identity or {"method": method, "model": "preset:tiny", "batch_size": 4,
+                            "suite": {"name": "dreambench", "version": suite.version,
+                                      "samples_hash": samples_hash(samples), "options": {}}}
     info = {"suite": {"name": "dreambench", "root": str(Path(data_root).resolve()), "options": {}},
             "plan": {"seeds": list(seeds), "images_per_prompt": per_prompt, "images_per_seed": len(samples) * per_prompt,
                      "total": len(requests), "subjects": sorted({s.subject for s in samples})},
