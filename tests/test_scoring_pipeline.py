@@ -134,3 +134,15 @@ def test_an_unreadable_image_stops_scoring_in_one_line(items, tmp_path, workers)
         score_images([(it, None, None) for it in broken], [dino], {dino: list(range(4))}, lambda *a: None, 2, "cpu",
                      progress=False, workers=workers)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("cls", [ClipMetric, DinoMetric])
+def test_half_precision_is_cuda_only_and_named_in_the_version(cls):
+    with pytest.raises(BenchError, match="precision=fp16 needs a CUDA device"):
+        cls(preset="tiny", precision="fp16")
+    with pytest.raises(BenchError, match="use fp32 or fp16"):
+        cls(preset="tiny", precision="fp8")
+    assert "fp16" not in cls(preset="tiny").version
+    if torch.cuda.is_available():
+        half = cls(device="cuda", preset="tiny", precision="fp16")
+        assert half.version.endswith("-fp16")

@@ -122,6 +122,20 @@ class EmbeddingCache:
         return torch.stack([self._store[k] for k in keys]) if keys else torch.empty(0)
 
 
+PRECISIONS = ("fp32", "fp16")
+
+
+def check_precision(precision: str, device: str, metric: str) -> str:
+    """fp32 (the default, everywhere) or fp16 (half precision forwards, CUDA only; the metric's
+    version says so, so its scores never mix with fp32 ones in the cache)."""
+    if precision not in PRECISIONS:
+        raise BenchError(f"--metric-param {metric}.precision={precision!r}: use fp32 or fp16")
+    if precision == "fp16" and not str(device).startswith("cuda"):
+        raise BenchError(f"--metric-param {metric}.precision=fp16 needs a CUDA device (--device cuda); "
+                         "on the CPU use fp32")
+    return precision
+
+
 def normalize(features: torch.Tensor) -> torch.Tensor:
     features = features.float()
     return features / features.norm(dim=-1, keepdim=True)
@@ -216,7 +230,8 @@ def tensor_resize_transform(preprocess, size: int):
 
 
 class _OpenClipBackend:
-    def __init__(self, arch: str, pretrained: str, device: str, preset: str | None, preprocessing: str = "pil"):
+    def __init__(self, arch: str, pretrained: str, device: str, preset: str | None, preprocessing: str = "pil",
+                 precision: str = "fp32"):
         if preset == "tiny":
             from bench.metrics.tiny import build_tiny_open_clip
             model, self.preprocess, self.tokenizer = build_tiny_open_clip(device=device)
@@ -226,6 +241,9 @@ class _OpenClipBackend:
             size = model.visual.image_size
             self.preprocess = tensor_resize_transform(self.preprocess, size[0] if isinstance(size, tuple) else size)
         self.model = model.eval()
+        self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        if precision == "fp16":
+            self.model = self.model.half()
         self.device = device
 
     @torch.no_grad()
@@ -234,7 +252,7 @@ class _OpenClipBackend:
 
     @torch.no_grad()
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        return normalize(self.model.encode_image(pixels.to(self.device))).cpu()
+        return normalize(self.model.encode_image(pixels.to(self.device, self.dtype))).cpu()
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
@@ -307,9 +325,10 @@ class ClipMetric(Metric):
 
     def __init__(self, device: str = "cpu", preset: str | None = None, backbone: str = DEFAULT_BACKBONE,
                  mode: str = "all-pairs", image_metric: bool = True, text_metric: bool = True,
-                 preprocessing: Literal["pil", "fastcomposer"] = "pil"):
+                 preprocessing: Literal["pil", "fastcomposer"] = "pil", precision: str = "fp32"):
         if preset not in (None, "tiny"):
             raise BenchError(f"unknown metric preset {preset!r} (only 'tiny')")
+        self.precision = check_precision(precision, device, "clip")
         if mode not in MODES:
             raise BenchError(f"unknown CLIP mode {mode!r}: use one of {', '.join(MODES)}")
         if preprocessing not in PREPROCESSING:
@@ -319,7 +338,8 @@ class ClipMetric(Metric):
             raise BenchError("CLIP preprocessing=fastcomposer needs an open_clip backbone")
         self.preprocessing = preprocessing
         # The preprocessing is part of the version, so cached scores of the other one are not reused.
-        self.version = type(self).version + ("" if preprocessing == "pil" else f"-{preprocessing}")
+        self.version = (type(self).version + ("" if preprocessing == "pil" else f"-{preprocessing}")
+                        + ("" if self.precision == "fp32" else f"-{self.precision}"))
         self.backbone, self.device, self.preset, self.mode = backbone, device, preset, mode
         self.image_metric, self.text_metric = _as_bool(image_metric), _as_bool(text_metric)
         if not (self.image_metric or self.text_metric):
@@ -344,7 +364,7 @@ class ClipMetric(Metric):
         if self._backend is None:
             if self.kind == "open_clip":
                 self._backend = _OpenClipBackend(self.source, self.pretrained, self.device, self.preset,
-                                                 self.preprocessing)
+                                                 self.preprocessing, self.precision)
             else:
                 self._backend = _HFClipBackend(self.source, self.device, self.preset)
         return self._backend

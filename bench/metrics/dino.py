@@ -22,7 +22,8 @@ import torch
 
 from bench import BenchError
 from bench.metrics.base import Metric, ScoreItem
-from bench.metrics.clip import (MODES, EmbeddingCache, image_key, mean_cosines, normalize, reference_set, slug,
+from bench.metrics.clip import (MODES, EmbeddingCache, check_precision, image_key, mean_cosines, normalize,
+                                reference_set, slug,
                                 to_rgb_image, weights_missing, _refuse_in_memory_reference)
 from bench.metrics.tiny import IMAGENET_MEAN, IMAGENET_STD
 
@@ -92,7 +93,10 @@ class DinoMetric(_EmbeddingSimilarity):
     prefix = "dino"
 
     def __init__(self, device: str = "cpu", preset: str | None = None, backbone: str = DEFAULT_DINO,
-                 mode: str = "all-pairs"):
+                 mode: str = "all-pairs", precision: str = "fp32"):
+        self.precision = check_precision(precision, device, "dino")
+        if self.precision != "fp32":
+            self.version = f"{type(self).version}-{self.precision}"
         kind, _, self.model_name = backbone.partition(":")
         if kind != "timm" or not self.model_name:
             raise BenchError(f"bad DINO backbone {backbone!r}: use timm:<model name> (default {DEFAULT_DINO})")
@@ -115,6 +119,8 @@ class DinoMetric(_EmbeddingSimilarity):
                         f"use: run once with network access, e.g. `python -c \"import timm; timm.create_model("
                         f"'{self.model_name}', pretrained=True)\"`, then HF_HUB_OFFLINE=1 works", exc) from None
                 self._model = model.to(self.device).eval()
+            if self.precision == "fp16":
+                self._model = self._model.half()
         return self._model
 
     def preprocess(self, images) -> torch.Tensor:
@@ -123,7 +129,8 @@ class DinoMetric(_EmbeddingSimilarity):
     @torch.no_grad()
     def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """Normalised CLS tokens after the final norm for preprocessed pixels [N, 3, 224, 224]."""
-        tokens = self.model.forward_features(pixels.to(self.device))   # timm applies the final norm here
+        dtype = torch.float16 if self.precision == "fp16" else torch.float32
+        tokens = self.model.forward_features(pixels.to(self.device, dtype))   # timm applies the final norm here
         return normalize(tokens[:, 0]).cpu()
 
     def _encode(self, images) -> torch.Tensor:
