@@ -241,7 +241,8 @@ def score_run(run_dir, metrics=None, device: str = "cpu", batch_size: int = 16, 
     old = read_scores(store.scores_path)
     cache = dict(zip(zip(old["sha256"], old["context"], old["metric"], old["metric_version"].astype(str)),
                      old["value"]))
-    contexts = {id(sample): item_context(sample) for _, sample, _ in items}
+    samples = {id(sample): sample for _, sample, _ in items}
+    contexts = {key: item_context(sample) for key, sample in samples.items()}     # once per cell
     keys = [(sha, contexts[id(sample)]) for _, sample, sha in items]      # the cache key of each image
     todo = {}                                  # metric -> positions (in items) it still has to score
     for metric in instances:

@@ -101,7 +101,14 @@ class DinoMetric(_EmbeddingSimilarity):
         if kind != "timm" or not self.model_name:
             raise BenchError(f"bad DINO backbone {backbone!r}: use timm:<model name> (default {DEFAULT_DINO})")
         super().__init__(device, preset, backbone, mode, _KNOWN_NAMES.get(self.model_name, self.model_name))
-        self.transform = dino_transform()
+        self._transform = None
+
+    @property
+    def transform(self):
+        """The protocol's transform, built on first use (a fully cached scoring run imports no torchvision)."""
+        if self._transform is None:
+            self._transform = dino_transform()
+        return self._transform
 
     @property
     def model(self) -> torch.nn.Module:
