@@ -78,7 +78,7 @@ def write_run(out: Path, data_root: Path, n_images: int = FULL_SIZE, size: int =
     order (subject, seed, prompt, image index), written by ``ranks`` shard writers in turn.
     ``identity``: the run's identity (default: a synthetic one; give the one `bench run` records
     to resume the run with `bench run`). Returns the RunStore."""
-    from bench.runner import Plan
+    from bench.plan import Plan
     from bench.store import RunStore, encode_png
     from bench.suites import load_suite
     from bench.suites.base import samples_hash
