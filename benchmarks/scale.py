@@ -137,9 +137,7 @@ def profile_real(folder: Path, data_root: Path, n_images: int, size: int, worker
     import cProfile
     import pstats
 
-    hub = plant_random_backbones(folder / "hub")
-    os.environ["HF_HUB_CACHE"] = str(hub)
-    os.environ["HF_HUB_OFFLINE"] = "1"
+    plant_random_backbones(Path(os.environ["HF_HUB_CACHE"]))
     store = write_run(folder / "real", data_root, n_images, size, progress=False)
     store.update_run(metric_preset=None)
     from bench.scoring import score_run
@@ -204,6 +202,9 @@ def main(argv=None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     folder = args.keep or Path(tempfile.mkdtemp(prefix="bench-scale-"))
     folder.mkdir(parents=True, exist_ok=True)
+    # the real architectures' random weights are planted here (read when huggingface_hub is imported)
+    os.environ["HF_HUB_CACHE"] = str(folder / "hub")
+    os.environ["HF_HUB_OFFLINE"] = "1"
     out = []
 
     def say(line: str = "") -> None:
