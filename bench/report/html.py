@@ -35,17 +35,19 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from bench.report.aggregate import aggregation_text, run_warnings
-from bench.report.figures import scatter_plot, suite_scatter_axes
-from bench.report.leaderboard import RANDOM_STAMP, column_plan, leaderboard_table, suite_columns
-from bench.report.load import DASH, PAPER_DIR, run_cells
 from bench.files import write_atomic
+from bench.report.aggregate import aggregation_text, interval_text, intervals, run_warnings
+from bench.report.figures import scatter_plot, suite_scatter_axes
+from bench.report.leaderboard import (RANDOM_STAMP, column_plan, comparison_table, leaderboard_table, stat_notes,
+                                      suite_columns)
+from bench.report.load import DASH, PAPER_DIR, run_cells
 from bench.report.thumbs import ensure_thumbnails
 from bench.store import RunStore
 
 
 
-def _e(value) -> str:
+def escape(value) -> str:
+    """Text made safe for HTML element content and quoted attribute values."""
     return html.escape(str(value), quote=True)
 
 
@@ -60,7 +62,7 @@ def _key_order(key: str) -> tuple[int, int]:
     return int(seed[1:]), int(index[1:])
 
 
-class _Images:
+class ImageSources:
     """Turns an image file into the src a page uses: a path relative to the page's folder, to the
     file where it is or (``copy``) to a copy in the report folder."""
 
@@ -85,10 +87,10 @@ class _Images:
 
 
 # ---- the leaderboard ------------------------------------------------------------------------
-def leaderboard_html(df, runs, suite: str, paper_dir: Path, warnings: dict) -> tuple[str, list, list]:
-    table, plan, numeric = leaderboard_table(df, runs, suite, paper_dir, warnings)
+def leaderboard_html(df, runs, suite: str, paper_dir: Path, warnings: dict, stats=None) -> tuple[str, list, list]:
+    table, plan, numeric = leaderboard_table(df, runs, suite, paper_dir, warnings, stats)
     metric_titles = {title for title, _, _ in plan}
-    head = "".join(f'<th data-col="{_e(c)}" title="click to sort">{_e(c) if c else "row"}</th>'
+    head = "".join(f'<th data-col="{escape(c)}" title="click to sort">{escape(c) if c else "row"}</th>'
                    for c in table.columns)
     body = []
     for (_, row), values in zip(table.iterrows(), numeric):
@@ -103,9 +105,9 @@ def leaderboard_html(df, runs, suite: str, paper_dir: Path, warnings: dict) -> t
             else:
                 sort_value = None
             attr = f' data-value="{sort_value}"' if sort_value is not None else ""
-            cells.append(f"<td{attr}>{_e(row[col])}</td>")
+            cells.append(f"<td{attr}>{escape(row[col])}</td>")
         body.append(f'<tr class="{kind}{" flagged" if flagged else ""}">{"".join(cells)}</tr>')
-    markup = (f'<div class="scroll"><table class="leaderboard" data-suite="{_e(suite)}"><thead><tr>{head}</tr>'
+    markup = (f'<div class="scroll"><table class="leaderboard" data-suite="{escape(suite)}"><thead><tr>{head}</tr>'
               f'</thead><tbody>{"".join(body)}</tbody></table></div>')
     return markup, plan, numeric
 
@@ -145,7 +147,7 @@ def gallery_images(df, runs, suite: str, plan) -> "pd.DataFrame":
     for metric, title in titles:
         if metric in wide:
             text = wide[metric].map(lambda v: "–" if v != v else f"{v:.3f}")
-            caption = caption + f"{_e(title)} " + text + "<br>"
+            caption = caption + f"{escape(title)} " + text + "<br>"
     images = images.join(caption.rename("scores"), on=["run", "key"])
     images["scores"] = images["scores"].fillna("")
     return images.sort_values(["subject", "prompt", "run", "seed", "index"], kind="stable", ignore_index=True)
@@ -154,9 +156,9 @@ def gallery_images(df, runs, suite: str, plan) -> "pd.DataFrame":
 def _filters(seeds, infos, categories=None, subjects=None) -> str:
     def options(values, label):
         return f'<option value="">all {label}</option>' + "".join(
-            f'<option value="{_e(v)}">{_e(v)}</option>' for v in values)
-    boxes = "".join(f'<label><input type="checkbox" class="f-run" value="{_e(i.run)}" checked> '
-                    f'{_e(i.label)} <small>({_e(i.run)})</small></label>' for i in infos)
+            f'<option value="{escape(v)}">{escape(v)}</option>' for v in values)
+    boxes = "".join(f'<label><input type="checkbox" class="f-run" value="{escape(i.run)}" checked> '
+                    f'{escape(i.label)} <small>({escape(i.run)})</small></label>' for i in infos)
     return ('<div class="filters">'
             + (f'<label>subject <select class="f-subject">{options(subjects, "subjects")}</select></label>'
                if subjects is not None else "")
@@ -166,7 +168,7 @@ def _filters(seeds, infos, categories=None, subjects=None) -> str:
             f'<span class="runs">runs: {boxes}</span> <span class="f-count"></span></div>')
 
 
-def gallery(df, runs, suite: str, plan, out: Path, images: _Images, thumbs: dict[str, str], page) -> str:
+def gallery(df, runs, suite: str, plan, out: Path, images: ImageSources, thumbs: dict[str, str], page) -> str:
     """The suite's gallery: one page per subject (written here through ``page(path, title, body)``),
     and the index's part (returned): the subjects with their first thumbnails, linking to them.
     Every image appears as its thumbnail, linking to the full image; filters (subject, category,
@@ -199,8 +201,8 @@ def gallery(df, runs, suite: str, plan, out: Path, images: _Images, thumbs: dict
         else:
             full = f"{prefix(roots[row.run], base)}/{quote(row.image)}"
         shown = f"{prefix(out / 'thumbs', base)}/{src}" if src else full
-        return (f'<a href="{_e(full)}"><img src="{_e(shown)}" alt="{_e(row.key)}" loading="{loading}" '
-                f'title="{_e(row.key)}"></a>')
+        return (f'<a href="{escape(full)}"><img src="{escape(shown)}" alt="{escape(row.key)}" loading="{loading}" '
+                f'title="{escape(row.key)}"></a>')
 
     rows = []
     for position, (subject, group) in enumerate(table.groupby("subject", sort=False)):
@@ -210,21 +212,21 @@ def gallery(df, runs, suite: str, plan, out: Path, images: _Images, thumbs: dict
         first = min(cells, key=lambda s: s.prompt_index) if cells else None
         category = category_of.get(subject, "")
         refs = (first.reference_images or first.subject_images) if first else ()
-        ref_html = "".join(f'<a href="{_e(images.src(p, "references", base))}"><img class="ref" '
-                           f'src="{_e(images.src(p, "references", base))}" alt="reference {_e(p.name)}" '
-                           f'loading="{loading}" title="{_e(p.name)}"></a>' for p in refs) \
+        ref_html = "".join(f'<a href="{escape(images.src(p, "references", base))}"><img class="ref" '
+                           f'src="{escape(images.src(p, "references", base))}" alt="reference {escape(p.name)}" '
+                           f'loading="{loading}" title="{escape(p.name)}"></a>' for p in refs) \
             or '<span class="muted">reference images not available here</span>'
-        parts = [f'<section class="subject" data-subject="{_e(subject)}" data-category="{_e(category)}">'
+        parts = [f'<section class="subject" data-subject="{escape(subject)}" data-category="{escape(category)}">'
                  f'<div class="refs">{ref_html}</div>']
         for (prompt_index, cell), cell_rows in group.groupby(["prompt", "cell"], sort=True):
             sample = samples.get(cell)
             prompt = sample.prompt if sample else f"prompt {prompt_index}"
-            extra = (f' <small class="muted">scored against: “{_e(sample.eval_text)}”</small>'
+            extra = (f' <small class="muted">scored against: “{escape(sample.eval_text)}”</small>'
                      if sample and sample.eval_text and sample.eval_text != sample.prompt else "")
-            parts.append(f'<div class="cell"><p class="prompt">“{_e(prompt)}”{extra}</p><div class="runs-row">')
+            parts.append(f'<div class="cell"><p class="prompt">“{escape(prompt)}”{extra}</p><div class="runs-row">')
             if sample and sample.source_image and sample.source_image.exists():     # editing: what was edited
                 parts.append(f'<div class="run-col source"><div class="run-name">source image</div><figure>'
-                             f'<img src="{_e(images.src(sample.source_image, "sources", base))}" alt="source" '
+                             f'<img src="{escape(images.src(sample.source_image, "sources", base))}" alt="source" '
                              f'loading="{loading}"></figure></div>')
             by_run = dict(tuple(cell_rows.groupby("run", sort=False)))
             for info in infos:
@@ -234,34 +236,34 @@ def gallery(df, runs, suite: str, plan, out: Path, images: _Images, thumbs: dict
                     f'<figure data-seed="{r.seed}">{thumb(r, base)}<figcaption>seed {r.seed} · image {r.index}'
                     f'<br>{r.scores}</figcaption></figure>' for r in mine.itertuples(index=False)
                 ) if mine is not None else ""
-                parts.append(f'<div class="run-col" data-run="{_e(info.run)}"><div class="run-name">'
-                             f'{_e(info.label)} {stamp}</div><div class="figs">'
+                parts.append(f'<div class="run-col" data-run="{escape(info.run)}"><div class="run-name">'
+                             f'{escape(info.label)} {stamp}</div><div class="figs">'
                              f'{figures or "<span class=muted>no image</span>"}</div></div>')
             parts.append("</div></div>")
         parts.append("</section>")
         previous = _subject_page(suite, subjects[position - 1]) if position else None
         following = _subject_page(suite, subjects[position + 1]) if position + 1 < len(subjects) else None
         up = os.path.relpath(out, base)
-        nav = (f'<p class="nav"><a class="carry" href="{_e(up)}/index.html#gallery-{_e(suite)}">index</a>'
-               + (f' · <a class="carry" href="{_e(os.path.relpath(out / previous, base))}">previous subject</a>'
+        nav = (f'<p class="nav"><a class="carry" href="{escape(up)}/index.html#gallery-{escape(suite)}">index</a>'
+               + (f' · <a class="carry" href="{escape(os.path.relpath(out / previous, base))}">previous subject</a>'
                   if previous else "")
-               + (f' · <a class="carry" href="{_e(os.path.relpath(out / following, base))}">next subject</a>'
+               + (f' · <a class="carry" href="{escape(os.path.relpath(out / following, base))}">next subject</a>'
                   if following else "")
                + f' · subject {position + 1} of {len(subjects)}</p>')
-        noun = f" — {_e(first.class_noun)}" if first else ""
-        body = (f'<h2>{_e(suite)}: {_e(subject)}<small>{noun}{" · " + _e(category) if category else ""}</small></h2>'
-                f'{nav}<div class="gallery" data-suite="{_e(suite)}">{_filters(seeds, infos)}{"".join(parts)}</div>'
+        noun = f" — {escape(first.class_noun)}" if first else ""
+        body = (f'<h2>{escape(suite)}: {escape(subject)}<small>{noun}{" · " + escape(category) if category else ""}</small></h2>'
+                f'{nav}<div class="gallery" data-suite="{escape(suite)}">{_filters(seeds, infos)}{"".join(parts)}</div>'
                 f'{nav}')
         page(out / href, f"{suite}: {subject}", body)
         counts = group.groupby("run").size()
         firsts = group.drop_duplicates("run")
         previews = "".join(thumb(r, out) for r in firsts.itertuples(index=False))
-        rows.append(f'<tr class="subject-row" data-subject="{_e(subject)}" data-category="{_e(category)}">'
-                    f'<td><a class="carry" href="{_e(href)}">{_e(subject)}</a></td>'
-                    f'<td>{_e(first.class_noun) if first else ""}</td><td>{_e(category)}</td>'
-                    f'<td>{", ".join(f"{_e(r)}: {int(n)}" for r, n in counts.items())}</td>'
+        rows.append(f'<tr class="subject-row" data-subject="{escape(subject)}" data-category="{escape(category)}">'
+                    f'<td><a class="carry" href="{escape(href)}">{escape(subject)}</a></td>'
+                    f'<td>{escape(first.class_noun) if first else ""}</td><td>{escape(category)}</td>'
+                    f'<td>{", ".join(f"{escape(r)}: {int(n)}" for r, n in counts.items())}</td>'
                     f'<td class="previews">{previews}</td></tr>')
-    return (f'<div class="gallery" id="gallery-{_e(suite)}" data-suite="{_e(suite)}">'
+    return (f'<div class="gallery" id="gallery-{escape(suite)}" data-suite="{escape(suite)}">'
             f'{_filters(seeds, infos, categories, subjects)}'
             f'<p class="muted">One page per subject: its reference images, then every prompt with each run\'s '
             f'images (thumbnails; click one for the full image) and per-image scores. The filters carry over '
@@ -375,10 +377,28 @@ try{new PerformanceObserver(function(){writeStatus();}).observe({type:'paint',bu
 """
 
 
+def statistics_html(stats, settings, versus: str | None) -> str:
+    """The intervals' description, the paired comparison table and the statistics notes."""
+    comparison = comparison_table(stats, versus) if versus else None
+    markup = f'<p class="muted">{escape(interval_text(settings, versus))}.</p>'
+    if comparison is not None:
+        head = "".join(f"<th>{escape(c)}</th>" for c in comparison.columns)
+        body = "".join("<tr>" + "".join(f"<td>{escape(v)}</td>" for v in row) + "</tr>"
+                       for row in comparison.itertuples(index=False))
+        markup += (f'<h3>Paired comparison against {escape(versus)}</h3><p>Differences on the keys both runs hold, '
+                   f'their intervals, sign-flip p-values (Holm-adjusted over the table) and the minimum detectable '
+                   f'effect (power 0.8).</p><div class="scroll"><table class="comparison"><thead><tr>{head}</tr>'
+                   f'</thead><tbody>{body}</tbody></table></div>')
+    notes = stat_notes(stats)
+    if notes:
+        markup += "<ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>"
+    return markup
+
+
 def _page(path: Path, title: str, body: str, random: bool) -> None:
     """Write one page of the report (style and script inline, atomically)."""
-    banner = f'<p class="banner">{_e(RANDOM_STAMP)}</p>' if random else ""
-    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
+    banner = f'<p class="banner">{escape(RANDOM_STAMP)}</p>' if random else ""
+    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
             f'<meta name="viewport" content="width=device-width"><style>{CSS}</style>'
             f'<script>{HEAD_SCRIPT}</script></head><body>{banner}{body}'
             f'<pre id="bench-status" hidden></pre><script>{BODY_SCRIPT}</script></body></html>')
@@ -386,13 +406,15 @@ def _page(path: Path, title: str, body: str, random: bool) -> None:
     write_atomic(path, page.encode("utf-8"), fsync=False)
 
 
-def write_html(df, runs, out: Path, paper_dir: Path = PAPER_DIR, copy_images: bool = False) -> Path:
+def write_html(df, runs, out: Path, paper_dir: Path = PAPER_DIR, copy_images: bool = False, settings=None,
+               versus: str | None = None) -> Path:
     """Write ``out/index.html`` (leaderboards, scatter plots, the subjects of each gallery) and one
     page per subject under ``out/gallery/<suite>/``, with thumbnails in ``out/thumbs/`` (made once);
-    with ``copy_images`` the full images too. Returns the index."""
+    with ``copy_images`` the full images too; ``settings`` and ``versus`` as for the markdown
+    leaderboard (docs/statistics.md). Returns the index."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    images = _Images(out, copy_images)
+    images = ImageSources(out, copy_images)
     random = bool(runs["random_weights"].any())
     wanted = {}
     for info in runs.itertuples(index=False):
@@ -409,27 +431,29 @@ def write_html(df, runs, out: Path, paper_dir: Path = PAPER_DIR, copy_images: bo
         mine = df[df["suite"] == suite]
         suite_runs = runs[runs["suite"] == suite]
         warnings = run_warnings(mine, suite_runs)
-        table, plan, numeric = leaderboard_html(df, runs, suite, paper_dir, warnings)
+        against = versus if versus in set(suite_runs["run"]) else None
+        stats = intervals(mine, settings, against)
+        table, plan, numeric = leaderboard_html(df, runs, suite, paper_dir, warnings, stats)
         x, y = suite_scatter_axes(suite)
         scatter = out / f"{suite}-scatter.png"
         has_scatter = scatter_plot(numeric, x, y, scatter, f"{suite}: {x} vs {y}",
                                    RANDOM_STAMP if suite_runs["random_weights"].any() else None)
-        flagged = [f"<li><code>{_e(r)}</code>: {_e('; '.join(n))}</li>" for r, n in warnings.items() if n]
-        ids = "; ".join(f"{_e(t)}: " + (", ".join(f"<code>{_e(i)}</code>" for i in ids) or "not measured")
+        flagged = [f"<li><code>{escape(r)}</code>: {escape('; '.join(n))}</li>" for r, n in warnings.items() if n]
+        ids = "; ".join(f"{escape(t)}: " + (", ".join(f"<code>{escape(i)}</code>" for i in ids) or "not measured")
                         for t, _, ids in column_plan(mine["metric"].unique(), suite_columns(suite)))
         sections.append(
-            f'<section class="suite" id="suite-{_e(suite)}"><h2>{_e(suite)}</h2>'
-            f'<p>Our rows: {_e(aggregation_text(suite))}. Rows marked <i>paper</i> are published numbers '
+            f'<section class="suite" id="suite-{escape(suite)}"><h2>{escape(suite)}</h2>'
+            f'<p>Our rows: {escape(aggregation_text(suite))}. Rows marked <i>paper</i> are published numbers '
             f'(docs/protocols.md section 5), not rerun here; {DASH} means not measured. Click a column to sort.</p>'
-            + table
+            + table + statistics_html(stats, settings, against)
             + (f'<div class="warnings"><b>Check:</b> rows marked ⚠ are not comparable as they stand:<ul>'
                f'{"".join(flagged)}</ul></div>' if flagged else "")
             + f'<p class="muted">Metric ids (they name the backbone): {ids}.</p>'
-            + (f'<h3>{_e(x)} vs {_e(y)}</h3><img class="scatter" src="{_e(scatter.name)}" alt="scatter plot">'
+            + (f'<h3>{escape(x)} vs {escape(y)}</h3><img class="scatter" src="{escape(scatter.name)}" alt="scatter plot">'
                if has_scatter else "")
             + f'<h3>Gallery</h3>{gallery(df, runs, suite, plan, out, images, thumbs, page)}</section>')
     body = (f'<h1>Benchmark report</h1><p class="muted">Written by <code>python -m bench report --html</code> on '
-            f'{_e(time.strftime("%Y-%m-%d %H:%M"))} from {len(runs)} run(s). Protocols and sources: '
+            f'{escape(time.strftime("%Y-%m-%d %H:%M"))} from {len(runs)} run(s). Protocols and sources: '
             f'docs/protocols.md in the repository.</p>{"".join(sections)}')
     path = out / "index.html"
     page(path, "bench report", body)
