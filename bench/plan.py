@@ -178,6 +178,8 @@ def plan_run(args) -> RunConfig:
     metrics = metric_names(args.metrics)
     metric_params = metric_param_values(getattr(args, "metric_param", None) or [])
     check_input_dir(args.data_root, "--data-root")
+    if not args.dry_run and not model_preset and hasattr(method_cls, "check_weights"):
+        method_cls.check_weights(args.method, args.weights)   # missing weights named before any data is read
     # 2. the suite, its files and the plan
     suite_options = with_suite_defaults(suite_options, args, model_preset)
     suite = load_suite(args.suite, args.data_root, mini=smoke, **suite_options)

@@ -234,6 +234,13 @@ METHODS.add("ip-adapter-plus-sd15", "methods.ip_adapter:IPAdapterMethod",
             variant="plus")
 METHODS.add("blip-diffusion", "methods.blip_diffusion:BlipDiffusionMethod",
             "BLIP-Diffusion (Salesforce/blipdiffusion, its own SD 1.5-derived model), zero-shot")
+# in-context baselines: one diffusers pipeline each (docs/methods-in-context.md)
+METHODS.add("omnigen", "methods.in_context.omnigen:OmniGenMethod",
+            "OmniGen v1 (Shitao/OmniGen-v1-diffusers), subject image(s) as <img><|image_k|></img> in the prompt")
+METHODS.add("flux-kontext", "methods.in_context.flux_kontext:FluxKontextMethod",
+            "FLUX.1 Kontext [dev] (black-forest-labs/FLUX.1-Kontext-dev), first subject image as its one condition")
+METHODS.add("qwen-image-edit", "methods.in_context.qwen_image_edit:QwenImageEditMethod",
+            "Qwen-Image-Edit-2509 (Qwen/Qwen-Image-Edit-2509), subject image(s) as its image list")
 
 # ---- suites -------------------------------------------------------------------------------
 SUITES.add("dreambench", "bench.suites.dreambench:DreamBench",

@@ -84,8 +84,9 @@ def load_spec(config: RunConfig, device: str) -> LoadSpec:
     """How the method loads its base model. A method built on another base model (e.g.
     IP-Adapter on SD 1.5) names it as ``default_weights``."""
     default_weights = getattr(config.method_cls, "default_weights", LoadSpec.weights)
+    cuda_dtype = getattr(config.method_cls, "cuda_dtype", "fp16")     # the in-context baselines: bf16
     return LoadSpec(weights=config.weights or default_weights, preset=config.model_preset, device=device,
-                    dtype=config.dtype or ("fp16" if device.startswith("cuda") else "fp32"), adapter=config.adapter,
+                    dtype=config.dtype or (cuda_dtype if device.startswith("cuda") else "fp32"), adapter=config.adapter,
                     resolution=config.resolution, num_inference_steps=config.steps,
                     params=tuple(sorted(config.params.items())))
 

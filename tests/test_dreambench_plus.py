@@ -11,6 +11,7 @@ from PIL import Image
 from bench import BenchError
 from bench.suites import REPO_ROOT, load_suite
 from bench.suites import dreambench_plus as dbp
+from script_loader import load_script
 
 # (category, index, subject name) laid out like the release, including names with spaces,
 # capitals and hyphens, whose ids the release's own resume code special-cases
@@ -115,12 +116,7 @@ def test_mini_copy_has_one_collection_per_category_and_protocol_defaults():
 
 def test_mini_make_script_regenerates_the_committed_files(tmp_path):
     folder = REPO_ROOT / "datasets" / "mini-dreambench-plus"
-    sys.path.insert(0, str(folder))
-    try:
-        import make
-    finally:
-        sys.path.pop(0)
-        sys.modules.pop("make", None)
+    make = load_script(folder / "make.py")
     make.main(tmp_path)
     made = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
     committed = sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file()
