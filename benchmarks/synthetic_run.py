@@ -113,6 +113,32 @@ def write_run(out: Path, data_root: Path, n_images: int = FULL_SIZE, size: int =
     return store
 
 
+def write_synthetic_scores(store, seed: int = 0) -> int:
+    """A scores.parquet for the run with the rows `bench score` would cache for the tiny CLIP and
+    DINO metrics (each image's key, sha256, context, metric id and version) and random values: a
+    fully cached run for timing the cache lookup without scoring every image first. Returns the rows."""
+    import pandas as pd
+
+    from bench.metrics.clip import ClipMetric
+    from bench.metrics.dino import DinoMetric
+    from bench.scoring import SCORE_COLUMNS, build_items, item_context, load_run_samples
+
+    _, cells = load_run_samples(store.read_run(), store.run_json)
+    items = build_items(store, cells)
+    contexts = {id(sample): item_context(sample) for sample in {id(s): s for _, s, _ in items}.values()}
+    rng = np.random.default_rng(seed)
+    rows = [(item.key, item.seed, item.subject, sample.category, sample.prompt_index, mid, str(metric.version),
+             float(rng.random()), sha, contexts[id(sample)])
+            for metric in (ClipMetric(preset="tiny"), DinoMetric(preset="tiny")) for mid in metric.ids
+            for item, sample, sha in items]
+    df = pd.DataFrame(rows, columns=SCORE_COLUMNS).astype(
+        {"seed": "int64", "prompt_index": "int64", "value": "float64", "metric_version": "string"})
+    df.sort_values(["metric", "key"], ignore_index=True).to_parquet(store.scores_path, index=False)
+    store.update_run(scored={"metrics": ["clip", "dino"], "metric_preset": "tiny",
+                             "ids": sorted(df["metric"].unique()), "synthetic_values": True})
+    return len(df)
+
+
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 
