@@ -38,7 +38,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from synthetic_run import FULL_SIZE, plant_random_backbones, write_run, write_suite  # noqa: E402
+from synthetic_run import (FULL_SIZE, PROTOCOL_SEEDS, plant_random_backbones, write_run,  # noqa: E402
+                           write_suite)
+
+PER_SUBJECT = FULL_SIZE // 30          # 25 prompts x 4 images x 6 seeds
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
@@ -211,14 +214,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=3000, help="images a run for scoring and the report "
                         f"(the protocol: {FULL_SIZE})")
-    parser.add_argument("--records", type=int, default=FULL_SIZE, help="records of the run for dry-run/resume/cache "
-                        "(64 px images, cheap to write)")
+    parser.add_argument("--records", type=int, default=FULL_SIZE, help="records of the run for dry-run/resume/"
+                        "cache, a multiple of 600 (64 px images, cheap to write)")
     parser.add_argument("--real-images", type=int, default=64, help="images scored with the real architectures")
     parser.add_argument("--size", type=int, default=512, help="generated image size in pixels")
     parser.add_argument("--workers", type=int, default=None, help="bench score --workers (default: its own)")
     parser.add_argument("--keep", type=Path, default=None, help="build in this folder and keep it")
     parser.add_argument("--skip-report", action="store_true")
     args = parser.parse_args(argv)
+    if args.records < PER_SUBJECT or args.records % PER_SUBJECT and args.records < FULL_SIZE:
+        parser.error(f"--records must be a multiple of {PER_SUBJECT} (one subject's images), at most {FULL_SIZE}")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     folder = args.keep or Path(tempfile.mkdtemp(prefix="bench-scale-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -245,9 +250,15 @@ def main(argv=None) -> int:
     records_run = folder / "records-run"
     if not (records_run / "run.json").exists():
         identity = run_identity(data_root, "sd", records_run)
-        write_run(records_run, data_root, args.records, 64, progress=False, identity=identity)
+        write_run(records_run, data_root, args.records, 64, progress=False, identity=identity,
+                  seeds=PROTOCOL_SEEDS)
     common = ["--method", "sd", "--preset", "tiny", "--suite", "dreambench", "--data-root", str(data_root),
               "--out", str(records_run)]
+    if args.records < FULL_SIZE:           # the subjects the records cover in full: nothing left to generate
+        from bench.suites import load_suite
+
+        covered = sorted({s.subject for s in load_suite("dreambench", data_root).samples()})[:args.records // PER_SUBJECT]
+        common += ["--subjects", ",".join(covered)]
     dry_wall, _, _ = bench_cli(["run", *common, "--dry-run"])
     dry_in = in_process(["run", *common, "--dry-run"])
     resume_wall, resume_err, _ = bench_cli(["run", *common, "--no-score"])
@@ -329,8 +340,10 @@ def main(argv=None) -> int:
             again, _, rss = bench_cli(["report", *pair, "--out", str(full), "--html"])
             say(f"over 2 runs x {args.records} records (64 px images): first {first:.1f} s; again {again:.1f} s "
                 f"(goal <= 30 s at 2 x 18,000); peak resident {rss:.0f} MiB (goal <= 2 GiB)")
-            marginal = (again - small_report) / (2 * args.records - total) * 1000
-            say(f"marginal cost {marginal:.2f} s per 1,000 images (the rest is fixed: imports, plots, suite loading)")
+            if 2 * args.records >= 4 * total:          # sizes far enough apart for a slope
+                marginal = (again - small_report) / (2 * args.records - total) * 1000
+                say(f"marginal cost {marginal:.2f} s per 1,000 images (the rest is fixed: imports, plots, "
+                    "suite loading)")
             pages = sorted((full / "html" / "gallery").rglob("*.html"))
             say(f"pages: index {(full / 'html' / 'index.html').stat().st_size / 1024:.0f} KiB, {len(pages)} subject "
                 f"pages of {max(p.stat().st_size for p in pages) / 1024:.0f} KiB at most")

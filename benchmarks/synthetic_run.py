@@ -73,11 +73,13 @@ def write_suite(root: Path, ref_size: int = 512) -> Path:
 
 
 def write_run(out: Path, data_root: Path, n_images: int = FULL_SIZE, size: int = 512, pool: int = 48,
-              method: str = "synthetic", ranks: int = 1, progress: bool = True, identity: dict | None = None):
+              method: str = "synthetic", ranks: int = 1, progress: bool = True, identity: dict | None = None,
+              seeds: tuple[int, ...] | None = None):
     """A run directory of ``n_images`` recorded PNGs over the suite at ``data_root``, in the plan's
     order (subject, seed, prompt, image index), written by ``ranks`` shard writers in turn.
     ``identity``: the run's identity (default: a synthetic one; give the one `bench run` records
-    to resume the run with `bench run`). Returns the RunStore."""
+    to resume the run with `bench run`); ``seeds``: the plan's seeds (default: as few as ``n_images``
+    needs). Returns the RunStore."""
     from bench.plan import Plan
     from bench.store import RunStore, encode_png
     from bench.suites import load_suite
@@ -87,7 +89,7 @@ def write_run(out: Path, data_root: Path, n_images: int = FULL_SIZE, size: int =
     samples = suite.samples()
     per_prompt = PROTOCOL_PER_PROMPT
     seeds_needed = max(1, -(-n_images // (len(samples) * per_prompt)))
-    seeds = tuple(range(seeds_needed))
+    seeds = tuple(seeds) if seeds is not None else tuple(range(seeds_needed))
     requests = Plan(samples, samples, seeds, per_prompt).requests()[:n_images]
     identity = identity or {"method": method, "model": "preset:tiny", "batch_size": 4,
                             "suite": {"name": "dreambench", "version": suite.version,
