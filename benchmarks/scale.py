@@ -257,7 +257,8 @@ def main(argv=None) -> int:
     if args.records < FULL_SIZE:           # the subjects the records cover in full: nothing left to generate
         from bench.suites import load_suite
 
-        covered = sorted({s.subject for s in load_suite("dreambench", data_root).samples()})[:args.records // PER_SUBJECT]
+        subjects = sorted({s.subject for s in load_suite("dreambench", data_root).samples()})
+        covered = subjects[:args.records // PER_SUBJECT]
         common += ["--subjects", ",".join(covered)]
     dry_wall, _, _ = bench_cli(["run", *common, "--dry-run"])
     dry_in = in_process(["run", *common, "--dry-run"])

@@ -95,7 +95,8 @@ def write_run(out: Path, data_root: Path, n_images: int = FULL_SIZE, size: int =
                             "suite": {"name": "dreambench", "version": suite.version,
                                       "samples_hash": samples_hash(samples), "options": {}}}
     info = {"suite": {"name": "dreambench", "root": str(Path(data_root).resolve()), "options": {}},
-            "plan": {"seeds": list(seeds), "images_per_prompt": per_prompt, "images_per_seed": len(samples) * per_prompt,
+            "plan": {"seeds": list(seeds), "images_per_prompt": per_prompt,
+                     "images_per_seed": len(samples) * per_prompt,
                      "total": len(requests), "subjects": sorted({s.subject for s in samples})},
             "metrics": ["clip", "dino"], "metric_preset": "tiny", "random_weights": True,
             "method": {"name": method, "weights_status": "synthetic images"}, "weights_status": "synthetic images"}

@@ -189,7 +189,8 @@ def gallery(df, runs, suite: str, plan, out: Path, images: ImageSources, thumbs:
 
     def prefix(folder: Path, base: Path) -> str:
         if (str(folder), base) not in prefixes:
-            prefixes[(str(folder), base)] = quote(Path(os.path.relpath(Path(folder).resolve(), base.resolve())).as_posix())
+            relative = os.path.relpath(Path(folder).resolve(), base.resolve())
+            prefixes[(str(folder), base)] = quote(Path(relative).as_posix())
         return prefixes[(str(folder), base)]
     roots = {i.run: RunStore(i.run_dir).root for i in infos}
 
@@ -251,7 +252,8 @@ def gallery(df, runs, suite: str, plan, out: Path, images: ImageSources, thumbs:
                   if following else "")
                + f' · subject {position + 1} of {len(subjects)}</p>')
         noun = f" — {escape(first.class_noun)}" if first else ""
-        body = (f'<h2>{escape(suite)}: {escape(subject)}<small>{noun}{" · " + escape(category) if category else ""}</small></h2>'
+        kind = " · " + escape(category) if category else ""
+        body = (f'<h2>{escape(suite)}: {escape(subject)}<small>{noun}{kind}</small></h2>'
                 f'{nav}<div class="gallery" data-suite="{escape(suite)}">{_filters(seeds, infos)}{"".join(parts)}</div>'
                 f'{nav}')
         page(out / href, f"{suite}: {subject}", body)
