@@ -40,5 +40,11 @@ test: setup
 perf: setup
 	$(BIN)/python benchmarks/gpu_throughput.py --device cpu --threads 1   # on a GPU, in one call: python benchmarks/gpu_throughput.py
 
+# The full protocol at full size (benchmarks/scale.py, docs/performance-scale.md): synthetic runs
+# timed on the CPU with tiny metric models; IMAGES=18000 for the protocol's size.
+.PHONY: scale
+scale: setup
+	$(BIN)/python benchmarks/scale.py --images $(or $(IMAGES),2000)
+
 clean-venv:
 	rm -rf $(VENV)

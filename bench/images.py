@@ -75,12 +75,22 @@ def load_rgb(path: Path | str) -> Image.Image:
     return to_rgb(open_image(path))
 
 
+#: files that passed check_image in this process, by (path, size, mtime_ns): each file is decoded
+#: once per command even when the suite loader and the runner both check it
+_CHECKED: set[tuple[str, int, int]] = set()
+
+
 def check_image(path: Path | str) -> None:
     """Refuse anything that is not a regular, fully decodable image file (one-line BenchError)."""
     path = Path(path)
     if not path.is_file():  # also refuses /dev/zero, FIFOs and folders before any read
         raise BenchError(f"{path} is not a regular image file")
+    st = path.stat()
+    stamp = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if stamp in _CHECKED:
+        return
     open_image(path).close()
+    _CHECKED.add(stamp)
 
 
 #: Pillow's default JPEG quality: what ``image.save("x.jpg")`` writes without options, as

@@ -129,9 +129,8 @@ def open_run(config: RunConfig, store: RunStore, spec: LoadSpec, identity: dict,
         folder = folder.parent
     lock = store.lock_shard(config.rank, config.world)      # the same shard started twice is refused here
     try:
-        recorded, problems = store.verified_records(verify=config.verify)
-        mine_keys = {r.key for b in mine for r in b}
-        bad = {k: why for k, why in problems.items() if k in mine_keys}
+        mine_keys = {r.key for b in mine for r in b}   # only this shard's images are checked (stat, hash)
+        recorded, bad = store.verified_records(verify=config.verify, keys=mine_keys)
         if bad:
             first = next(iter(bad.items()))
             print(f"warning: {len(bad)} recorded image(s) fail their check and are regenerated, e.g. "

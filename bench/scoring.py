@@ -152,8 +152,68 @@ def _write_parquet_atomic(df, path: Path) -> None:
         raise
 
 
+def score_images(items, metrics: list, todo: dict, store_values, batch_size: int, device: str, progress: bool = True,
+                 workers: int | None = None):
+    """Score ``todo[metric]`` (positions in ``items``) with every metric; ``store_values(metric,
+    positions, rows)`` receives the results.
+
+    Metrics that offer views (bench.metrics.pipeline) share one pass over the images: each image
+    they need is decoded once, each distinct preprocessing applied once, in DataLoader workers, in
+    batches of ``batch_size`` taken in key order (the same batches as scoring each metric alone
+    when they need the same images). The others score their items themselves, batch by batch.
+    Returns the pipeline's timing (None when no metric used it)."""
+    import time
+
+    from tqdm import tqdm
+
+    from bench.metrics import pipeline
+
+    shared = {m: m.views() for m in metrics}
+    shared = {m: v for m, v in shared.items() if v is not None}
+    timing = None
+    if shared:
+        views, names = {}, {}              # view key -> view; (metric, its name) -> view key
+        for metric, own in shared.items():
+            for name, view in own.items():
+                views.setdefault(view.key, view)
+                names[(metric, name)] = view.key
+        wanted = {m: set(todo[m]) for m in shared}
+        union = sorted(set().union(*wanted.values()))
+        timing = pipeline.Timing()
+        timing.metric_s = 0.0
+        ids = ", ".join(i for m in shared for i in m.ids)
+        with tqdm(total=len(union), desc=f"score {ids}", unit="img", disable=not progress, file=sys.stderr) as bar:
+            batches = pipeline.batches([items[n][0].image for n in union], views, batch_size, device, workers, timing)
+            for start, pixels in zip(range(0, len(union), batch_size), batches):
+                positions = union[start:start + batch_size]
+                begin = time.perf_counter()
+                for metric in shared:
+                    mine = [j for j, n in enumerate(positions) if n in wanted[metric]]
+                    if not mine:
+                        continue
+                    own = {name: pixels[names[(metric, name)]] for name in shared[metric]}
+                    if len(mine) < len(positions):
+                        own = {name: tensor[mine] for name, tensor in own.items()}
+                    chosen = [positions[j] for j in mine]
+                    store_values(metric, chosen, metric.score_views([items[n][0] for n in chosen], own))
+                timing.metric_s += time.perf_counter() - begin
+                bar.update(len(positions))
+    for metric in metrics:
+        if metric in shared:
+            continue
+        positions = todo[metric]
+        with tqdm(total=len(positions), desc=f"score {', '.join(metric.ids)}", unit="img", disable=not progress,
+                  file=sys.stderr) as bar:
+            for start in range(0, len(positions), batch_size):
+                chosen = positions[start:start + batch_size]
+                store_values(metric, chosen, metric.score([items[n][0] for n in chosen]))
+                bar.update(len(chosen))
+    return timing
+
+
 def score_run(run_dir, metrics=None, device: str = "cpu", batch_size: int = 16, metric_preset: str | None = None,
-              progress: bool = True, metric_params: dict[str, dict] | None = None, verify: bool = False):
+              progress: bool = True, metric_params: dict[str, dict] | None = None, verify: bool = False,
+              workers: int | None = None):
     """Score every recorded image of a run; write and return scores.parquet as a DataFrame.
 
     metrics: registry names (list or comma-separated); default run.json's "metrics", else the
@@ -183,28 +243,27 @@ def score_run(run_dir, metrics=None, device: str = "cpu", batch_size: int = 16, 
             metric.bind_run(store.root)
 
     old = read_scores(store.scores_path)
-    cache = {(r.sha256, r.context, r.metric, str(r.metric_version)): r.value
-             for r in old[["sha256", "context", "metric", "metric_version", "value"]].itertuples(index=False)}
-    contexts = {id(sample): item_context(sample) for _, sample, _ in items}
-    computed = 0
+    cache = dict(zip(zip(old["sha256"], old["context"], old["metric"], old["metric_version"].astype(str)),
+                     old["value"]))
+    samples = {id(sample): sample for _, sample, _ in items}
+    contexts = {key: item_context(sample) for key, sample in samples.items()}     # once per cell
+    keys = [(sha, contexts[id(sample)]) for _, sample, sha in items]      # the cache key of each image
+    todo = {}                                  # metric -> positions (in items) it still has to score
     for metric in instances:
         version = str(metric.version)
-        todo = [item for item, sample, sha in items
-                if any((sha, contexts[id(sample)], mid, version) not in cache for mid in metric.ids)]
-        if not todo:
-            continue
-        by_key = {item.key: (sample, sha) for item, sample, sha in items}
-        with tqdm(total=len(todo), desc=f"score {', '.join(metric.ids)}",
-                  unit="img", disable=not progress, file=sys.stderr) as bar:
-            for start in range(0, len(todo), batch_size):
-                batch = todo[start:start + batch_size]
-                for item, values in zip(batch, metric.score(batch)):
-                    sample, sha = by_key[item.key]
-                    for mid in metric.ids:
-                        cache[(sha, contexts[id(sample)], mid, version)] = float(values.get(mid, math.nan))
-                bar.update(len(batch))
-        computed += len(todo)
+        todo[metric] = [n for n, (sha, context) in enumerate(keys)
+                        if any((sha, context, mid, version) not in cache for mid in metric.ids)]
 
+    def store_values(metric, positions, values) -> None:
+        version = str(metric.version)
+        for n, row in zip(positions, values):
+            sha, context = keys[n]
+            for mid in metric.ids:
+                cache[(sha, context, mid, version)] = float(row.get(mid, math.nan))
+
+    timing = score_images(items, [m for m in instances if todo[m]], todo, store_values, batch_size, device,
+                          progress, workers)
+    computed = sum(len(p) for p in todo.values())
     rows = []
     requested = set()
     for metric in instances:
@@ -224,6 +283,9 @@ def score_run(run_dir, metrics=None, device: str = "cpu", batch_size: int = 16, 
     df = df.sort_values(["metric", "key"], ignore_index=True)
     _write_parquet_atomic(df, store.scores_path)
     store.update_run(scored={"metrics": names, "metric_preset": preset, "ids": sorted(requested)})
+    if timing is not None and timing.images:
+        print(f"pipeline: {timing.images} images decoded once each, {timing.wait_s:.1f} s waiting for decoded "
+              f"images, {timing.metric_s:.1f} s in the metrics' forwards", file=sys.stderr)
     print(f"scored {len(items)} images with {', '.join(sorted(requested))}: {computed} (image, metric) pairs "
           f"computed, {len(items) * len(instances) - computed} from cache -> {store.scores_path}", file=sys.stderr)
     return df
@@ -357,6 +419,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="tiny random metric models, for tests (default: the run's setting)")
     add("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     add("--batch-size", type=int, default=16, help="images per metric forward pass (default 16)")
+    add("--workers", type=int, default=None, help="processes decoding and preprocessing images beside the "
+        "metric forwards (default: one per core less one, at most 16; 0: decode in the main process)")
     add("--no-progress", action="store_true", help="no progress bar")
     add("--suite", default=None, help="with --images: the suite the images answer")
     add("--images", default=None, help="a folder <subject>/<prompt index>/s<seed>/i<k>.png, or a CSV manifest "
@@ -376,6 +440,7 @@ def run(args) -> int:
                                parse_params)
 
     check_int(args.batch_size, "--batch-size", 1, 4096)
+    check_int(args.workers, "--workers", 0, 256)
     device = check_device(args.device) or default_device()
     params = parse_metric_params(args.metric_param)
     from bench.registry import METRICS, check_method_params
@@ -410,7 +475,7 @@ def run(args) -> int:
         raise BenchError("give a RUN_DIR to score, or --suite NAME --images DIR")
     df = score_run(run_dir, metrics=args.metrics, device=device, batch_size=args.batch_size,
                    metric_preset=args.metric_preset, progress=not args.no_progress, metric_params=params,
-                   verify=args.verify)
+                   verify=args.verify, workers=args.workers)
     means = df.groupby("metric")["value"].mean()
     for metric, value in means.items():
         print(f"{metric:<40} {value:.4f}  (mean over {int((df['metric'] == metric).sum())} images)")

@@ -72,6 +72,10 @@ def _valid_record(rec) -> bool:
             and (rec.get("bytes") is None or (isinstance(rec["bytes"], int) and rec["bytes"] >= 0)))
 
 
+#: records() per generations folder in this process: (the rank files' names, sizes, mtimes), records
+_RECORDS: dict[str, tuple[tuple, dict]] = {}
+
+
 class ShardLock:
     """An exclusive advisory lock (flock) on one shard's records; released when the process ends."""
 
@@ -205,10 +209,25 @@ class RunStore:
 
     def records(self) -> dict[str, dict]:
         """Finished images by key, merged over all rank files (last line wins). Malformed lines
-        are skipped; one warning (per store) counts them."""
-        out: dict[str, dict] = {}
+        are skipped; one warning (per store) counts them. Parsed once per process while the rank
+        files keep their size and mtime (a report asks several times for 18,000 records)."""
         if not self.generations_dir.is_dir():
-            return out
+            return {}
+        files = sorted(self.generations_dir.glob("rank-*.jsonl"))
+        try:
+            stamp = tuple((p.name, st.st_size, st.st_mtime_ns) for p in files for st in [p.stat()])
+        except OSError:
+            stamp = None
+        cached = _RECORDS.get(str(self.generations_dir.resolve()))
+        if stamp is not None and cached is not None and cached[0] == stamp:
+            return dict(cached[1])
+        out = self._read_records()
+        if stamp is not None:
+            _RECORDS[str(self.generations_dir.resolve())] = (stamp, out)
+        return dict(out)
+
+    def _read_records(self) -> dict[str, dict]:
+        out: dict[str, dict] = {}
         malformed = 0
         for path in sorted(self.generations_dir.glob("rank-*.jsonl")):
             try:
@@ -239,9 +258,9 @@ class RunStore:
 
         Checked: a regular file, of the recorded size; then its sha256 unless the file still has
         the recorded mtime (``verify``: the sha256 always)."""
-        path = self.record_path(record)
+        path = os.path.join(self.root, record["image"])      # a string: 18,000 Path objects cost a second
         try:
-            st = path.stat()
+            st = os.stat(path)
         except FileNotFoundError:
             return f"missing ({path})"
         except OSError as exc:
@@ -260,10 +279,14 @@ class RunStore:
                 return f"content differs from its recorded sha256: replaced ({path})"
         return None
 
-    def verified_records(self, verify: bool = False) -> tuple[dict[str, dict], dict[str, str]]:
-        """(records whose image checks out, {key: what is wrong} for the others)."""
+    def verified_records(self, verify: bool = False, keys=None) -> tuple[dict[str, dict], dict[str, str]]:
+        """(records whose image checks out, {key: what is wrong} for the others); ``keys``: check
+        only the records of these keys (a shard's own), the others are left out of both."""
         good, bad = {}, {}
-        for key, rec in self.records().items():
+        records = self.records()
+        if keys is not None:
+            records = {key: records[key] for key in keys if key in records}
+        for key, rec in records.items():
             problem = self.check_record(rec, verify)
             if problem is None:
                 good[key] = rec

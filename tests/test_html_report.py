@@ -1,6 +1,7 @@
-"""The HTML report: a static folder that opens from file:// with no network, checked in a real
-headless browser (Chromium) where one is installed: no script errors or failed resources, every
-image renders, sorting and filters work, and a screenshot is saved."""
+"""The HTML report: a static folder of pages (an index with the leaderboards and one page per
+subject) that opens from file:// with no network, checked in a real headless browser (Chromium)
+where one is installed: no script errors or failed resources on any page, every thumbnail
+renders, sorting works, filters work and travel between the pages, and a screenshot is saved."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 from PIL import Image
@@ -38,19 +40,51 @@ def image_sources(page: Path) -> list[str]:
     return re.findall(r'<img[^>]* src="([^"]*)"', page.read_text(encoding="utf-8"))
 
 
-def test_page_is_self_contained_and_every_image_resolves(report):
-    page, _ = report
-    text = page.read_text(encoding="utf-8")
-    assert not re.search(r'(src|href)="(https?:)?//', text), "the page must not load anything from the network"
-    assert "<script src" not in text and "<link" not in text                   # style and script inline
-    sources = image_sources(page)
-    # 3 reference images x 3 subjects, (2 sd seeds + 1 ezigen seed) x 12 cells, 1 scatter plot
-    assert len(sources) == 9 + 3 * 12 + 1
-    for src in sources:
-        assert not Path(src).is_absolute() and (page.parent / src).is_file(), src
-    assert "RANDOM WEIGHTS" in text and text.count('class="stamp"') == 2 * 12   # banner + each run column
+def links(page: Path) -> list[str]:
+    return re.findall(r'<a[^>]* href="([^"]*)"', page.read_text(encoding="utf-8"))
+
+
+def all_pages(index: Path) -> list[Path]:
+    return [index, *sorted((index.parent / "gallery").rglob("*.html"))]
+
+
+def test_pages_are_self_contained_and_every_image_and_link_resolves(report):
+    index, _ = report
+    pages = all_pages(index)
+    assert [p.relative_to(index.parent).as_posix() for p in pages[1:]] == [
+        "gallery/dreambench/backpack.html", "gallery/dreambench/dog.html", "gallery/dreambench/vase.html"]
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        assert not re.search(r'(src|href)="(https?:)?//', text), "the page must not load anything from the network"
+        assert "<script src" not in text and "<link" not in text               # style and script inline
+        assert "RANDOM WEIGHTS" in text
+        for target in image_sources(page) + [h.split("#")[0] for h in links(page)]:
+            assert not Path(target).is_absolute() and (page.parent / unquote(target)).is_file(), (page, target)
+    galleries = pages[1:]
+    thumbs = [s for p in galleries for s in image_sources(p) if "/thumbs/" in s]
+    # per subject page: 3 reference images, then (2 sd seeds + 1 ezigen seed) x 4 prompts thumbnails
+    assert len(thumbs) == 3 * 12 and sum(len(image_sources(p)) for p in galleries) == 9 + 36
+    assert all(Image.open(p.parent / unquote(t)).size[0] <= 256 for p in galleries for t in image_sources(p)
+               if "/thumbs/" in t)
+    full = [h for p in galleries for h in links(p) if "/images/" in h]
+    assert len(full) == 36                                                     # each thumbnail links to its image
+    assert sum(p.read_text(encoding="utf-8").count('class="stamp"') for p in galleries) == 2 * 12
+    text = index.read_text(encoding="utf-8")
     assert 'class="f-subject"' in text and 'class="f-category"' in text and 'class="f-run"' in text
+    assert text.count('class="subject-row"') == 3 and len(image_sources(index)) == 3 * 2 + 1
     assert "docs/protocols.md" in text and "shared/" not in text
+
+
+def test_thumbnails_are_made_once(report, tmp_path, monkeypatch):
+    _, dirs = report
+    import bench.report.thumbs as thumbs
+
+    made = []
+    original = thumbs._make
+    monkeypatch.setattr(thumbs, "_make", lambda jobs: made.extend(jobs) or original(jobs))
+    for _ in range(2):
+        write_html(load_scores(dirs), load_runs(dirs), tmp_path / "html")
+    assert len(made) == 36                                                     # every image, the first time only
 
 
 def test_copied_images_make_the_folder_movable(report, tmp_path):
@@ -58,8 +92,10 @@ def test_copied_images_make_the_folder_movable(report, tmp_path):
     page = write_html(load_scores(dirs), load_runs(dirs), tmp_path / "html", copy_images=True)
     moved = tmp_path / "moved"
     shutil.move(str(page.parent), moved)
-    sources = image_sources(moved / "index.html")
-    assert sources and all(".." not in s and (moved / s).is_file() for s in sources)
+    for page in all_pages(moved / "index.html"):
+        targets = image_sources(page) + [h.split("#")[0] for h in links(page)]
+        assert targets and all((page.parent / unquote(t)).resolve().is_relative_to(moved.resolve())
+                               and (page.parent / unquote(t)).is_file() for t in targets), page
 
 
 # ---- in a real browser ----------------------------------------------------------------------
@@ -116,12 +152,14 @@ def leaderboard_column(dom: str, title: str) -> list[float]:
 
 
 @needs_browser
-def test_page_loads_without_errors_and_every_image_renders(report, tmp_path):
-    page, _ = report
-    status, _ = page_state(page, tmp_path / "profile", "?eager=1")
-    assert status["ready"] and status["errors"] == []
-    assert status["images"]["broken"] == []
-    assert status["images"]["loaded"] == status["images"]["total"] == len(image_sources(page))
+def test_every_page_loads_without_errors_and_every_image_renders(report, tmp_path):
+    index, _ = report
+    for page in all_pages(index):
+        status, _ = page_state(page, tmp_path / "profile", "?eager=1")
+        assert status["ready"] and status["errors"] == [], page
+        assert status["images"]["broken"] == []
+        assert status["images"]["loaded"] == status["images"]["total"] == len(image_sources(page))
+        assert status["dom_ready_ms"] is not None          # measured by the page (benchmarks/scale.py uses it)
 
 
 @needs_browser
@@ -153,13 +191,32 @@ def test_sorting_and_filters_work_in_the_browser(report, tmp_path):
         assert sorted(numbers) == sorted(v for v in before if not math.isnan(v))
     assert leaderboard_column(dom, "DINO") != before
     _, dom = page_state(page, profile, "?subject=dog")
-    sections = re.findall(r'<section class="subject( hidden)?" data-subject="([^"]+)"', dom)
-    assert {name for hidden, name in sections if not hidden} == {"dog"} and len(sections) == 3
-    _, dom = page_state(page, profile, "?category=object&seed=1")
-    sections = re.findall(r'<section class="subject( hidden)?" data-subject="([^"]+)"', dom)
-    assert {name for hidden, name in sections if not hidden} == {"backpack", "vase"}
+    rows = re.findall(r'<tr class="subject-row( hidden)?" data-subject="([^"]+)"', dom)
+    assert {name for hidden, name in rows if not hidden} == {"dog"} and len(rows) == 3
+
+
+@needs_browser
+def test_filters_travel_between_the_pages(report, tmp_path):
+    """The index's filters hide subjects and are carried by every link to a subject page; on a
+    subject page they hide seeds and runs, and its previous/next links carry them on."""
+    index, _ = report
+    profile = tmp_path / "profile"
+    status, dom = page_state(index, profile, "?category=object&seed=1&hide=ezigen-smoke")
+    rows = re.findall(r'<tr class="subject-row( hidden)?" data-subject="([^"]+)"', dom)
+    assert {name for hidden, name in rows if not hidden} == {"backpack", "vase"}
+    pages = [link for link in status["links"] if link.startswith("gallery/")]
+    assert len(pages) == 3 and all("seed=1" in link and "hide=ezigen-smoke" in link and "category=object" in link
+                                   for link in pages)
+    target, query = pages[0].split("?")
+    status, dom = page_state(index.parent / target, profile, "?" + query)
+    assert status["errors"] == []
     figures = re.findall(r'<figure data-seed="(\d)"( class="hidden")?', dom)
     assert figures and all((seed == "1") == (not hidden) for seed, hidden in figures)
+    columns = re.findall(r'<div class="run-col( hidden)?" data-run="([^"]+)"', dom)
+    assert columns and all(bool(hidden) == (run == "ezigen-smoke") for hidden, run in columns)
+    nav = [link for link in status["links"] if not link.startswith("#")]
+    assert any("next" in dom for _ in nav) and all("seed=1" in link for link in nav)
+    assert any(link.split("?")[0].endswith("dog.html") for link in nav)       # the next subject
 
 
 @needs_browser

@@ -123,6 +123,9 @@ def test_only_new_or_changed_images_are_scored(tmp_path, monkeypatch):
     for cls in (ClipMetric, DinoMetric):
         original = cls.score
         monkeypatch.setattr(cls, "score", lambda self, items, _o=original: seen.extend(i.key for i in items) or _o(self, items))
+        shared = cls.score_views             # the shared pipeline (bench.metrics.pipeline)
+        monkeypatch.setattr(cls, "score_views", lambda self, items, pixels, _o=shared:
+                            seen.extend(i.key for i in items) or _o(self, items, pixels))
     suite = load_suite("dreambench", MINI)
     dog = [s for s in suite.samples() if s.subject == "dog"]
     new_key = request_key(dog[0], 7, 0)

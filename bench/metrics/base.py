@@ -14,7 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,20 @@ class ScoreItem:
     category: str = ""                       # the sample's category (e.g. "style" picks the judge's style instruction)
 
 
+@dataclass(frozen=True)
+class ImageView:
+    """One preprocessing of a generated image, for the shared scoring pipeline
+    (bench.metrics.pipeline): ``prepare`` runs per image where the image is decoded (a DataLoader
+    worker), on the decoded 8-bit RGB image and its file; ``finish`` runs once per batch on the
+    stacked tensors, already on the metric's device (float conversion and normalisation: the
+    elementwise steps, bit-identical per image or per batch). Views with equal ``key`` are the same
+    preprocessing and are computed once for all metrics that ask for it."""
+
+    key: str
+    prepare: Callable = None                 # (PIL RGB image, path) -> tensor
+    finish: Callable = None                  # stacked tensor on the device -> model input
+
+
 class Metric(ABC):
     family: str = ""
     version: str = "1"
@@ -45,6 +59,17 @@ class Metric(ABC):
     @abstractmethod
     def score(self, items: Sequence[ScoreItem]) -> list[dict[str, float]]:
         """One dict {metric id: value} per item, in order."""
+
+    def views(self) -> dict[str, ImageView] | None:
+        """The preprocessings of the generated image this metric needs, by a name of its own
+        choosing, when it can score from them (:meth:`score_views`); None (the default): the
+        metric reads its files itself in :meth:`score`."""
+        return None
+
+    def score_views(self, items: Sequence[ScoreItem], pixels: dict[str, "object"]) -> list[dict[str, float]]:
+        """:meth:`score` from the preprocessed generated images (``pixels``: name of
+        :meth:`views` -> batch tensor on the device, in ``items`` order)."""
+        raise NotImplementedError
 
     @classmethod
     def requirements(cls, preset: str | None = None, **params) -> list:

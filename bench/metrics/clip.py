@@ -42,7 +42,7 @@ import torch
 from PIL import Image
 
 from bench import BenchError
-from bench.images import as_saved_jpeg, load_rgb, to_rgb
+from bench.images import as_saved_jpeg, jpeg_roundtrip, load_rgb, to_rgb
 from bench.metrics.base import Metric, ScoreItem
 
 DEFAULT_BACKBONE = "open_clip:ViT-B-32/openai"
@@ -120,6 +120,20 @@ class EmbeddingCache:
             for key, vector in zip(part, compute(part)):
                 self._store[key] = vector
         return torch.stack([self._store[k] for k in keys]) if keys else torch.empty(0)
+
+
+PRECISIONS = ("fp32", "fp16")
+
+
+def check_precision(precision: str, device: str, metric: str) -> str:
+    """fp32 (the default, everywhere) or fp16 (half precision forwards, CUDA only; the metric's
+    version says so, so its scores never mix with fp32 ones in the cache)."""
+    if precision not in PRECISIONS:
+        raise BenchError(f"--metric-param {metric}.precision={precision!r}: use fp32 or fp16")
+    if precision == "fp16" and not str(device).startswith("cuda"):
+        raise BenchError(f"--metric-param {metric}.precision=fp16 needs a CUDA device (--device cuda); "
+                         "on the CPU use fp32")
+    return precision
 
 
 def normalize(features: torch.Tensor) -> torch.Tensor:
@@ -216,7 +230,8 @@ def tensor_resize_transform(preprocess, size: int):
 
 
 class _OpenClipBackend:
-    def __init__(self, arch: str, pretrained: str, device: str, preset: str | None, preprocessing: str = "pil"):
+    def __init__(self, arch: str, pretrained: str, device: str, preset: str | None, preprocessing: str = "pil",
+                 precision: str = "fp32"):
         if preset == "tiny":
             from bench.metrics.tiny import build_tiny_open_clip
             model, self.preprocess, self.tokenizer = build_tiny_open_clip(device=device)
@@ -226,12 +241,18 @@ class _OpenClipBackend:
             size = model.visual.image_size
             self.preprocess = tensor_resize_transform(self.preprocess, size[0] if isinstance(size, tuple) else size)
         self.model = model.eval()
+        self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        if precision == "fp16":
+            self.model = self.model.half()
         self.device = device
 
     @torch.no_grad()
     def encode_images(self, images: list[Image.Image]) -> torch.Tensor:
-        batch = torch.stack([self.preprocess(im) for im in images]).to(self.device)
-        return normalize(self.model.encode_image(batch)).cpu()
+        return self.encode_pixels(torch.stack([self.preprocess(im) for im in images]))
+
+    @torch.no_grad()
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        return normalize(self.model.encode_image(pixels.to(self.device, self.dtype))).cpu()
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
@@ -318,9 +339,10 @@ class ClipMetric(Metric):
 
     def __init__(self, device: str = "cpu", preset: str | None = None, backbone: str = DEFAULT_BACKBONE,
                  mode: str = "all-pairs", image_metric: bool = True, text_metric: bool = True,
-                 preprocessing: Literal["pil", "fastcomposer"] = "pil"):
+                 preprocessing: Literal["pil", "fastcomposer"] = "pil", precision: str = "fp32"):
         if preset not in (None, "tiny"):
             raise BenchError(f"unknown metric preset {preset!r} (only 'tiny')")
+        self.precision = check_precision(precision, device, "clip")
         if mode not in MODES:
             raise BenchError(f"unknown CLIP mode {mode!r}: use one of {', '.join(MODES)}")
         if preprocessing not in PREPROCESSING:
@@ -330,7 +352,8 @@ class ClipMetric(Metric):
             raise BenchError("CLIP preprocessing=fastcomposer needs an open_clip backbone")
         self.preprocessing = preprocessing
         # The preprocessing is part of the version, so cached scores of the other one are not reused.
-        self.version = type(self).version + ("" if preprocessing == "pil" else f"-{preprocessing}")
+        self.version = (type(self).version + ("" if preprocessing == "pil" else f"-{preprocessing}")
+                        + ("" if self.precision == "fp32" else f"-{self.precision}"))
         self.backbone, self.device, self.preset, self.mode = backbone, device, preset, mode
         self.image_metric, self.text_metric = _as_bool(image_metric), _as_bool(text_metric)
         if not (self.image_metric or self.text_metric):
@@ -355,7 +378,7 @@ class ClipMetric(Metric):
         if self._backend is None:
             if self.kind == "open_clip":
                 self._backend = _OpenClipBackend(self.source, self.pretrained, self.device, self.preset,
-                                                 self.preprocessing)
+                                                 self.preprocessing, self.precision)
             else:
                 self._backend = _HFClipBackend(self.source, self.device, self.preset)
         return self._backend
@@ -391,7 +414,32 @@ class ClipMetric(Metric):
     def score(self, items: Sequence[ScoreItem]) -> list[dict[str, float]]:
         if not items:
             return []
-        generated = self.embed_generated([it.image for it in items])
+        return self._rows(items, self.embed_generated([it.image for it in items]))
+
+    def views(self):
+        """The generated image as the backbone sees it (bench.metrics.pipeline): open_clip's eval
+        transform split at ToTensor ("pil"), or FastComposer's JPEG read-back and tensor resize
+        per image ("fastcomposer"). transformers backbones read their files in :meth:`score`."""
+        if self.kind != "open_clip":
+            return None
+        from bench.metrics.pipeline import split_transform
+
+        if self.preprocessing == "pil":
+            return {"image": split_transform(self.backend.preprocess, "pil")}
+        from bench.metrics.base import ImageView
+
+        tensor_transform = self.backend.preprocess
+
+        def prepare(image, path):
+            return tensor_transform(image if _is_jpeg(path) else jpeg_roundtrip(image))
+        size = getattr(self.backend.model.visual, "image_size", None)
+        return {"image": ImageView(key=f"fastcomposer-jpeg-q75-tensor-resize:{size}:{id(tensor_transform)}",
+                                   prepare=prepare, finish=lambda batch: batch)}
+
+    def score_views(self, items: Sequence[ScoreItem], pixels) -> list[dict[str, float]]:
+        return self._rows(items, self.backend.encode_pixels(pixels["image"]))
+
+    def _rows(self, items: Sequence[ScoreItem], generated: torch.Tensor) -> list[dict[str, float]]:
         out = [{} for _ in items]
         if self.text_metric:
             text = self.embed_texts([it.eval_text for it in items])
@@ -411,6 +459,12 @@ def reference_set(item: ScoreItem, mode: str) -> tuple[Path, ...]:
     if not refs:
         raise BenchError(f"{item.key}: no {'reference' if mode == 'all-pairs' else 'conditioning'} images to compare with")
     return refs
+
+
+def _is_jpeg(path) -> bool:
+    """Whether a file is a JPEG (a header read, no decode): as_saved_jpeg's test."""
+    with Image.open(path) as header:
+        return header.format == "JPEG"
 
 
 def _refuse_in_memory_reference() -> str:

@@ -22,7 +22,8 @@ import torch
 
 from bench import BenchError
 from bench.metrics.base import Metric, ScoreItem
-from bench.metrics.clip import (MODES, EmbeddingCache, image_key, mean_cosines, normalize, reference_set, slug,
+from bench.metrics.clip import (MODES, EmbeddingCache, check_precision, image_key, mean_cosines, normalize,
+                                reference_set, slug,
                                 to_rgb_image, weights_missing, _refuse_in_memory_reference)
 from bench.metrics.tiny import IMAGENET_MEAN, IMAGENET_STD
 
@@ -99,12 +100,22 @@ class DinoMetric(_EmbeddingSimilarity):
     prefix = "dino"
 
     def __init__(self, device: str = "cpu", preset: str | None = None, backbone: str = DEFAULT_DINO,
-                 mode: str = "all-pairs"):
+                 mode: str = "all-pairs", precision: str = "fp32"):
+        self.precision = check_precision(precision, device, "dino")
+        if self.precision != "fp32":
+            self.version = f"{type(self).version}-{self.precision}"
         kind, _, self.model_name = backbone.partition(":")
         if kind != "timm" or not self.model_name:
             raise BenchError(f"bad DINO backbone {backbone!r}: use timm:<model name> (default {DEFAULT_DINO})")
         super().__init__(device, preset, backbone, mode, _KNOWN_NAMES.get(self.model_name, self.model_name))
-        self.transform = dino_transform()
+        self._transform = None
+
+    @property
+    def transform(self):
+        """The protocol's transform, built on first use (a fully cached scoring run imports no torchvision)."""
+        if self._transform is None:
+            self._transform = dino_transform()
+        return self._transform
 
     @property
     def model(self) -> torch.nn.Module:
@@ -122,6 +133,8 @@ class DinoMetric(_EmbeddingSimilarity):
                         f"use: run once with network access, e.g. `python -c \"import timm; timm.create_model("
                         f"'{self.model_name}', pretrained=True)\"`, then HF_HUB_OFFLINE=1 works", exc) from None
                 self._model = model.to(self.device).eval()
+            if self.precision == "fp16":
+                self._model = self._model.half()
         return self._model
 
     def preprocess(self, images) -> torch.Tensor:
@@ -130,11 +143,23 @@ class DinoMetric(_EmbeddingSimilarity):
     @torch.no_grad()
     def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """Normalised CLS tokens after the final norm for preprocessed pixels [N, 3, 224, 224]."""
-        tokens = self.model.forward_features(pixels.to(self.device))   # timm applies the final norm here
+        dtype = torch.float16 if self.precision == "fp16" else torch.float32
+        tokens = self.model.forward_features(pixels.to(self.device, dtype))   # timm applies the final norm here
         return normalize(tokens[:, 0]).cpu()
 
     def _encode(self, images) -> torch.Tensor:
         return self.embed_pixels(self.preprocess(images))
+
+    def views(self):
+        """The protocol's transform split at ToTensor (bench.metrics.pipeline)."""
+        from bench.metrics.pipeline import split_transform
+
+        return {"image": split_transform(self.transform, "dino")}
+
+    def score_views(self, items: Sequence[ScoreItem], pixels) -> list[dict[str, float]]:
+        generated = self.embed_pixels(pixels["image"])
+        return [{self.metric_id: v} for v in
+                mean_cosines(generated, [self.embed_references(reference_set(it, self.mode)) for it in items])]
 
 
 class Dinov2Metric(_EmbeddingSimilarity):

@@ -1,16 +1,28 @@
-"""`bench report --html`: a static HTML report that opens from ``file://`` with no network.
+"""`bench report --html`: a static HTML report that opens from ``file://`` with no network, and
+stays fast at 18,000 images a run.
 
-``<out>/html/index.html`` holds, per suite, the leaderboard (click a column header to sort it),
-the scatter plot, and a gallery: per subject its reference images, then every prompt with each
-run's images side by side and their per-image scores, with filters by subject, category, run
-and seed. Style and script are inline; there is no CDN and no request to anything but the image
-files. Images are referenced by relative paths (``link``, the default: keep the folder next to
-the runs) or copied into the folder (``copy``: the folder can be moved or zipped on its own).
+Pages:
 
-URL parameters, for links and for the browser test: ``?sort=<column title>&dir=asc|desc``
-sorts the leaderboard on load; ``?eager=1`` loads every image at once instead of lazily.
-The page writes what a test needs into ``<pre id="bench-status">`` (JSON): script errors and
-failed resources, how many images loaded, and the current sort.
+- ``<out>/html/index.html``: per suite the leaderboard (click a column header to sort it), the
+  scatter plot, and the gallery's table of subjects (class, category, images per run, the first
+  thumbnail of each run) linking to the subjects' pages;
+- ``<out>/html/gallery/<suite>/<subject>.html``: the subject's reference images, then every prompt
+  with each run's images side by side (lazy-loaded thumbnails, each linking to its full image)
+  and their per-image scores, with links to the previous and next subject.
+
+Filters (subject and category on the index; seed and runs everywhere) are URL parameters
+(``?subject=dog&category=live&seed=1&hide=<run>,<run>``): every link between the pages carries
+them, so a filter set on the index holds on every subject page. Thumbnails (bench.report.thumbs)
+are made once and kept in ``<out>/html/thumbs/``. Style and script are inline; there is no CDN and
+no request to anything but the image files. Images are referenced by relative paths (``link``,
+the default: keep the folder next to the runs) or copied into the folder (``copy``: the folder
+can be moved or zipped on its own).
+
+URL parameters for links and for the browser test: ``?sort=<column title>&dir=asc|desc`` sorts
+the leaderboard on load; ``?eager=1`` loads every image at once instead of lazily. Each page
+writes what a test needs into ``<pre id="bench-status">`` (JSON): script errors and failed
+resources, how many images loaded, the current sort, the links that carry the filters, and when
+the document was ready (``dom_ready_ms``).
 """
 
 from __future__ import annotations
@@ -23,14 +35,15 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+from bench.files import write_atomic
 from bench.report.aggregate import aggregation_text, interval_text, intervals, run_warnings
 from bench.report.figures import scatter_plot, suite_scatter_axes
 from bench.report.leaderboard import (RANDOM_STAMP, column_plan, comparison_table, leaderboard_table, stat_notes,
                                       suite_columns)
 from bench.report.load import DASH, PAPER_DIR, run_cells
+from bench.report.thumbs import ensure_thumbnails
 from bench.store import RunStore
 
-LAZY_ABOVE = 400                 # more images than this in a suite: the gallery loads them lazily
 
 
 def escape(value) -> str:
@@ -50,21 +63,27 @@ def _key_order(key: str) -> tuple[int, int]:
 
 
 class ImageSources:
-    """Turns an image file into the src the page uses: a relative path, or a copy in the folder."""
+    """Turns an image file into the src a page uses: a path relative to the page's folder, to the
+    file where it is or (``copy``) to a copy in the report folder."""
 
     def __init__(self, out: Path, copy: bool):
         self.out, self.copy, self.copied = out, copy, {}
+        self._root = out.resolve()
 
-    def src(self, path: Path, folder: str) -> str:
+    def rel(self, path: Path, base: Path) -> str:
+        return quote(Path(os.path.relpath(Path(path).resolve(), Path(base).resolve())).as_posix())
+
+    def src(self, path: Path, folder: str, base: Path | None = None) -> str:
+        base = self.out if base is None else base
         path = Path(path).resolve()
         if not self.copy:
-            return quote(Path(os.path.relpath(path, self.out.resolve())).as_posix())
+            return self.rel(path, base)
         if path not in self.copied:
             target = self.out / "files" / folder / f"{len(self.copied):06d}{path.suffix.lower()}"
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target)
-            self.copied[path] = target.relative_to(self.out).as_posix()
-        return self.copied[path]
+            self.copied[path] = target
+        return self.rel(self.copied[path], base)
 
 
 # ---- the leaderboard ------------------------------------------------------------------------
@@ -94,85 +113,164 @@ def leaderboard_html(df, runs, suite: str, paper_dir: Path, warnings: dict, stat
 
 
 # ---- the gallery ----------------------------------------------------------------------------
-def gallery_html(df, runs, suite: str, plan, images: ImageSources) -> str:
-    mine = df[df["suite"] == suite]
-    infos = list(runs[runs["suite"] == suite].itertuples(index=False))
-    titles = {ids[0]: title for title, _, ids in plan if ids}
-    scores: dict[tuple[str, str], list[tuple[str, float]]] = {}
-    for rec in mine.itertuples(index=False):
-        if rec.metric in titles:
-            scores.setdefault((rec.run, rec.key), []).append((titles[rec.metric], rec.value))
-    order = {title: i for i, (title, _, _) in enumerate(plan)}
-    samples, by_cell = {}, {}
-    records = {}
-    for info in infos:
-        store = RunStore(info.run_dir)
-        for cell, sample in run_cells(store.read_run(), Path(info.run_dir)).items():
-            samples.setdefault(cell, sample)
-        records[info.run] = store.records()
-        for key, rec in records[info.run].items():
-            by_cell.setdefault(key.rsplit("/", 2)[0], {}).setdefault(info.run, []).append(key)
-    total_images = sum(len(r) for r in records.values())
-    loading = "lazy" if total_images > LAZY_ABOVE else "eager"
-    cells = sorted(by_cell, key=lambda c: (c.split("/")[1], int(c.rsplit("/", 1)[1])))
-    subjects: dict[str, list[str]] = {}
-    for cell in cells:
-        subjects.setdefault(cell.split("/")[1], []).append(cell)
-    seeds = sorted({_key_order(k)[0] for r in records.values() for k in r})
-    categories = sorted({(samples[c].category or "") for c in cells if c in samples} - {""})
+def _subject_page(suite: str, subject: str) -> str:
+    """The gallery page of one subject, relative to the report folder."""
+    return f"gallery/{quote(suite, safe='')}/{quote(subject, safe='')}.html"
 
+
+def gallery_images(df, runs, suite: str, plan) -> "pd.DataFrame":
+    """One row per recorded image of the suite's runs: run, key, cell, subject, seed, index, path,
+    sha256, and ``scores`` (the caption text: each leaderboard column's value), built column-wise."""
+    import pandas as pd
+
+    frames = []
+    for info in runs[runs["suite"] == suite].itertuples(index=False):
+        store = RunStore(info.run_dir)
+        records = store.records()
+        frame = pd.DataFrame({"key": list(records), "image": [r["image"] for r in records.values()],
+                              "sha256": [r["sha256"] for r in records.values()]})
+        frame["run"] = info.run
+        frame["path"] = [str(store.root / p) for p in frame["image"]]
+        frames.append(frame)
+    images = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["key", "image", "sha256", "run", "path"])
+    parts = images["key"].str.rsplit("/", n=2, expand=True) if len(images) else None
+    images["cell"] = parts[0] if parts is not None else []
+    images["seed"] = parts[1].str[1:].astype(int) if parts is not None else []
+    images["index"] = parts[2].str[1:].astype(int) if parts is not None else []
+    images["subject"] = images["cell"].str.split("/").str[1]
+    images["prompt"] = images["cell"].str.rsplit("/", n=1).str[1].astype(int) if len(images) else []
+    titles = [(ids[0], title) for title, _, ids in plan if ids]
+    mine = df[(df["suite"] == suite) & df["metric"].isin([m for m, _ in titles])]
+    wide = mine.pivot_table(index=["run", "key"], columns="metric", values="value", aggfunc="first")
+    caption = pd.Series("", index=wide.index)
+    for metric, title in titles:
+        if metric in wide:
+            text = wide[metric].map(lambda v: "–" if v != v else f"{v:.3f}")
+            caption = caption + f"{escape(title)} " + text + "<br>"
+    images = images.join(caption.rename("scores"), on=["run", "key"])
+    images["scores"] = images["scores"].fillna("")
+    return images.sort_values(["subject", "prompt", "run", "seed", "index"], kind="stable", ignore_index=True)
+
+
+def _filters(seeds, infos, categories=None, subjects=None) -> str:
     def options(values, label):
         return f'<option value="">all {label}</option>' + "".join(
             f'<option value="{escape(v)}">{escape(v)}</option>' for v in values)
+    boxes = "".join(f'<label><input type="checkbox" class="f-run" value="{escape(i.run)}" checked> '
+                    f'{escape(i.label)} <small>({escape(i.run)})</small></label>' for i in infos)
+    return ('<div class="filters">'
+            + (f'<label>subject <select class="f-subject">{options(subjects, "subjects")}</select></label>'
+               if subjects is not None else "")
+            + (f'<label>category <select class="f-category">{options(categories, "categories")}</select></label>'
+               if categories is not None else "")
+            + f'<label>seed <select class="f-seed">{options(seeds, "seeds")}</select></label>'
+            f'<span class="runs">runs: {boxes}</span> <span class="f-count"></span></div>')
 
-    run_boxes = "".join(f'<label><input type="checkbox" class="f-run" value="{escape(i.run)}" checked> '
-                        f'{escape(i.label)} <small>({escape(i.run)})</small></label>' for i in infos)
-    filters = (f'<div class="filters">'
-               f'<label>subject <select class="f-subject">{options(subjects, "subjects")}</select></label>'
-               f'<label>category <select class="f-category">{options(categories, "categories")}</select></label>'
-               f'<label>seed <select class="f-seed">{options(seeds, "seeds")}</select></label>'
-               f'<span class="runs">runs: {run_boxes}</span> <span class="f-count"></span></div>')
-    parts = [filters]
-    for subject, subject_cells in subjects.items():
-        first = samples.get(subject_cells[0])
-        category = first.category if first else ""
+
+def gallery(df, runs, suite: str, plan, out: Path, images: ImageSources, thumbs: dict[str, str], page) -> str:
+    """The suite's gallery: one page per subject (written here through ``page(path, title, body)``),
+    and the index's part (returned): the subjects with their first thumbnails, linking to them.
+    Every image appears as its thumbnail, linking to the full image; filters (subject, category,
+    seed, runs) travel between the pages in the URL."""
+    infos = list(runs[runs["suite"] == suite].itertuples(index=False))
+    samples = {}
+    for info in infos:
+        for cell, sample in run_cells(RunStore(info.run_dir).read_run(), Path(info.run_dir)).items():
+            samples.setdefault(cell, sample)
+    table = gallery_images(df, runs, suite, plan)
+    seeds = sorted(table["seed"].unique().tolist())
+    subjects = list(dict.fromkeys(table["subject"]))
+    category_of = {s.subject: s.category or "" for s in samples.values()}
+    categories = sorted(set(category_of.values()) - {""})
+    loading = "lazy"
+
+    prefixes: dict[tuple[str, Path], str] = {}          # relative path from a page folder to a folder
+
+    def prefix(folder: Path, base: Path) -> str:
+        if (str(folder), base) not in prefixes:
+            relative = os.path.relpath(Path(folder).resolve(), base.resolve())
+            prefixes[(str(folder), base)] = quote(Path(relative).as_posix())
+        return prefixes[(str(folder), base)]
+    roots = {i.run: RunStore(i.run_dir).root for i in infos}
+
+    def thumb(row, base: Path) -> str:
+        """The thumbnail linking to the full image; paths built as strings (36,000 of them)."""
+        src = thumbs.get(row.sha256)
+        if images.copy or os.path.isabs(row.image):
+            full = images.src(Path(row.path), f"runs/{row.run}", base) if src or Path(row.path).exists() else ""
+        else:
+            full = f"{prefix(roots[row.run], base)}/{quote(row.image)}"
+        shown = f"{prefix(out / 'thumbs', base)}/{src}" if src else full
+        return (f'<a href="{escape(full)}"><img src="{escape(shown)}" alt="{escape(row.key)}" loading="{loading}" '
+                f'title="{escape(row.key)}"></a>')
+
+    rows = []
+    for position, (subject, group) in enumerate(table.groupby("subject", sort=False)):
+        href = _subject_page(suite, subject)
+        base = (out / href).parent
+        cells = [s for s in samples.values() if s.subject == subject]
+        first = min(cells, key=lambda s: s.prompt_index) if cells else None
+        category = category_of.get(subject, "")
         refs = (first.reference_images or first.subject_images) if first else ()
-        ref_html = "".join(f'<img class="ref" src="{escape(images.src(p, "references"))}" alt="reference {escape(p.name)}" '
-                           f'loading="{loading}" title="{escape(p.name)}">' for p in refs) \
+        ref_html = "".join(f'<a href="{escape(images.src(p, "references", base))}"><img class="ref" '
+                           f'src="{escape(images.src(p, "references", base))}" alt="reference {escape(p.name)}" '
+                           f'loading="{loading}" title="{escape(p.name)}"></a>' for p in refs) \
             or '<span class="muted">reference images not available here</span>'
-        noun = f" — {escape(first.class_noun)}" if first else ""
-        parts.append(f'<section class="subject" data-subject="{escape(subject)}" data-category="{escape(category)}">'
-                     f'<h3>{escape(subject)}<small>{noun}{" · " + escape(category) if category else ""}</small></h3>'
-                     f'<div class="refs">{ref_html}</div>')
-        for cell in subject_cells:
+        parts = [f'<section class="subject" data-subject="{escape(subject)}" data-category="{escape(category)}">'
+                 f'<div class="refs">{ref_html}</div>']
+        for (prompt_index, cell), cell_rows in group.groupby(["prompt", "cell"], sort=True):
             sample = samples.get(cell)
-            prompt = sample.prompt if sample else f"prompt {int(cell.rsplit('/', 1)[1])}"
+            prompt = sample.prompt if sample else f"prompt {prompt_index}"
             extra = (f' <small class="muted">scored against: “{escape(sample.eval_text)}”</small>'
                      if sample and sample.eval_text and sample.eval_text != sample.prompt else "")
             parts.append(f'<div class="cell"><p class="prompt">“{escape(prompt)}”{extra}</p><div class="runs-row">')
             if sample and sample.source_image and sample.source_image.exists():     # editing: what was edited
                 parts.append(f'<div class="run-col source"><div class="run-name">source image</div><figure>'
-                             f'<img src="{escape(images.src(sample.source_image, "sources"))}" alt="source" '
+                             f'<img src="{escape(images.src(sample.source_image, "sources", base))}" alt="source" '
                              f'loading="{loading}"></figure></div>')
+            by_run = dict(tuple(cell_rows.groupby("run", sort=False)))
             for info in infos:
-                keys = sorted(by_cell[cell].get(info.run, []), key=_key_order)
                 stamp = '<span class="stamp">random weights</span>' if info.random_weights else ""
-                figures = []
-                for key in keys:
-                    path = RunStore(info.run_dir).root / records[info.run][key]["image"]
-                    seed, index = _key_order(key)
-                    values = sorted(scores.get((info.run, key), []), key=lambda tv: order.get(tv[0], 99))
-                    score_text = "<br>".join(f"{escape(t)} {'–' if v != v else f'{v:.3f}'}" for t, v in values)
-                    src = images.src(path, f"runs/{info.run}") if path.exists() else ""
-                    figures.append(f'<figure data-seed="{seed}"><img src="{escape(src)}" alt="{escape(key)}" '
-                                   f'loading="{loading}" title="{escape(key)}"><figcaption>seed {seed} · image '
-                                   f'{index}<br>{score_text}</figcaption></figure>')
-                body = "".join(figures) or '<span class="muted">no image</span>'
+                mine = by_run.get(info.run)
+                figures = "".join(
+                    f'<figure data-seed="{r.seed}">{thumb(r, base)}<figcaption>seed {r.seed} · image {r.index}'
+                    f'<br>{r.scores}</figcaption></figure>' for r in mine.itertuples(index=False)
+                ) if mine is not None else ""
                 parts.append(f'<div class="run-col" data-run="{escape(info.run)}"><div class="run-name">'
-                             f'{escape(info.label)} {stamp}</div><div class="figs">{body}</div></div>')
+                             f'{escape(info.label)} {stamp}</div><div class="figs">'
+                             f'{figures or "<span class=muted>no image</span>"}</div></div>')
             parts.append("</div></div>")
         parts.append("</section>")
-    return f'<div class="gallery" data-suite="{escape(suite)}">{"".join(parts)}</div>'
+        previous = _subject_page(suite, subjects[position - 1]) if position else None
+        following = _subject_page(suite, subjects[position + 1]) if position + 1 < len(subjects) else None
+        up = os.path.relpath(out, base)
+        nav = (f'<p class="nav"><a class="carry" href="{escape(up)}/index.html#gallery-{escape(suite)}">index</a>'
+               + (f' · <a class="carry" href="{escape(os.path.relpath(out / previous, base))}">previous subject</a>'
+                  if previous else "")
+               + (f' · <a class="carry" href="{escape(os.path.relpath(out / following, base))}">next subject</a>'
+                  if following else "")
+               + f' · subject {position + 1} of {len(subjects)}</p>')
+        noun = f" — {escape(first.class_noun)}" if first else ""
+        kind = " · " + escape(category) if category else ""
+        body = (f'<h2>{escape(suite)}: {escape(subject)}<small>{noun}{kind}</small></h2>'
+                f'{nav}<div class="gallery" data-suite="{escape(suite)}">{_filters(seeds, infos)}{"".join(parts)}</div>'
+                f'{nav}')
+        page(out / href, f"{suite}: {subject}", body)
+        counts = group.groupby("run").size()
+        firsts = group.drop_duplicates("run")
+        previews = "".join(thumb(r, out) for r in firsts.itertuples(index=False))
+        rows.append(f'<tr class="subject-row" data-subject="{escape(subject)}" data-category="{escape(category)}">'
+                    f'<td><a class="carry" href="{escape(href)}">{escape(subject)}</a></td>'
+                    f'<td>{escape(first.class_noun) if first else ""}</td><td>{escape(category)}</td>'
+                    f'<td>{", ".join(f"{escape(r)}: {int(n)}" for r, n in counts.items())}</td>'
+                    f'<td class="previews">{previews}</td></tr>')
+    return (f'<div class="gallery" id="gallery-{escape(suite)}" data-suite="{escape(suite)}">'
+            f'{_filters(seeds, infos, categories, subjects)}'
+            f'<p class="muted">One page per subject: its reference images, then every prompt with each run\'s '
+            f'images (thumbnails; click one for the full image) and per-image scores. The filters carry over '
+            f'to the pages.</p><table class="subjects"><thead><tr><th>subject</th><th>class</th><th>category</th>'
+            f'<th>images</th><th>first images</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
 
 
 # ---- the page -------------------------------------------------------------------------------
@@ -197,6 +295,9 @@ img.ref{height:128px;margin:0 .3em .3em 0;border:2px solid #1f5fa8}
 .run-name{font-weight:bold;font-size:12px;margin-bottom:.2em}.figs{display:flex;gap:.4em;flex-wrap:wrap}
 figure{margin:0;width:136px}figure img{width:128px;height:128px;object-fit:contain;background:#fafafa;display:block}
 figcaption{font-size:11px;color:#444}.hidden{display:none!important}
+table.subjects{border-collapse:collapse}table.subjects td,table.subjects th{border-top:1px solid #e4e4e4;padding:.2em .6em;text-align:left}
+td.previews img{width:64px;height:64px;object-fit:contain;margin-right:.3em;background:#fafafa}
+.nav{margin:.4em 0}h2 small{color:#666;font-weight:normal;margin-left:.5em;font-size:.7em}
 """
 
 # Catches script errors and failed resources before anything else runs.
@@ -234,27 +335,46 @@ document.querySelectorAll('table.leaderboard').forEach(function(table){
    Array.prototype.indexOf.call(th.parentNode.children,th)].hasAttribute('data-value');
   var dir=th.classList.contains('desc')?'asc':th.classList.contains('asc')?'desc':(metric?'desc':'asc');
   sortTable(table,th,dir);});});});
+var FILTERS=['subject','category','seed','hide'];
+function filterState(g){var st={};var q=function(s){return g.querySelector(s);};
+ ['subject','category','seed'].forEach(function(k){var el=q('.f-'+k);if(el&&el.value)st[k]=el.value;});
+ var hidden=[];g.querySelectorAll('.f-run').forEach(function(b){if(!b.checked)hidden.push(b.value);});
+ if(hidden.length)st.hide=hidden.join(',');return st;}
+function carry(st){document.querySelectorAll('a.carry').forEach(function(a){
+ var href=a.getAttribute('data-href')||a.getAttribute('href');a.setAttribute('data-href',href);
+ var hash='';var i=href.indexOf('#');if(i>=0){hash=href.slice(i);href=href.slice(0,i);}
+ var q=new URLSearchParams();Object.keys(st).forEach(function(k){if(k!=='subject')q.set(k,st[k]);});
+ var text=q.toString();a.setAttribute('href',href+(text?'?'+text:'')+hash);});}
 document.querySelectorAll('.gallery').forEach(function(g){
  var f=function(s){return g.querySelector(s);};
- function apply(){var subject=f('.f-subject').value,category=f('.f-category').value,seed=f('.f-seed').value;
-  var runs={};g.querySelectorAll('.f-run').forEach(function(b){runs[b.value]=b.checked;});var shown=0;
-  g.querySelectorAll('.subject').forEach(function(s){var on=(!subject||s.dataset.subject===subject)&&
-   (!category||s.dataset.category===category);s.classList.toggle('hidden',!on);if(on)shown++;});
-  g.querySelectorAll('.run-col[data-run]').forEach(function(c){c.classList.toggle('hidden',!runs[c.dataset.run]);});
-  g.querySelectorAll('figure[data-seed]').forEach(function(fig){fig.classList.toggle('hidden',!!seed&&fig.dataset.seed!==seed);});
-  f('.f-count').textContent=shown+' subject(s) shown';}
+ function apply(){var st=filterState(g);var hidden=(st.hide||'').split(',');var shown=0;
+  g.querySelectorAll('.subject,.subject-row').forEach(function(s){var on=(!st.subject||s.dataset.subject===st.subject)&&
+   (!st.category||!s.dataset.category||s.dataset.category===st.category);s.classList.toggle('hidden',!on);if(on)shown++;});
+  g.querySelectorAll('[data-run]').forEach(function(c){c.classList.toggle('hidden',hidden.indexOf(c.dataset.run)>=0);});
+  g.querySelectorAll('figure[data-seed]').forEach(function(fig){fig.classList.toggle('hidden',!!st.seed&&fig.dataset.seed!==st.seed);});
+  var count=f('.f-count');if(count)count.textContent=shown+' subject(s) shown';
+  carry(st);var q=new URLSearchParams(location.search);FILTERS.forEach(function(k){if(st[k])q.set(k,st[k]);else q.delete(k);});
+  try{history.replaceState(null,'',location.pathname+(q.toString()?'?'+q.toString():'')+location.hash);}catch(e){}}
  g.querySelectorAll('select,input').forEach(function(el){el.addEventListener('change',apply);});
- ['subject','category','seed'].forEach(function(k){var v=params.get(k);if(v!==null){f('.f-'+k).value=v;}});
+ ['subject','category','seed'].forEach(function(k){var v=params.get(k),el=f('.f-'+k);if(v!==null&&el){el.value=v;}});
+ var hide=(params.get('hide')||'').split(',');g.querySelectorAll('.f-run').forEach(function(b){b.checked=hide.indexOf(b.value)<0;});
  apply();});
 function writeStatus(){var imgs=Array.prototype.slice.call(document.images);
  var loaded=imgs.filter(function(i){return i.complete&&i.naturalWidth>0;}).length;
  var broken=imgs.filter(function(i){return i.complete&&i.naturalWidth===0;}).map(function(i){return i.getAttribute('src');});
+ var links=Array.prototype.map.call(document.querySelectorAll('a.carry'),function(a){return a.getAttribute('href');});
+ var nav=performance.getEntriesByType?performance.getEntriesByType('navigation')[0]:null;
+ var paint=(performance.getEntriesByType?performance.getEntriesByType('paint'):[]).filter(function(e){
+  return e.name==='first-contentful-paint';}).map(function(e){return e.startTime;})[0];
  document.getElementById('bench-status').textContent=JSON.stringify({errors:window.benchErrors,
-  images:{total:imgs.length,loaded:loaded,broken:broken},sort:sortState,ready:document.readyState==='complete'});}
+  images:{total:imgs.length,loaded:loaded,broken:broken},sort:sortState,ready:document.readyState==='complete',
+  links:links,first_paint_ms:paint===undefined?null:paint,
+  dom_ready_ms:nav&&nav.domContentLoadedEventEnd?nav.domContentLoadedEventEnd:null});}
 var wanted=params.get('sort');
 if(wanted){document.querySelectorAll('table.leaderboard th').forEach(function(th){
  if(th.getAttribute('data-col')===wanted){sortTable(th.closest('table'),th,params.get('dir')==='asc'?'asc':'desc');}});}
 writeStatus();window.addEventListener('load',writeStatus);
+try{new PerformanceObserver(function(){writeStatus();}).observe({type:'paint',buffered:true});}catch(e){}
 })();
 """
 
@@ -262,29 +382,52 @@ writeStatus();window.addEventListener('load',writeStatus);
 def statistics_html(stats, settings, versus: str | None) -> str:
     """The intervals' description, the paired comparison table and the statistics notes."""
     comparison = comparison_table(stats, versus) if versus else None
-    markup = f'<p class="muted">{_e(interval_text(settings, versus))}.</p>'
+    markup = f'<p class="muted">{escape(interval_text(settings, versus))}.</p>'
     if comparison is not None:
-        head = "".join(f"<th>{_e(c)}</th>" for c in comparison.columns)
-        body = "".join("<tr>" + "".join(f"<td>{_e(v)}</td>" for v in row) + "</tr>"
+        head = "".join(f"<th>{escape(c)}</th>" for c in comparison.columns)
+        body = "".join("<tr>" + "".join(f"<td>{escape(v)}</td>" for v in row) + "</tr>"
                        for row in comparison.itertuples(index=False))
-        markup += (f'<h3>Paired comparison against {_e(versus)}</h3><p>Differences on the keys both runs hold, '
+        markup += (f'<h3>Paired comparison against {escape(versus)}</h3><p>Differences on the keys both runs hold, '
                    f'their intervals, sign-flip p-values (Holm-adjusted over the table) and the minimum detectable '
                    f'effect (power 0.8).</p><div class="scroll"><table class="comparison"><thead><tr>{head}</tr>'
                    f'</thead><tbody>{body}</tbody></table></div>')
     notes = stat_notes(stats)
     if notes:
-        markup += "<ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"
+        markup += "<ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>"
     return markup
+
+
+def _page(path: Path, title: str, body: str, random: bool) -> None:
+    """Write one page of the report (style and script inline, atomically)."""
+    banner = f'<p class="banner">{escape(RANDOM_STAMP)}</p>' if random else ""
+    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+            f'<meta name="viewport" content="width=device-width"><style>{CSS}</style>'
+            f'<script>{HEAD_SCRIPT}</script></head><body>{banner}{body}'
+            f'<pre id="bench-status" hidden></pre><script>{BODY_SCRIPT}</script></body></html>')
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, page.encode("utf-8"), fsync=False)
 
 
 def write_html(df, runs, out: Path, paper_dir: Path = PAPER_DIR, copy_images: bool = False, settings=None,
                versus: str | None = None) -> Path:
-    """Write ``out/index.html`` (plus the scatter plots, and the images with ``copy_images``);
-    ``settings`` and ``versus`` as for the markdown leaderboard (docs/statistics.md)."""
+    """Write ``out/index.html`` (leaderboards, scatter plots, the subjects of each gallery) and one
+    page per subject under ``out/gallery/<suite>/``, with thumbnails in ``out/thumbs/`` (made once);
+    with ``copy_images`` the full images too; ``settings`` and ``versus`` as for the markdown
+    leaderboard (docs/statistics.md). Returns the index."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     images = ImageSources(out, copy_images)
     random = bool(runs["random_weights"].any())
+    wanted = {}
+    for info in runs.itertuples(index=False):
+        store = RunStore(info.run_dir)
+        for record in store.records().values():
+            wanted[record["sha256"]] = store.root / record["image"]
+    wanted = {sha: path for sha, path in wanted.items() if path.is_file()}
+    thumbs = ensure_thumbnails(wanted, out / "thumbs")
+
+    def page(path: Path, title: str, body: str) -> None:
+        _page(path, title, body, random)
     sections = []
     for suite in sorted(runs["suite"].unique()):
         mine = df[df["suite"] == suite]
@@ -310,17 +453,10 @@ def write_html(df, runs, out: Path, paper_dir: Path = PAPER_DIR, copy_images: bo
             + f'<p class="muted">Metric ids (they name the backbone): {ids}.</p>'
             + (f'<h3>{escape(x)} vs {escape(y)}</h3><img class="scatter" src="{escape(scatter.name)}" alt="scatter plot">'
                if has_scatter else "")
-            + f'<h3>Gallery</h3>{gallery_html(df, runs, suite, plan, images)}</section>')
-    banner = f'<p class="banner">{escape(RANDOM_STAMP)}</p>' if random else ""
-    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>bench report</title>'
-            f'<meta name="viewport" content="width=device-width"><style>{CSS}</style>'
-            f'<script>{HEAD_SCRIPT}</script></head><body><h1>Benchmark report</h1>'
-            f'<p class="muted">Written by <code>python -m bench report --html</code> on '
+            + f'<h3>Gallery</h3>{gallery(df, runs, suite, plan, out, images, thumbs, page)}</section>')
+    body = (f'<h1>Benchmark report</h1><p class="muted">Written by <code>python -m bench report --html</code> on '
             f'{escape(time.strftime("%Y-%m-%d %H:%M"))} from {len(runs)} run(s). Protocols and sources: '
-            f'docs/protocols.md in the repository.</p>{banner}{"".join(sections)}'
-            f'<pre id="bench-status" hidden></pre><script>{BODY_SCRIPT}</script></body></html>')
+            f'docs/protocols.md in the repository.</p>{"".join(sections)}')
     path = out / "index.html"
-    tmp = out / f".index.html.{os.getpid()}.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
+    page(path, "bench report", body)
     return path
