@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from bench.images import load_rgb, open_image, to_rgb
+from bench.limits import clip_text
 from bench.models import Components
 
 
@@ -125,7 +126,7 @@ class StableDiffusionParts:
         """[B, 77, D] text embeddings, each distinct prompt encoded once for the object's life."""
         missing = sorted({t for t in texts if t not in self._text_cache})
         if missing:
-            tok = self.c.tokenizer(missing, padding="max_length", max_length=self.c.tokenizer.model_max_length,
+            tok = self.c.tokenizer([clip_text(t) for t in missing], padding="max_length", max_length=self.c.tokenizer.model_max_length,
                                    truncation=True, return_tensors="pt")
             hidden = self.c.text_encoder(tok.input_ids.to(self.device))[0].to(self.dtype)
             for text, h in zip(missing, hidden):
