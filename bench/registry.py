@@ -187,7 +187,27 @@ def check_method_params(method: str, cls, params: Mapping[str, Any], option: str
             out[key] = _coerce(value, annotation)
         except ValueError as exc:
             raise BenchError(f"{option} {prefix}{key}={value!r}: {kind} {method!r} expects {exc}") from None
+        _check_text(out[key], _default, f"{option} {prefix}{key}")
     return out
+
+
+def _check_text(value, default, where: str) -> None:
+    """A text parameter is bounded (bench.limits.MAX_PROMPT_CHARS); one whose default is a
+    template (``"a photo of a {}."``) may use only its default's fields, plainly."""
+    from bench.limits import MAX_PROMPT_CHARS, check_template, template_fields
+
+    if not isinstance(value, str):
+        return
+    if len(value) > MAX_PROMPT_CHARS:
+        raise BenchError(f"{where}: {len(value)} characters, more than the limit of {MAX_PROMPT_CHARS} "
+                         "(bench.limits.MAX_PROMPT_CHARS)")
+    if isinstance(default, str):
+        try:
+            fields = template_fields(default)
+        except ValueError:
+            return
+        if fields:
+            check_template(value, fields, where)
 
 
 METHODS = Registry("method", entry_point_group="bench.methods")

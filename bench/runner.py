@@ -32,7 +32,7 @@ from bench import BenchError
 from bench.files import files_sha256, weight_files
 from bench.images import check_image
 from bench.options import (check_device, check_input_dir, check_int, check_output_dir, default_device,
-                           parse_params, parse_seeds)
+                           parse_params, parse_seeds, split_list)
 from bench.registry import check_method_params
 from bench.store import RunStore, encode_png
 from bench.suites.base import samples_hash
@@ -125,9 +125,7 @@ class Plan:
 
 def select_samples(samples: list[Sample], subjects: str | None, limit: int | None) -> list[Sample]:
     if subjects is not None:
-        wanted = [s.strip() for s in subjects.split(",") if s.strip()]
-        if not wanted:
-            raise BenchError(f"--subjects {subjects!r} names no subject")
+        wanted = split_list(subjects, "--subjects")
         known = sorted({s.subject for s in samples})
         unknown = [w for w in wanted if w not in known]
         if unknown:
@@ -242,7 +240,7 @@ def run(args) -> int:
         raise BenchError("--out is empty: name the run directory")
     out = Path(args.out) if args.out else Path("runs") / args.suite / (args.method + (f"-{args.preset}" if args.preset else ""))
     out = check_output_dir(out)
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics is not None else None
+    metrics = split_list(args.metrics, "--metrics") if args.metrics is not None else None
     if metrics is not None and not metrics:
         raise BenchError(f"--metrics {args.metrics!r} names no metric")
     for name in metrics or []:

@@ -400,6 +400,35 @@ class RunStore:
             data.update(fields)
             _write_json_atomic(self.run_json, data)
 
+    def read_scores(self):
+        """scores.parquet as a DataFrame; a file over bench.limits.MAX_PARQUET_BYTES, not a
+        parquet file (random bytes, truncated) or without the score columns is one BenchError
+        naming it and the command that rewrites it."""
+        import pandas as pd
+
+        from bench.limits import MAX_PARQUET_BYTES
+
+        path = self.scores_path
+        fix = f"delete it and run `python -m bench score {self.root}` to rewrite it"
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise BenchError(f"{self.root} has no scores.parquet: run `python -m bench score {self.root}` first") from None
+        if size > MAX_PARQUET_BYTES:
+            raise BenchError(f"{path}: {size} bytes, over the limit of {MAX_PARQUET_BYTES} (bench.limits); {fix}")
+        try:
+            df = pd.read_parquet(path)
+        except OSError as exc:
+            if getattr(exc, "errno", None) is not None:
+                raise
+            raise BenchError(f"cannot read {path}: not a parquet file ({' '.join(str(exc).split())[:200]}); {fix}") from None
+        except Exception as exc:           # pyarrow's ArrowInvalid and kin: a foreign or torn file
+            raise BenchError(f"cannot read {path}: not a parquet file ({type(exc).__name__}); {fix}") from None
+        missing = [c for c in ("key", "metric", "value") if c not in df.columns]
+        if missing:
+            raise BenchError(f"{path} lacks the column(s) {', '.join(missing)} of a scores file; {fix}")
+        return df
+
     def remove_stale_temporaries(self) -> int:
         """Remove temporary files left by dead processes (never those of a live writer)."""
         return (remove_stale_temporaries(self.root) + remove_stale_temporaries(self.generations_dir)

@@ -192,11 +192,9 @@ def verify_image(path: Path) -> None:
 
 
 def _as_subject_list(subjects) -> list[str] | None:
-    if subjects is None or subjects == "":
-        return None
-    if isinstance(subjects, str):
-        subjects = subjects.split(",")
-    return [str(s).strip() for s in subjects if str(s).strip()]
+    from bench.suites.dreamedit import as_list
+
+    return as_list(subjects, "dreambench option subjects")
 
 
 class DreamBench(Suite):

@@ -85,15 +85,22 @@ def read_dreambench_classes(prompts_file: Path) -> dict[str, str]:
     return dict(parse_prompts_file(prompts_file).classes)
 
 
-def as_list(value) -> list[str] | None:
-    """A list option given as a list or as one comma-separated string (``--param subjects=a,b``)."""
+def as_list(value, option: str = "--suite-option") -> list[str] | None:
+    """A list option given as a list or as one comma-separated string (``--param subjects=a,b``);
+    one value that the option parser turned into a number is a list of one. An empty item
+    (``a,,b``) is refused (bench.options.split_list)."""
+    from bench.options import split_list
+
     if value is None or value == "":
         return None
     if isinstance(value, str):
-        value = value.split(",")
-    elif not isinstance(value, (list, tuple)):
-        value = [value]                     # one value that the option parser turned into a number
-    return [str(v).strip() for v in value if str(v).strip()]
+        return split_list(value, option)
+    if not isinstance(value, (list, tuple)):
+        value = [value]
+    items = [str(v).strip() for v in value]
+    if any(not item for item in items):
+        raise BenchError(f"{option} {value!r}: a list item is empty")
+    return items
 
 
 def _images_in(folder: Path) -> tuple[Path, ...]:
@@ -157,14 +164,19 @@ class DreamEdit(Suite):
         if conditioning not in ("first", "all"):
             raise BenchError(f"dreamedit: conditioning={conditioning!r} is not 'first' or 'all'")
         self.task_kinds = TASK_KINDS if task_kind == "both" else (task_kind,)
-        self.identifier = identifier.strip()
+        self.identifier = "" if identifier is None else str(identifier).strip()
         self.conditioning = conditioning
+        if annotator_preset not in (None, "tiny"):
+            raise BenchError(f"dreamedit: annotator_preset={annotator_preset!r} is not 'tiny' (or absent: real "
+                             "Grounded-SAM weights)")
+        from bench.options import check_device
+        check_device(str(device), "dreamedit option device")
         self.selected_subjects = as_list(subjects)
         from bench.suites import REPO_ROOT
         is_mini = self.root.resolve() == (REPO_ROOT / self.mini_root).resolve()
         if dreambench_root is None:
             dreambench_root = REPO_ROOT / ("datasets/mini-dreambench" if is_mini else "datasets/dreambench")
-        self.dreambench_root = Path(dreambench_root).expanduser()
+        self.dreambench_root = Path(str(dreambench_root)).expanduser()
         # The mini copy is procedurally drawn: a real detector finds nothing in it, so smoke runs
         # annotate with the tiny random preset unless told otherwise.
         self.annotator_preset = annotator_preset if annotator_preset is not None else ("tiny" if is_mini else None)
