@@ -568,3 +568,16 @@ class GenerationWriter:
 def iter_runs(paths: list[Path]) -> Iterator[RunStore]:
     for p in paths:
         yield RunStore.open_existing(p)
+
+
+def weights_status(run: dict) -> str:
+    """What a run's weights are, from its run.json: "random weights" (a preset), the method's own
+    status (e.g. an untrained adapter), or "pretrained". Reports and the console say the same."""
+    parts = []
+    if run.get("random_weights"):
+        parts.append("random weights")
+    status = run.get("weights_status")
+    if status:
+        # a method's own status may already say "random weights": keep each phrase once
+        parts += [p.strip() for p in str(status).split(",") if p.strip() and p.strip() not in parts]
+    return ", ".join(parts) or "pretrained"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bench.html_report import write_html
+from bench.report.html import write_html
 from bench.report import load_runs, load_scores
 from bench.scoring import score_run
 from test_scoring import make_run

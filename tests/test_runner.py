@@ -71,6 +71,27 @@ def test_dry_run_prints_the_plan_without_loading_a_model(toy_root, tmp_path, cap
     assert not (tmp_path / "out").exists()
 
 
+def test_the_plan_is_a_frozen_configuration_that_execute_carries_out(toy_root, tmp_path, monkeypatch, capsys):
+    from dataclasses import FrozenInstanceError
+
+    from bench.plan import plan_run
+
+    parser = argparse.ArgumentParser()
+    runner.configure(parser)
+    out = tmp_path / "out"
+    args = parser.parse_args(base_args(toy_root, out, "--seeds", "0", "--images-per-prompt", "1", "--limit", "3"))
+    with monkeypatch.context() as patched:
+        patched.setattr("bench.models.load_components", lambda *a, **k: pytest.fail("model loaded"))
+        config = plan_run(args)
+    assert not out.exists()                                   # nothing written by the plan
+    assert (config.plan.total, config.plan.subjects, config.random_weights) == (3, ["dog", "vase"], True)
+    with pytest.raises(FrozenInstanceError):
+        config.batch_size = 8
+    assert runner.execute(config) == 0
+    assert sorted(RunStore.open_existing(out).records()) == sorted(r.key for r in config.plan.requests())
+    assert "weights: random weights" in capsys.readouterr().err      # as every report of the run says
+
+
 def test_run_records_every_key_once_and_resume_does_nothing(toy_root, tmp_path, monkeypatch):
     out = tmp_path / "out"
     assert run_cli(*base_args(toy_root, out, "--seeds", "0", "--images-per-prompt", "1")) == 0

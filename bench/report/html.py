@@ -23,8 +23,10 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from bench.report import (DASH, PAPER_DIR, RANDOM_STAMP, aggregation_text, column_plan, leaderboard_table,
-                          run_cells, run_warnings, scatter_plot, suite_columns, suite_scatter_axes)
+from bench.report.aggregate import aggregation_text, run_warnings
+from bench.report.figures import scatter_plot, suite_scatter_axes
+from bench.report.leaderboard import RANDOM_STAMP, column_plan, leaderboard_table, suite_columns
+from bench.report.load import DASH, PAPER_DIR, run_cells
 from bench.store import RunStore
 
 LAZY_ABOVE = 400                 # more images than this in a suite: the gallery loads them lazily

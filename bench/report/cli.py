@@ -1,0 +1,56 @@
+"""`bench report`: the command line, and ``write_reports`` (every leaderboard, and the HTML page)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench.report.aggregate import summarize
+from bench.report.html import write_html
+from bench.report.leaderboard import format_value, print_warnings, write_leaderboard
+from bench.report.load import PAPER_DIR, load_runs, load_scores
+
+
+def write_reports(run_dirs, out: Path | str = "reports", paper_dir: Path = PAPER_DIR,
+                  html: bool = False) -> list[Path]:
+    """A leaderboard per suite found among the runs, and with ``html`` the HTML report
+    (``<out>/html/index.html``); returns the markdown paths (then the HTML page)."""
+    runs = load_runs(run_dirs)
+    df = load_scores(run_dirs)
+    paths = [write_leaderboard(df, runs, suite, Path(out), paper_dir) for suite in sorted(runs["suite"].unique())]
+    if html:
+        paths.append(write_html(df, runs, Path(out) / "html", paper_dir))
+    return paths
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="scored run directories")
+    parser.add_argument("--out", default="reports", help="folder for leaderboard-<suite>.md, its plots and csvs "
+                        "(default: reports/)")
+    parser.add_argument("--paper-dir", default=str(PAPER_DIR), help="folder of the paper reference csvs "
+                        "(default: reports/paper/)")
+    parser.add_argument("--html", action="store_true", help="also write a static HTML report to <out>/html/ "
+                        "(leaderboard, scatter plot, image gallery; opens from file:// with no network)")
+    parser.add_argument("--html-images", choices=["link", "copy"], default="link",
+                        help="HTML report: reference the run's images where they are (link, default) or copy "
+                        "them into <out>/html/ so the folder can be moved on its own (copy)")
+
+
+def run(args) -> int:
+    runs = load_runs(args.run_dirs)
+    df = load_scores(args.run_dirs)
+    for suite in sorted(runs["suite"].unique()):
+        path = write_leaderboard(df, runs, suite, Path(args.out), Path(args.paper_dir))
+        print(path)
+        summary = summarize(df[df["suite"] == suite])
+        weights = dict(zip(runs["run"], runs["weights"]))
+        for rec in summary.itertuples(index=False):
+            stamp = f"  ({weights[rec.run]})" if "random weights" in weights.get(rec.run, "") else ""
+            print(f"  {rec.run:<28} {rec.metric:<32} {format_value(rec.mean, rec.std):<16} n={rec.n} "
+                  f"images={rec.images}{stamp}", file=sys.stderr)
+    if getattr(args, "html", False):
+        print(write_html(df, runs, Path(args.out) / "html", Path(args.paper_dir),
+                         copy_images=getattr(args, "html_images", "link") == "copy"))
+    print_warnings(df, runs)
+    return 0
