@@ -36,6 +36,9 @@ MAX_IMAGES_PER_PROMPT = 1000
 MAX_BATCH_SIZE = 4096
 #: a plan is built in memory: refuse one that could not be (the published protocols: <= 18,000)
 MAX_PLAN_IMAGES = 1_000_000
+#: The random-weight presets' models are built for 64 px (smoke) and SD 2.1's 512 px
+#: (sd21-random); larger images would take hours on the CPUs these presets exist for.
+MAX_PRESET_RESOLUTION = {"smoke": 512, "tiny": 512, "sd21-random": 1024}
 #: Range checks of well-known method parameters, on top of the type checks of the signature.
 PARAM_RANGES = {"num_inference_steps": (1, MAX_STEPS)}
 
@@ -145,6 +148,11 @@ def plan_run(args) -> RunConfig:
     if plan.total > MAX_PLAN_IMAGES:
         raise BenchError(f"the plan has {plan.total} images (cells x seeds x --images-per-prompt), more than "
                          f"{MAX_PLAN_IMAGES}: fewer --seeds or --images-per-prompt, or --limit")
+    n_batches = len(plan_batches(plan.requests(), args.batch_size))
+    if rank >= n_batches:                  # a shard with no batch would "succeed" at nothing
+        raise BenchError(f"--shard {rank}/{world}: the plan has {n_batches} batch(es) of up to {args.batch_size} "
+                         f"images, so shard {rank} would have nothing to do; use at most {n_batches} shards "
+                         "(or a smaller --batch-size)")
     # 3. the adapter files: checked now, hashed only once the run goes ahead
     adapter, smoke_note = chosen_adapter(args, method_cls, smoke)
     return RunConfig(
@@ -189,6 +197,11 @@ def check_options(args) -> None:
     check_device(args.device)
     if args.preset and args.weights:
         raise BenchError("--weights and --preset exclude each other: a preset builds random weights")
+    limit = MAX_PRESET_RESOLUTION.get(args.preset)
+    if limit and args.resolution and args.resolution > limit:
+        raise BenchError(f"--resolution {args.resolution}: the {args.preset} preset's random models allow at most "
+                         f"{limit} px (bench.plan.MAX_PRESET_RESOLUTION); real weights (--weights) allow up to "
+                         f"{MAX_RESOLUTION}")
 
 
 def shard_of(args) -> tuple[int, int]:

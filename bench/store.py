@@ -88,7 +88,6 @@ RUN_FIELDS: dict[str, tuple] = {
     "plan.total": (int, None), "plan.skipped_without_mask": (list, None), "metrics": (list, None),
     "metric_preset": (str, None), "metric_params": (dict, None), "random_weights": (bool, None),
     "method": (dict, str, None), "weights_status": (str, dict, None), "resumed_at": (list,),
-    "shards": (dict,), "shards.world": (int,),
 }
 #: Lists whose items must be of one type.
 RUN_LIST_ITEMS: dict[str, tuple] = {"plan.seeds": (int,), "metrics": (str,), "plan.subjects": (str,),

@@ -432,3 +432,34 @@ def test_two_hosts_write_the_two_shards_of_one_run(tmp_path):
     from bench.store import RunStore
     good, bad = RunStore(out).verified_records(verify=True)
     assert len(good) == 4 and not bad
+
+
+def test_report_of_the_same_run_twice_counts_it_once(finished_run, tmp_path, capsys):
+    assert main(["report", str(finished_run), str(finished_run), "--out", str(tmp_path / "twice")]) == 0
+    err = capsys.readouterr().err
+    assert "is the same folder as" in err and "counted once" in err
+    assert main(["report", str(finished_run), "--out", str(tmp_path / "once")]) == 0
+    twice = (tmp_path / "twice" / "leaderboard-dreambench.md").read_text()
+    assert twice == (tmp_path / "once" / "leaderboard-dreambench.md").read_text()
+
+
+def test_report_of_a_random_bytes_scores_file_is_one_line(finished_run, tmp_path, capsys):
+    out = _copy_run(finished_run, tmp_path)
+    (out / "scores.parquet").write_bytes(os.urandom(5000))
+    err = one_line_error(capsys, ["report", str(out), "--out", str(tmp_path / "rep")])
+    assert str(out / "scores.parquet") in err and "not a parquet file" in err
+
+
+def test_a_shard_without_a_batch_is_refused_and_a_finished_resume_says_nothing_to_do(finished_run, tmp_path, capsys):
+    err = one_line_error(capsys, DRY + ["--limit", "2", "--shard", "3/4", "--out", str(tmp_path / "o")])
+    assert "--shard 3/4" in err and "nothing to do" in err
+    out = _copy_run(finished_run, tmp_path)
+    assert main(["run", "--method", "sd", "--suite", "dreambench", "--preset", "smoke", "--limit", "2",
+                 "--out", str(out), "--no-score"]) == 0
+    assert "nothing to do: all 2 images" in capsys.readouterr().err
+
+
+def test_resolution_beyond_the_presets_models_is_refused(tmp_path, capsys):
+    err = one_line_error(capsys, ["run", "--method", "sd", "--suite", "dreambench", "--preset", "smoke",
+                                  "--resolution", "4096", "--out", str(tmp_path / "o")])
+    assert "--resolution 4096" in err and "at most 512" in err

@@ -16,6 +16,9 @@ def write_reports(run_dirs, out: Path | str = "reports", paper_dir: Path = PAPER
                   html: bool = False) -> list[Path]:
     """A leaderboard per suite found among the runs, and with ``html`` the HTML report
     (``<out>/html/index.html``); returns the markdown paths (then the HTML page)."""
+    from bench.options import unique_paths
+
+    run_dirs = unique_paths(run_dirs, "bench report")
     runs = load_runs(run_dirs)
     df = load_scores(run_dirs)
     paths = [write_leaderboard(df, runs, suite, Path(out), paper_dir) for suite in sorted(runs["suite"].unique())]
@@ -38,8 +41,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    runs = load_runs(args.run_dirs)
-    df = load_scores(args.run_dirs)
+    from bench.options import unique_paths
+
+    run_dirs = unique_paths(args.run_dirs, "bench report")     # RUN RUN would count every image twice
+    runs = load_runs(run_dirs)
+    df = load_scores(run_dirs)
     for suite in sorted(runs["suite"].unique()):
         path = write_leaderboard(df, runs, suite, Path(args.out), Path(args.paper_dir))
         print(path)

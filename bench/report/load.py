@@ -172,9 +172,7 @@ def load_scores(run_dirs) -> "pd.DataFrame":
     frames = []
     for info in runs.itertuples(index=False):
         store = RunStore(info.run_dir)
-        if not store.scores_path.exists():
-            raise BenchError(f"{store.root} has no scores.parquet: run `python -m bench score {store.root}` first")
-        df = pd.read_parquet(store.scores_path)
+        df = store.read_scores()         # one line for a missing, foreign or torn file
         frames.append(df.assign(run=info.run, suite=info.suite, method=info.method))
     if not frames:
         raise BenchError("no run directories given")
