@@ -166,8 +166,17 @@ def check_input_dir(path: Path | str | None, option: str) -> Path | None:
 
 
 def default_device() -> str:
+    """cuda when available, else cpu. Under a launcher that starts one process per GPU
+    (``accelerate launch``, ``torchrun``: LOCAL_RANK set), each process takes its own GPU,
+    ``cuda:<LOCAL_RANK modulo the GPUs this machine has>``."""
     import torch
-    return "cuda" if torch.cuda.is_available() else "cpu"
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    local = os.environ.get("LOCAL_RANK", "")
+    if local.isdigit() and torch.cuda.device_count() > 1:
+        return f"cuda:{int(local) % torch.cuda.device_count()}"
+    return "cuda"
 
 
 def check_device(device: str | None, option: str = "--device") -> str | None:

@@ -414,14 +414,20 @@ def test_live_shards_of_different_world_sizes_are_refused(tmp_path, monkeypatch)
 
 def test_two_hosts_write_the_two_shards_of_one_run(tmp_path):
     """Two processes playing two machines (BENCH_HOSTNAME) run the shards of one run into one
-    folder at the same time: both finish, every key is recorded once, no temporary is left."""
+    folder at the same time, one as a SLURM array task (--shard from the array's variables), one
+    as `accelerate launch --num_machines 2` starts it (RANK / WORLD_SIZE / LOCAL_RANK in the
+    environment, no --shard): both finish, every key is recorded once, no temporary is left, and
+    `bench score` once afterwards scores every image."""
     out = tmp_path / "run"
     argv = ["-m", "bench", "run", "--method", "sd", "--suite", "dreambench", "--preset", "smoke", "--limit", "4",
             "--batch-size", "1", "--no-score", "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, *argv, "--shard", f"{rank}/2"], cwd=tmp_path,
-                              env={**env, "BENCH_HOSTNAME": f"node-{rank}"}, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
+    slurm = {**env, "BENCH_HOSTNAME": "node-0", "SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "2"}
+    accelerate = {**env, "BENCH_HOSTNAME": "node-1", "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}
+    shard = f"{slurm['SLURM_ARRAY_TASK_ID']}/{slurm['SLURM_ARRAY_TASK_COUNT']}"
+    procs = [subprocess.Popen([sys.executable, *argv, *extra], cwd=tmp_path, env=process_env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for extra, process_env in ((["--shard", shard], slurm), ([], accelerate))]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     for p, output in zip(procs, outputs):
         assert p.returncode == 0, output
@@ -432,6 +438,8 @@ def test_two_hosts_write_the_two_shards_of_one_run(tmp_path):
     from bench.store import RunStore
     good, bad = RunStore(out).verified_records(verify=True)
     assert len(good) == 4 and not bad
+    assert main(["score", str(out), "--no-progress"]) == 0
+    assert set(RunStore(out).read_scores()["key"]) == set(keys)
 
 
 def test_report_of_the_same_run_twice_counts_it_once(finished_run, tmp_path, capsys):
