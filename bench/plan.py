@@ -40,7 +40,12 @@ MAX_PLAN_IMAGES = 1_000_000
 #: (sd21-random); larger images would take hours on the CPUs these presets exist for.
 MAX_PRESET_RESOLUTION = {"smoke": 512, "tiny": 512, "sd21-random": 1024}
 #: Range checks of well-known method parameters, on top of the type checks of the signature.
-PARAM_RANGES = {"num_inference_steps": (1, MAX_STEPS)}
+#: Loops and prompt repetitions multiply the work of every image: bounded far above the
+#: published settings (EZIGen: at most 9 loops; BLIP-Diffusion: 20 repetitions).
+MAX_LOOPS = 100
+MAX_PROMPT_REPS = 1000
+PARAM_RANGES = {"num_inference_steps": (1, MAX_STEPS), "loops": (0, MAX_LOOPS), "min_loops": (0, MAX_LOOPS),
+                "max_loops": (0, MAX_LOOPS), "prompt_reps": (1, MAX_PROMPT_REPS)}
 
 
 @dataclass(frozen=True)

@@ -188,7 +188,14 @@ def check_method_params(method: str, cls, params: Mapping[str, Any], option: str
         except ValueError as exc:
             raise BenchError(f"{option} {prefix}{key}={value!r}: {kind} {method!r} expects {exc}") from None
         _check_text(out[key], _default, f"{option} {prefix}{key}")
+        bounds = PARAM_BOUNDS.get(key)
+        if bounds and isinstance(out[key], int) and not bounds[0] <= out[key] <= bounds[1]:
+            raise BenchError(f"{option} {prefix}{key}={value!r}: must be between {bounds[0]} and {bounds[1]}")
     return out
+
+
+#: Bounds of parameter names that mean the same in every method and metric (on top of types).
+PARAM_BOUNDS = {"batch_size": (1, 4096)}
 
 
 def _check_text(value, default, where: str) -> None:
