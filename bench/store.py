@@ -585,4 +585,8 @@ def weights_status(run: dict) -> str:
     if status:
         # a method's own status may already say "random weights": keep each phrase once
         parts += [p.strip() for p in str(status).split(",") if p.strip() and p.strip() not in parts]
+    scored = run.get("scored") if isinstance(run.get("scored"), dict) else {}
+    if not any("random weights" in p for p in parts) and (scored.get("metric_preset") or run.get("metric_preset")):
+        # e.g. external images scored with --metric-preset tiny: the numbers are as meaningless
+        parts.append("random weights (metric models)")
     return ", ".join(parts) or "pretrained"

@@ -471,3 +471,14 @@ def test_resolution_beyond_the_presets_models_is_refused(tmp_path, capsys):
     err = one_line_error(capsys, ["run", "--method", "sd", "--suite", "dreambench", "--preset", "smoke",
                                   "--resolution", "4096", "--out", str(tmp_path / "o")])
     assert "--resolution 4096" in err and "at most 512" in err
+
+
+def test_external_images_scored_with_random_metric_models_carry_the_stamp(finished_run, tmp_path, capsys):
+    ext = tmp_path / "ext"
+    assert main(["score", "--images", str(finished_run / "images"), "--suite", "dreambench", "--mini",
+                 "--metric-preset", "tiny", "--out", str(ext), "--no-progress"]) == 0
+    from bench.store import RunStore, weights_status
+    assert "random weights (metric models)" in weights_status(RunStore(ext).read_run())
+    assert main(["report", str(ext), "--out", str(tmp_path / "rep")]) == 0
+    board = (tmp_path / "rep" / "leaderboard-dreambench.md").read_text()
+    assert "random weights (metric models)" in board and "**Note:**" in board

@@ -157,7 +157,8 @@ def load_runs(run_dirs) -> "pd.DataFrame":
         seeds = [int(s) for s in plan.get("seeds") or []]
         rows.append({"run": label, "run_dir": str(path), "suite": (run.get("suite") or {}).get("name", DASH),
                      "method": method_name(run), "label": method_label(run), "base_model": base_model(run),
-                     "weights": weights_status(run), "random_weights": bool(run.get("random_weights")),
+                     "weights": weights_status(run), "random_weights": bool(run.get("random_weights"))
+                     or "random weights" in weights_status(run),
                      "seeds": seeds, "recorded": len(records),
                      "expected": per_seed * len(seeds) if per_seed is not None and seeds else None,
                      "expected_per_seed": per_seed})
