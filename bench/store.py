@@ -245,7 +245,10 @@ class ShardLock:
                 lease = _read_lease(self.lease_path)
                 if lease is None:
                     continue                  # released meanwhile: try again
-                if lease_is_live(lease):
+                # holding the flock proves no process of this host holds the shard (a reused pid
+                # of a killed writer must not keep its lease alive)
+                ours_to_take = self._fd is not None and lease.get("host") == hostname()
+                if not ours_to_take and lease_is_live(lease):
                     raise BenchError(f"{self.label} is already being written by {_holder(lease)} (lease "
                                      f"{self.lease_path}); wait for it to finish or stop it; a lease of a dead "
                                      f"process on another host expires {LEASE_EXPIRY_S:.0f} s after its last "

@@ -397,6 +397,15 @@ def test_a_shard_live_on_another_host_is_refused_naming_host_and_pid(tmp_path, m
     # this host, a dead pid: taken over at once
     _lease(store.generations_dir, 1, 2, "node-a", _dead_pid())
     store.lock_shard(1, 2).release()
+    # this host, a live pid that is not the writer (a killed writer's pid reused): the flock,
+    # free on this host, proves the lease stale
+    reuser = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _lease(store.generations_dir, 1, 2, "node-a", reuser.pid)
+        store.lock_shard(1, 2).release()
+    finally:
+        reuser.kill()
+        reuser.wait()
 
 
 def test_live_shards_of_different_world_sizes_are_refused(tmp_path, monkeypatch):
