@@ -20,6 +20,9 @@ MAX_PROMPT_CHARS = 2_000
 #: this many characters first keeps everything that survives truncation (bench.limits.clip_text).
 MAX_TOKENIZER_CHARS = 77 * 32
 
+#: A library's reason quoted in one of our error lines (cut at a sentence end, never mid-word).
+MAX_REASON_CHARS = 600
+
 # ---- images --------------------------------------------------------------------------------
 #: Width or height of an image file, read from its header before it is decoded.
 MAX_IMAGE_SIDE = 16_384
@@ -88,3 +91,14 @@ def template_fields(template: str) -> frozenset[str]:
     import string
 
     return frozenset(f for _, f, _, _ in string.Formatter().parse(template) if f is not None)
+
+
+def reason(exc: BaseException, limit: int = MAX_REASON_CHARS) -> str:
+    """A library exception's message as one line for our errors: whitespace collapsed, whole
+    when it fits, else cut at the last sentence end (or word) before ``limit`` and marked
+    ``[...]``: never a sentence cut off mid-word."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(". ", 0, limit)
+    return (text[:cut + 1] if cut > 0 else text[:max(text.rfind(" ", 0, limit), 1)]) + " [...]"

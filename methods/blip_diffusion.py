@@ -37,6 +37,7 @@ import torch
 from PIL import Image
 
 from bench import BenchError
+from bench.limits import reason
 from bench.images import load_rgb
 from bench.models import DTYPES
 from bench.types import GenRequest, LoadSpec
@@ -128,7 +129,7 @@ def load_blip_diffusion(weights: str, device: str, dtype: str):
     try:
         pipe = BlipDiffusionPipeline.from_pretrained(folder, torch_dtype=DTYPES[dtype])
     except (OSError, ValueError) as exc:
-        raise _missing(weights, str(exc).splitlines()[0][:200]) from None
+        raise _missing(weights, reason(exc)) from None
     return pipe.to(device), revision
 
 

@@ -337,6 +337,8 @@ def test_backbone_load_failure_is_whole_and_suggests_the_tiny_preset():
     long = OSError("word " * 400)
     message = str(weights_missing("x", "y", long))
     assert "[...]" in message and "wor [" not in message and message.endswith("(bench metric)")
+    from bench.limits import reason
+    assert reason(OSError("x" * 5000)).endswith(" [...]") and len(reason(OSError("x" * 5000))) < 700
 
 
 # ---- temporaries and leases on a folder several hosts share ---------------------------------

@@ -43,7 +43,7 @@ from PIL import Image
 
 from bench import BenchError
 from bench.images import as_saved_jpeg, load_rgb, to_rgb
-from bench.limits import clip_text
+from bench.limits import clip_text, reason
 from bench.metrics.base import Metric, ScoreItem
 
 DEFAULT_BACKBONE = "open_clip:ViT-B-32/openai"
@@ -144,13 +144,9 @@ OFFLINE_HINT = ("to test the pipeline without these weights, score with random m
 
 
 def weights_missing(what: str, how: str, exc: BaseException) -> BenchError:
-    """One line: what could not load, the library's reason in full (its first line, never cut
-    mid-word), how to get the weights, and the offline alternative."""
-    reason = " ".join(str(exc).split()) or type(exc).__name__
-    if len(reason) > 600:                     # cut at a sentence end, never inside a word
-        cut = reason.rfind(". ", 0, 600)
-        reason = (reason[:cut + 1] if cut > 0 else reason[:reason.rfind(" ", 0, 600)]) + " [...]"
-    return BenchError(f"cannot load {what}: {reason.rstrip('.')}. {how}; {OFFLINE_HINT}")
+    """One line: what could not load, the library's reason in full (bench.limits.reason: never
+    cut mid-word), how to get the weights, and the offline alternative."""
+    return BenchError(f"cannot load {what}: {reason(exc).rstrip('.')}. {how}; {OFFLINE_HINT}")
 
 
 # ---- backends -------------------------------------------------------------------------------
