@@ -34,6 +34,7 @@ MAX_RESOLUTION = 4096
 MAX_STEPS = 1000
 MAX_IMAGES_PER_PROMPT = 1000
 MAX_BATCH_SIZE = 4096
+MAX_SHARDS = 100_000
 #: a plan is built in memory: refuse one that could not be (the published protocols: <= 18,000)
 MAX_PLAN_IMAGES = 1_000_000
 #: The random-weight presets' models are built for 64 px (smoke) and SD 2.1's 512 px
@@ -217,6 +218,8 @@ def shard_of(args) -> tuple[int, int]:
         raise BenchError(f"--shard {text!r}: expected I/N such as 0/2") from None
     if not 0 <= rank < world:
         raise BenchError(f"--shard {text!r}: I must be in 0..N-1")
+    if world > MAX_SHARDS:
+        raise BenchError(f"--shard {text!r}: more than {MAX_SHARDS} shards")
     return rank, world
 
 

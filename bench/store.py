@@ -42,6 +42,7 @@ from typing import Iterator
 from PIL import Image
 
 from bench import BenchError
+from bench.limits import MAX_JSONL_LINE_BYTES
 from bench.files import (check_path_part, file_sha256, hostname, pid_alive, read_json, remove_stale_temporaries,
                          write_atomic)
 
@@ -475,8 +476,10 @@ class RunStore:
                 if not line.strip():
                     continue
                 try:
+                    if len(line) > MAX_JSONL_LINE_BYTES:     # bench.limits: never a record
+                        raise ValueError("too long")
                     rec = json.loads(line.decode("utf-8"))
-                except ValueError:              # torn by a kill, garbage, or not UTF-8
+                except (ValueError, RecursionError):  # torn by a kill, garbage, not UTF-8, nested absurdly
                     malformed += 1
                     continue
                 if not _valid_record(rec):

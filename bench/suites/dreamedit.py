@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -234,16 +235,18 @@ class DreamEdit(Suite):
         path = folder / "bbox.json"
         if not path.is_file():
             raise BenchError(f"dreamedit: {path} is missing (addition sources need their boxes)")
-        try:
-            boxes = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise BenchError(f"dreamedit: {path} is not valid JSON ({exc})") from None
+        from bench.files import read_json
+
+        boxes = read_json(path, "the DreamEdit boxes file")     # bounded: size, depth, UTF-8
         if not isinstance(boxes, dict):
             raise BenchError(f"dreamedit: {path} must map 'foundK.jpg' to [x0, y0, x1, y1]")
         for name, box in boxes.items():
-            if (not isinstance(box, list) or len(box) != 4 or not all(isinstance(v, (int, float)) for v in box)
+            if (not isinstance(box, list) or len(box) != 4
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                               and -BOX_SPACE <= v <= 2 * BOX_SPACE for v in box)
                     or box[2] <= box[0] or box[3] <= box[1]):
-                raise BenchError(f"dreamedit: {path}: box of {name!r} must be [x0, y0, x1, y1] with x1>x0, y1>y0, "
+                raise BenchError(f"dreamedit: {path}: box of {name!r} must be [x0, y0, x1, y1] of finite numbers in "
+                                 f"{BOX_SPACE}x{BOX_SPACE} coordinates with x1>x0, y1>y0, "
                                  f"got {box!r}")
         return boxes
 

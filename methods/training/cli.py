@@ -81,10 +81,15 @@ def check_train_options(args) -> None:
     check_float(args.subject_dropout, "--subject-dropout", 0.0, 1.0, high_open=True)
     if args.device is not None:
         check_device(args.device)
-    for item in args.data:
-        kind, sep, folder = item.partition(":")
-        if not sep or not kind or not folder:
-            raise BenchError(f"--data {item!r}: expected KIND:DIR, e.g. coco:/data/coco or ytvis:/data/ytvis")
+    from methods.training.data import parse_data_spec
+
+    for item in args.data:                    # checked before any model loads
+        kind, where = parse_data_spec(item)
+        if kind == "synthetic":
+            if not where.isdigit() or not 1 <= int(where) <= 1_000_000:
+                raise BenchError(f"--data {item!r}: synthetic takes a pair count in 1..1000000 (synthetic:64)")
+        elif not Path(where).expanduser().is_dir():
+            raise BenchError(f"--data {item!r}: {where} is not a folder")
 
 
 def run(args) -> int:
