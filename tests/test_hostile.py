@@ -493,3 +493,38 @@ def test_external_images_scored_with_random_metric_models_carry_the_stamp(finish
     assert main(["report", str(ext), "--out", str(tmp_path / "rep")]) == 0
     board = (tmp_path / "rep" / "leaderboard-dreambench.md").read_text()
     assert "random weights (metric models)" in board and "**Note:**" in board
+
+
+@pytest.mark.parametrize("content, words", [
+    (b'{"found0.jpg": [NaN, 0, 100, 100]}', "finite numbers"),
+    (b'{"found0.jpg": [0, 0, 1e300, 100]}', "finite numbers"),
+    (b'{"found0.jpg": [true, 0, 100, 100]}', "finite numbers"),
+    ('{"found0.jpg": "caf\xe9"}'.encode("latin-1"), "not UTF-8"),
+    (b"[" * 50_000 + b"]" * 50_000, "nested deeper"),
+])
+def test_dreamedit_boxes_file_is_bounded_and_checked(tmp_path, capsys, content, words):
+    root = tmp_path / "de"
+    shutil.copytree(REPO / "datasets" / "mini-dreamedit", root)
+    boxes = root / "data" / "addition_source" / "dog" / "bbox.json"
+    boxes.write_bytes(content)
+    err = one_line_error(capsys, ["data", "check", "dreamedit", "--data-root", str(root), "--suite-option",
+                                  f"dreambench_root={MINI}", "--suite-option", "annotator_preset=tiny"])
+    assert str(boxes) in err and words in err
+
+
+def test_absurd_record_lines_are_skipped_as_malformed(finished_run, tmp_path, capsys):
+    from bench.store import RunStore
+
+    out = _copy_run(finished_run, tmp_path)
+    with open(out / "generations" / "rank-00000.jsonl", "ab") as f:
+        f.write(b"[" * 200_000 + b"\n" + b'{"key": "' + b"a" * 2_000_000 + b'"}\n')
+    store = RunStore(out)
+    assert len(store.records()) == 2
+    assert "skipped 2 malformed line(s)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("data, words", [("coco:/no/such/folder", "is not a folder"),
+                                         ("synthetic:0", "pair count"), ("bogus:/tmp", "KIND:DIR")])
+def test_training_data_is_checked_before_any_model_loads(tmp_path, capsys, data, words):
+    err = one_line_error(capsys, ["train", "--data", data, "--out", str(tmp_path / "t")])
+    assert words in err and "model weights" not in err
