@@ -33,6 +33,22 @@ def split_list(text: str, option: str) -> list[str]:
     return items
 
 
+def as_list(value, option: str = "--suite-option") -> list[str] | None:
+    """A list option given as a list or as one comma-separated string (``--param subjects=a,b``);
+    one value that the option parser turned into a number is a list of one. An empty item
+    (``a,,b``) is refused (bench.options.split_list)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return split_list(value, option)
+    if not isinstance(value, (list, tuple)):
+        value = [value]
+    items = [str(v).strip() for v in value]
+    if any(not item for item in items):
+        raise BenchError(f"{option} {value!r}: a list item is empty")
+    return items
+
+
 def check_float(value, option: str, low: float | None = None, high: float | None = None,
                 low_open: bool = False, high_open: bool = False):
     """Refuse a float option that is NaN, infinite or outside [low, high] (open ends when asked);

@@ -192,7 +192,7 @@ def verify_image(path: Path) -> None:
 
 
 def _as_subject_list(subjects) -> list[str] | None:
-    from bench.suites.dreamedit import as_list
+    from bench.options import as_list
 
     return as_list(subjects, "dreambench option subjects")
 

@@ -42,6 +42,7 @@ from PIL import Image
 from bench import BenchError
 from bench.files import cache_root, file_sha256
 from bench.images import open_image
+from bench.options import as_list
 from bench.suites.base import Suite
 from bench.types import Sample
 
@@ -84,24 +85,6 @@ def read_dreambench_classes(prompts_file: Path) -> dict[str, str]:
     DreamBench suite's parser (docs/protocols.md section 2)."""
     from bench.suites.dreambench import parse_prompts_file
     return dict(parse_prompts_file(prompts_file).classes)
-
-
-def as_list(value, option: str = "--suite-option") -> list[str] | None:
-    """A list option given as a list or as one comma-separated string (``--param subjects=a,b``);
-    one value that the option parser turned into a number is a list of one. An empty item
-    (``a,,b``) is refused (bench.options.split_list)."""
-    from bench.options import split_list
-
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        return split_list(value, option)
-    if not isinstance(value, (list, tuple)):
-        value = [value]
-    items = [str(v).strip() for v in value]
-    if any(not item for item in items):
-        raise BenchError(f"{option} {value!r}: a list item is empty")
-    return items
 
 
 def _images_in(folder: Path) -> tuple[Path, ...]:
