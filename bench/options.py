@@ -201,7 +201,7 @@ def check_device(device: str | None, option: str = "--device") -> str | None:
         return None
     import re
 
-    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
+    if not re.fullmatch(r"cpu|mps|cuda(:\d{1,4})?", device):
         raise BenchError(f"{option} {device!r}: expected cpu, cuda, cuda:N or mps")
     if device.startswith("cuda"):
         import torch

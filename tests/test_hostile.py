@@ -147,6 +147,21 @@ def test_blip_diffusion_subject_context_is_linear_on_adversarial_prompts():
         assert time.perf_counter() - start < TIME_BOUND_S
 
 
+def test_inline_patterns_are_linear_on_one_megabyte_values(monkeypatch):
+    """The regular expressions written inline (not at module level): device names, host names."""
+    from bench.files import hostname
+    from bench.options import check_device
+
+    for value in ("cuda:" + "1" * 1_000_000 + "x", "cpu" * 333_333, "cuda" + ":" * 1_000_000):
+        start = time.perf_counter()
+        with pytest.raises(BenchError):
+            check_device(value)
+        assert time.perf_counter() - start < TIME_BOUND_S
+    monkeypatch.setenv("BENCH_HOSTNAME", "a.-" * 333_333)
+    start = time.perf_counter()
+    assert len(hostname()) == 64 and time.perf_counter() - start < TIME_BOUND_S
+
+
 # ---- tokenizer inputs -----------------------------------------------------------------------
 def test_tokenizer_input_is_cut_before_tokenizing():
     from bench.limits import MAX_TOKENIZER_CHARS, clip_text
