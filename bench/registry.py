@@ -149,12 +149,17 @@ def _coerce(value, annotation):
             return bool(value)
         raise ValueError("a boolean (true or false)")
     if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
+        if isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63:
             return value
-        raise ValueError("an integer")
+        raise ValueError("an integer (64-bit)")
     if annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                number = float(value)            # a huge integer would overflow inside torch
+            except OverflowError:
+                raise ValueError("a finite number") from None
+            if math.isfinite(number):
+                return number
         raise ValueError("a finite number")
     if annotation is str:
         if value is None or isinstance(value, bool):

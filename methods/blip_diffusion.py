@@ -139,6 +139,10 @@ def subject_context(prompt: str, class_noun: str) -> str:
     return match.group(1).strip() if match else prompt.strip()
 
 
+#: The pipeline writes the prompt int(prompt_strength * prompt_reps) times (20 by default).
+MAX_PROMPT_REPEATS = 1000
+
+
 class BlipDiffusionMethod:
     tasks = frozenset({"generate"})
     default_weights = BLIP_DIFFUSION
@@ -154,6 +158,10 @@ class BlipDiffusionMethod:
         self.prompt_reps = int(prompt_reps)
         if self.prompt_reps < 1 or self.num_inference_steps < 1:
             raise BenchError(f"method {name!r}: prompt_reps and num_inference_steps must be at least 1")
+        # the pipeline repeats the prompt int(prompt_strength * prompt_reps) times
+        if not 0 < self.prompt_strength * self.prompt_reps <= MAX_PROMPT_REPEATS:
+            raise BenchError(f"method {name!r}: prompt_strength x prompt_reps = {self.prompt_strength * self.prompt_reps:g} "
+                             f"repetitions of the prompt; it must be in (0, {MAX_PROMPT_REPEATS}] (defaults: 1.0 x 20)")
         if spec.preset == "tiny":
             from methods.tiny_baselines import tiny_blip_diffusion
             self.pipe, self.model_id, self.revision = tiny_blip_diffusion(spec.device, DTYPES[spec.dtype]), \

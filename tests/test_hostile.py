@@ -543,3 +543,24 @@ def test_absurd_record_lines_are_skipped_as_malformed(finished_run, tmp_path, ca
 def test_training_data_is_checked_before_any_model_loads(tmp_path, capsys, data, words):
     err = one_line_error(capsys, ["train", "--data", data, "--out", str(tmp_path / "t")])
     assert words in err and "model weights" not in err
+
+
+def test_huge_numbers_in_method_parameters_are_refused_or_made_floats():
+    from bench.registry import METHODS, check_method_params
+
+    sd = METHODS.get("sd").load()
+    params = check_method_params("sd", sd, {"guidance_scale": 99999999999999999999})
+    assert params == {"guidance_scale": 1e20} and isinstance(params["guidance_scale"], float)
+    with pytest.raises(BenchError, match="finite number"):
+        check_method_params("sd", sd, {"guidance_scale": 10**400})
+    ez = METHODS.get("ezigen").load()
+    with pytest.raises(BenchError, match="64-bit"):
+        check_method_params("ezigen", ez, {"min_loops": 2**70})
+
+
+def test_blip_diffusion_refuses_a_prompt_repeated_beyond_the_limit(tmp_path, capsys):
+    err = one_line_error(capsys, ["run", "--method", "blip-diffusion", "--suite", "dreambench", "--preset", "smoke",
+                                  "--limit", "1", "--no-score", "--out", str(tmp_path / "o"),
+                                  "--param", "prompt_strength=99999999999999999999"])
+    assert "prompt_strength x prompt_reps" in err
+    assert not (tmp_path / "o" / "run.json").exists()
