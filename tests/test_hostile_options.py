@@ -160,8 +160,9 @@ METHOD_CASES = [(m, p, v) for m in _method_classes() for p in _params_of("method
 
 
 @pytest.mark.parametrize("method, param, value", METHOD_CASES, ids=[f"{m} {p}={v!r}" for m, p, v in METHOD_CASES])
-def test_every_method_parameter_refuses_or_plans(tmp_path, capsys, method, param, value):
+def test_every_method_parameter_refuses_or_plans(tmp_path, capsys, monkeypatch, method, param, value):
     """Checked with the plan (--dry-run): a value the checks let through is planned (exit 0)."""
+    monkeypatch.chdir(tmp_path)               # a value taken as a relative path lands here
     suite = "dreamedit" if method == "ezigen" and param.startswith("edit_") else "dreambench"
     assert_clean(capsys, ["run", "--method", method, "--suite", suite, "--preset", "smoke", "--limit", "1",
                           "--dry-run", "--out", str(tmp_path / "o"), "--param", f"{param}={value}"])
@@ -172,7 +173,8 @@ SUITE_CASES = [(s, p, v) for s in ("dreambench", "dreamedit", "fastcomposer") fo
 
 
 @pytest.mark.parametrize("suite, param, value", SUITE_CASES, ids=[f"{s} {p}={v!r}" for s, p, v in SUITE_CASES])
-def test_every_suite_option_refuses_or_plans(tmp_path, capsys, suite, param, value):
+def test_every_suite_option_refuses_or_plans(tmp_path, capsys, monkeypatch, suite, param, value):
+    monkeypatch.chdir(tmp_path)
     assert_clean(capsys, ["run", "--method", "sd" if suite != "dreamedit" else "ezigen", "--suite", suite,
                           "--preset", "smoke", "--limit", "1", "--dry-run", "--out", str(tmp_path / "o"),
                           "--suite-option", f"{param}={value}"])
@@ -188,9 +190,10 @@ METRIC_CASES = [(m, p, v) for m in _metric_names() for p in _params_of("metric",
 
 
 @pytest.mark.parametrize("metric, param, value", METRIC_CASES, ids=[f"{m} {p}={v!r}" for m, p, v in METRIC_CASES])
-def test_every_metric_parameter_refuses_or_scores(world, tmp_path, capsys, metric, param, value):
+def test_every_metric_parameter_refuses_or_scores(world, tmp_path, capsys, monkeypatch, metric, param, value):
     """Checked by `bench score` before any model loads; a value let through is scored with the
     tiny metric models on a run of one image, or refused in one line."""
+    monkeypatch.chdir(tmp_path)
     run_copy = tmp_path / "run"
     shutil.copytree(world["run"], run_copy)
     assert_clean(capsys, ["score", str(run_copy), "--metrics", metric, "--metric-preset", "tiny", "--no-progress",
@@ -204,3 +207,17 @@ def test_the_sweep_is_broad():
     assert {c for c, _, _ in CASES} == set(COMMANDS) | {"data"}
     assert len(METHOD_CASES) > 200 and len(SUITE_CASES) > 50 and len(METRIC_CASES) > 50
     assert total > 1000
+
+
+def test_the_sweep_wrote_nothing_into_the_repository():
+    """Runs after the sweep in file order: hostile values taken as paths went to tmp folders."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=root,
+                            capture_output=True, text=True)
+    if status.returncode != 0:
+        pytest.skip("not a git checkout")
+    strays = [line for line in status.stdout.splitlines() if line.startswith("??")
+              and line[3:].split("/")[0] in set(HOSTILE + HOSTILE_TEXT + PARAM_VALUES)]
+    assert not strays, strays

@@ -274,7 +274,10 @@ class ArcFaceIdentity(_FaceIdentity):
         self.device = device
         if preset == "tiny":
             from bench.files import cache_root
-            path = Path(model_file) if model_file else cache_root() / "tiny-arcface" / "tiny_arcface.onnx"
+            if model_file and not Path(model_file).expanduser().is_file():
+                # never write a file where the user pointed: only the cache gets the tiny model
+                raise BenchError(f"arcface: model_file {model_file}: no such file")
+            path = Path(model_file).expanduser() if model_file else cache_root() / "tiny-arcface" / "tiny_arcface.onnx"
             if not path.exists():
                 write_tiny_arcface_onnx(path)
             self.recognizer = model_zoo.get_model(str(path))
