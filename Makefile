@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 smoke: setup
 	$(BIN)/python -m bench run --method ezigen --suite dreambench --preset smoke
 	$(BIN)/python -m bench run --method sd --suite dreambench --preset smoke
-	$(BIN)/python -m bench report runs/dreambench/ezigen-smoke runs/dreambench/sd-smoke --out runs/reports --html
+	$(BIN)/python -m bench report runs/dreambench/ezigen-smoke runs/dreambench/sd-smoke --out runs/reports --html --versus sd
 	@echo
 	@echo "Leaderboard:  runs/reports/leaderboard-dreambench.md"
 	@echo "Sample grid:  runs/reports/leaderboard-dreambench-samples.png"

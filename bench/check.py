@@ -1,14 +1,26 @@
-"""`bench check`: a regression check of a scored run against a stored baseline, for CI.
+"""`bench check`: a regression check of a scored run against a stored baseline, as a paired
+statistical test (docs/statistics.md, "bench check").
 
-    python -m bench check RUN_DIR --baseline reports/baselines/NAME.json [--tol 0.005]
-    python -m bench check RUN_DIR --baseline reports/baselines/NAME.json --update
+    python -m bench check RUN_DIR --baseline reports/baselines/NAME.json --update [--mode exact]
+    python -m bench check RUN_DIR --baseline reports/baselines/NAME.json [--mode test|equivalence|exact] [--tol T]
 
-The run is aggregated like the leaderboard (bench.report.summarize: per seed the mean over
-images, then the mean over seeds). A metric fails when its mean moved by more than the tolerance
-from the baseline's, or when the run lacks it; the printed table shows both means, the change,
-and the seeds' std of each side so a move can be judged against seed noise. Exit status: 0 all
-within tolerance, 1 something moved (CI fails), 2 bad input (no baseline, unscored run).
-``--update`` (re)writes the baseline from the run and exits 0. See reports/baselines/README.md.
+The baseline keeps every score of the run it was made from (per metric, one value per
+(subject, prompt, seed, image) key) and the facts of that run (suite, suite options, method,
+method parameters). A check pairs the run with the baseline on the keys both hold and reports per
+metric the change (run - baseline, the protocol's mean of the paired differences), its
+cluster-bootstrap interval, the Holm-adjusted sign-flip p-value and the minimum detectable effect
+(MDE). Modes:
+
+- ``test`` (default): a metric fails when its change is significant (Holm-adjusted p < alpha)
+  AND larger than the practical margin ``--tol``;
+- ``equivalence``: a metric fails unless its whole interval lies within ``[-tol, +tol]``;
+- ``exact``: a metric fails unless every paired value agrees within 1e-6 and the run holds every
+  baseline key (bit-reproducible smoke runs on one machine).
+
+A metric of the baseline that the run lacks fails in every mode. Exit status: 0 pass, 1 a
+metric failed (the table says which), 2 bad input: no or unreadable baseline, a baseline without
+per-key values (made before this format: rerun ``--update``), NaN or infinite values, an empty
+baseline, no common keys, a different method or suite, a NaN ``--tol``.
 """
 
 from __future__ import annotations
@@ -22,118 +34,302 @@ from pathlib import Path
 
 from bench import BenchError
 
-BASELINE_FORMAT = 1
+BASELINE_FORMAT = 2
 DEFAULT_TOL = 0.005
+EXACT_TOL = 1e-6
+MODES = ("test", "equivalence", "exact")
+MAX_BASELINE_BYTES = 512 * 1024 * 1024
+FACTS = ("suite", "suite_options", "method", "method_params")
+KEY_FIELDS = ("subject", "prompt", "seed", "image")
 
 
-def run_summary(run_dir) -> tuple[dict, dict]:
-    """(run facts, {metric id: {mean, std, n, images}}) of one scored run."""
-    from bench.report import load_runs, load_scores, summarize
+# ---- the run's side ---------------------------------------------------------------------------
+def run_facts(run_dir) -> dict:
+    from bench.store import RunStore
 
-    runs = load_runs([run_dir])
-    summary = summarize(load_scores([run_dir]))
-    metrics = {rec.metric: {"mean": float(rec.mean), "std": None if math.isnan(rec.std) else float(rec.std),
-                            "n": int(rec.n), "images": int(rec.images)}
-               for rec in summary.itertuples(index=False)}
-    info = runs.iloc[0]
-    return {"suite": info["suite"], "method": info["method"], "weights": info["weights"]}, metrics
+    run = RunStore.open_existing(run_dir).read_run()
+    identity = run.get("identity") if isinstance(run.get("identity"), dict) else {}
+    suite = run.get("suite") if isinstance(run.get("suite"), dict) else {}
+    ident_suite = identity.get("suite") if isinstance(identity.get("suite"), dict) else {}
+    return {"suite": suite.get("name") or ident_suite.get("name"),
+            "suite_options": suite.get("options") or ident_suite.get("options") or {},
+            "method": identity.get("method"), "method_params": identity.get("method_params") or {},
+            "model": identity.get("model"), "random_weights": bool(run.get("random_weights"))}
 
 
-def write_baseline(run_dir, path: Path, tol: float | None) -> dict:
-    facts, metrics = run_summary(run_dir)
-    if not metrics:
+def run_table(run_dir):
+    """The run's scores as a score table (bench.stats.table), refusing NaN or infinite values."""
+    import numpy as np
+
+    from bench.report.load import load_scores
+    from bench.stats.table import check_table, from_scores
+
+    scores = load_scores([run_dir])
+    values = scores["value"].to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        first = scores.iloc[int(np.flatnonzero(bad)[0])]
+        raise BenchError(f"{run_dir}: {int(bad.sum())} score(s) are NaN or infinite (first: {first['metric']} at "
+                         f"{first['key']}); a check needs finite values: rescore the run, or drop that metric")
+    if len(scores) == 0:
         raise BenchError(f"{run_dir}: scores.parquet holds no metric values")
-    data = {"format": BASELINE_FORMAT, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "run": str(run_dir), **facts, "tolerance": DEFAULT_TOL if tol is None else tol, "metrics": metrics}
+    return check_table(from_scores(scores.assign(run="current")), f"{run_dir}/scores.parquet")
+
+
+def suite_aggregate(suite) -> str:
+    """The suite's protocol mean: "seeds" (DreamBench, DreamEdit) or "images" (FastComposer)."""
+    from bench.registry import SUITES
+
+    try:
+        return getattr(SUITES.get(str(suite)).load(), "aggregate", "seeds")
+    except BenchError:
+        return "seeds"
+
+
+# ---- the baseline -----------------------------------------------------------------------------
+def write_baseline(run_dir, path: Path, tol: float | None, mode: str | None) -> dict:
+    table = run_table(run_dir)
+    keys = table[list(KEY_FIELDS)].drop_duplicates().reset_index(drop=True)
+    index = {tuple(k): i for i, k in enumerate(keys.itertuples(index=False, name=None))}
+    metrics = {}
+    for metric, group in table.groupby("metric", sort=True):
+        values = [None] * len(keys)
+        for k, v in zip(group[list(KEY_FIELDS)].itertuples(index=False, name=None), group["value"]):
+            values[index[k]] = float(v)
+        seed_means = group.groupby("seed")["value"].mean()
+        metrics[metric] = {"mean": float(seed_means.mean()), "std": float(seed_means.std()) if len(seed_means) > 1
+                           else None, "seeds": int(len(seed_means)), "images": int(len(group)), "values": values}
+    data = {"format": BASELINE_FORMAT, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "run": str(run_dir),
+            **run_facts(run_dir), "tolerance": DEFAULT_TOL if tol is None else tol, "mode": mode or "test",
+            "keys": [list(k) for k in keys.itertuples(index=False, name=None)], "metrics": metrics}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return data
 
 
+def _refuse_constant(name: str):
+    raise BenchError(f"holds {name}: a baseline's values must be finite numbers")
+
+
 def read_baseline(path: Path) -> dict:
+    """The baseline, checked; every problem is one BenchError line naming the file."""
+    update = f"`python -m bench check RUN_DIR --baseline {path} --update`"
     if not path.exists():
-        raise BenchError(f"baseline {path} does not exist: create it with `python -m bench check RUN_DIR "
-                         f"--baseline {path} --update`")
+        raise BenchError(f"baseline {path} does not exist: create it with {update}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BenchError(f"cannot read baseline {path}: {exc}") from None
+        size = path.stat().st_size
+        if size > MAX_BASELINE_BYTES:
+            raise BenchError(f"baseline {path} is {size / 2**20:.0f} MiB, more than a baseline can be "
+                             f"({MAX_BASELINE_BYTES // 2**20} MiB): is it the right file?")
+        text = path.read_bytes().decode("utf-8")
+        data = json.loads(text, parse_constant=_refuse_constant)
+    except BenchError as exc:
+        raise BenchError(f"baseline {path}: {exc}" if not str(exc).startswith("baseline") else str(exc)) from None
+    except UnicodeDecodeError:
+        raise BenchError(f"baseline {path} is not UTF-8 text (not a baseline json); recreate it with {update}") from None
+    except RecursionError:
+        raise BenchError(f"baseline {path} is nested too deeply to be a baseline; recreate it with {update}") from None
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"cannot read baseline {path}: {' '.join(str(exc).split())[:200]}") from None
     if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
-        raise BenchError(f"baseline {path} has no 'metrics' table")
+        raise BenchError(f"baseline {path} has no 'metrics' table; recreate it with {update}")
+    if data.get("format") != BASELINE_FORMAT or "keys" not in data \
+            or any(isinstance(m, dict) and "values" not in m for m in data["metrics"].values()):
+        raise BenchError(f"baseline {path} holds only means, not the per-key values a paired check needs "
+                         f"(an older format): rerun {update}")
+    keys = data["keys"]
+    if not isinstance(keys, list) or not all(isinstance(k, list) and len(k) == 4 and all(isinstance(x, str) and x
+                                                                                          for x in k) for k in keys):
+        raise BenchError(f"baseline {path}: 'keys' must be a list of [subject, prompt, seed, image]; rerun {update}")
+    if not keys or not data["metrics"]:
+        raise BenchError(f"baseline {path} is empty (no keys or no metrics): a check against it cannot fail; "
+                         f"rerun {update} on a scored run")
     for metric, entry in data["metrics"].items():
-        if (not isinstance(entry, dict) or not isinstance(entry.get("mean"), (int, float))
-                or isinstance(entry.get("mean"), bool) or not isinstance(entry.get("n"), int)):
-            raise BenchError(f"baseline {path}: metric {metric!r} needs a numeric 'mean' and an integer 'n'")
-    try:
-        float(data.get("tolerance", 0))
-    except (TypeError, ValueError):
-        raise BenchError(f"baseline {path}: 'tolerance' must be a number") from None
+        values = entry.get("values") if isinstance(entry, dict) else None
+        if not isinstance(values, list) or len(values) != len(keys):
+            raise BenchError(f"baseline {path}: metric {metric!r} needs one value per key ({len(keys)}); rerun {update}")
+        numbers = [v for v in values if v is not None]
+        if not numbers:
+            raise BenchError(f"baseline {path}: metric {metric!r} holds no value; rerun {update}")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+            raise BenchError(f"baseline {path}: metric {metric!r} holds a value that is not a number; rerun {update}")
+        if not all(math.isfinite(v) for v in numbers):
+            raise BenchError(f"baseline {path}: metric {metric!r} holds NaN or infinite values (values must be finite); rerun {update}")
+    tol = data.get("tolerance", DEFAULT_TOL)
+    if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not math.isfinite(tol) or tol < 0:
+        raise BenchError(f"baseline {path}: 'tolerance' must be a finite number >= 0, not {tol!r}")
+    if data.get("mode", "test") not in MODES:
+        raise BenchError(f"baseline {path}: 'mode' must be one of {', '.join(MODES)}, not {data.get('mode')!r}")
     return data
 
 
-def compare(baseline: dict, current: dict, tol: float) -> list[dict]:
-    """One row per baseline metric (plus metrics new in the run); status ok / MOVED / MISSING / new."""
-    rows = []
-    for metric in sorted(set(baseline) | set(current)):
-        base, cur = baseline.get(metric), current.get(metric)
-        row = {"metric": metric, "baseline": base and base["mean"], "current": cur and cur["mean"],
-               "delta": None, "baseline std": base and base.get("std"), "current std": cur and cur.get("std"),
-               "seeds": f"{base['n'] if base else '-'} -> {cur['n'] if cur else '-'}"}
-        if base is None:
-            row["status"] = "new"
-        elif cur is None or cur["mean"] is None or math.isnan(cur["mean"]):
-            row["status"] = "MISSING"
-        else:
-            row["delta"] = cur["mean"] - base["mean"]
-            row["status"] = "MOVED" if abs(row["delta"]) > tol + 1e-12 else "ok"
-        rows.append(row)
-    return rows
-
-
-def format_table(rows: list[dict]) -> str:
+def baseline_table(data: dict):
     import pandas as pd
 
-    def fmt(v, signed=False):
+    frames = []
+    keys = pd.DataFrame(data["keys"], columns=list(KEY_FIELDS))
+    for metric, entry in data["metrics"].items():
+        frame = keys.assign(run="baseline", metric=metric, value=entry["values"])
+        frames.append(frame[frame["value"].notna()])
+    return pd.concat(frames, ignore_index=True).astype({"value": float})
+
+
+def check_facts(baseline: dict, facts: dict, path: Path) -> None:
+    """Refuse a baseline of another method or suite, or of other parameters or suite options."""
+    for field in FACTS:
+        if field in baseline and baseline[field] != facts.get(field):
+            what = {"suite": "suite", "suite_options": "suite options", "method": "method",
+                    "method_params": "method parameters"}[field]
+            raise BenchError(f"baseline {path} was made with a different {what} ({baseline[field]!r}) than the run "
+                             f"({facts.get(field)!r}): compare runs of the same method and suite, or make a baseline "
+                             f"for this one with --update")
+
+
+# ---- the comparison ---------------------------------------------------------------------------
+def compare(base_table, table, mode: str, tol: float, settings) -> tuple[list[dict], list[str]]:
+    """(rows, notes): one row per metric (baseline's and the run's), with a status."""
+    import numpy as np
+    import pandas as pd
+
+    from bench.stats.analysis import analyse
+
+    both = pd.concat([base_table, table[base_table.columns]], ignore_index=True)
+    base_metrics, run_metrics = set(base_table["metric"]), set(table["metric"])
+    common_metrics = sorted(base_metrics & run_metrics)
+    keyed = {name: frame.set_index(list(KEY_FIELDS) + ["metric"])["value"] for name, frame in
+             (("baseline", base_table), ("current", table))}
+    paired = keyed["current"].index.intersection(keyed["baseline"].index)
+    if common_metrics and len(paired) == 0:
+        raise BenchError("the run and the baseline share no (subject, prompt, seed, image) key: they are not runs "
+                         "of the same plan; make a baseline for this run with --update")
+    mine = both[both["metric"].isin(common_metrics)]
+    stats = {r["metric"]: r for r in analyse(mine, settings, versus="baseline", strict=mode == "test")
+             if r["run"] == "current"}
+    if mode == "test":
+        for metric, s in stats.items():
+            if s["min_p"] is not None and s["min_p"] >= settings.alpha:
+                raise BenchError(f"the run and the baseline share only {s['paired_units']} {settings.resample}s: no "
+                                 f"change of {metric} could be significant at alpha {settings.alpha:g} (smallest "
+                                 f"p-value {s['min_p']:.3g}), so this check could not fail; use --mode exact "
+                                 f"(reproducible runs) or --mode equivalence, or score more subjects")
+    rows, notes = [], []
+    for metric in sorted(base_metrics | run_metrics):
+        row = {"metric": metric, "status": "ok"}
+        if metric not in run_metrics:
+            row["status"] = "MISSING"
+            rows.append(row)
+            continue
+        if metric not in base_metrics:
+            row["status"] = "new"
+            rows.append(row)
+            continue
+        b = keyed["baseline"].xs(metric, level="metric")
+        c = keyed["current"].xs(metric, level="metric")
+        common = c.index.intersection(b.index)
+        diff = c.loc[common].to_numpy() - b.loc[common].to_numpy()
+        lacking = b.index.difference(c.index)
+        if len(lacking):
+            names = ", ".join(f"{s}/{p}/s{k}/i{i}" for s, p, k, i in lacking[:5]) + (", …" if len(lacking) > 5 else "")
+            notes.append(f"{metric}: the run lacks {len(lacking)} baseline key(s): {names}")
+        extra = c.index.difference(b.index)
+        if len(extra):
+            notes.append(f"{metric}: {len(extra)} key(s) of the run are not in the baseline (not compared)")
+        row.update({"baseline": float(b.mean()), "current": float(c.mean()), "paired": int(len(common)),
+                    "max_abs_diff": float(np.abs(diff).max()) if len(diff) else math.nan, "lacking": int(len(lacking))})
+        s = stats.get(metric) or {}
+        row.update({k: s.get(k) for k in ("delta", "delta_ci_low", "delta_ci_high", "p", "p_holm", "mde",
+                                          "paired_units")})
+        if mode == "exact":
+            if not len(common) or row["max_abs_diff"] > EXACT_TOL or len(lacking):
+                row["status"] = "CHANGED"
+        else:
+            if s.get("delta_ci_low") is None:
+                raise BenchError(f"{metric}: {s.get('note') or 'no interval of the change'}; use --mode exact")
+            if mode == "test":
+                if s["p_holm"] < settings.alpha and abs(s["delta"]) > tol:
+                    row["status"] = "REGRESSED" if s["delta"] < 0 else "CHANGED"
+            elif not (s["delta_ci_low"] >= -tol and s["delta_ci_high"] <= tol):
+                row["status"] = "NOT EQUIVALENT"
+        rows.append(row)
+    return rows, notes
+
+
+def format_table(rows: list[dict], mode: str, alpha: float) -> str:
+    import pandas as pd
+
+    def fmt(v, signed=False, digits=4):
         if v is None or (isinstance(v, float) and math.isnan(v)):
-            return "-"
-        return f"{v:+.4f}" if signed else f"{v:.4f}"
+            return "–"
+        return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
 
-    table = pd.DataFrame([{"metric": r["metric"], "baseline": fmt(r["baseline"]), "current": fmt(r["current"]),
-                           "delta": fmt(r["delta"], signed=True), "baseline std": fmt(r["baseline std"]),
-                           "current std": fmt(r["current std"]), "seeds": r["seeds"], "status": r["status"]}
-                          for r in rows])
-    return table.to_markdown(index=False, disable_numparse=True)
+    out = []
+    for r in rows:
+        line = {"metric": r["metric"], "baseline": fmt(r.get("baseline")), "current": fmt(r.get("current")),
+                "change": fmt(r.get("delta"), signed=True)}
+        line[f"{100 * (1 - alpha):g}% CI of change"] = (
+            f"[{fmt(r['delta_ci_low'], True)}, {fmt(r['delta_ci_high'], True)}]" if r.get("delta_ci_low") is not None
+            else "–")
+        line["p (Holm)"] = fmt(r.get("p_holm"))
+        line["MDE"] = fmt(r.get("mde"))
+        if mode == "exact":
+            line["max |diff|"] = "–" if r.get("max_abs_diff") is None else f"{r['max_abs_diff']:.1e}"
+        line["paired keys"] = str(r.get("paired", "–"))
+        line["status"] = r["status"]
+        out.append(line)
+    return pd.DataFrame(out).to_markdown(index=False, disable_numparse=True)
 
 
+# ---- CLI --------------------------------------------------------------------------------------
 def configure(parser: argparse.ArgumentParser) -> None:
+    from bench.stats.cli import add_settings_options
+
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a scored run directory")
     parser.add_argument("--baseline", required=True, help="baseline json, e.g. reports/baselines/smoke-sd.json")
+    parser.add_argument("--mode", choices=list(MODES), default=None,
+                        help="test: fail when a change is significant and larger than --tol (default); equivalence: "
+                             "fail unless the change's interval lies within ±tol; exact: fail unless every paired "
+                             "value agrees within 1e-6 (default: the baseline's mode, else test)")
     parser.add_argument("--tol", type=float, default=None,
-                        help=f"largest allowed change of a metric's mean (default: the baseline's, else {DEFAULT_TOL})")
-    parser.add_argument("--update", action="store_true", help="write the baseline from this run instead of checking")
+                        help=f"practical margin on a metric's mean (default: the baseline's, else {DEFAULT_TOL})")
+    parser.add_argument("--update", action="store_true",
+                        help="write the baseline from this run (with --tol and --mode as its defaults) instead of checking")
+    add_settings_options(parser)
 
 
 def run(args) -> int:
+    from bench.stats.cli import settings_from
+
     path = Path(args.baseline)
-    if args.tol is not None and args.tol < 0:
-        raise BenchError("--tol must be >= 0")
+    if args.tol is not None and not (math.isfinite(args.tol) and args.tol >= 0):
+        raise BenchError(f"--tol must be a finite number >= 0, not {args.tol}")
+    settings = settings_from(args, suite_aggregate(run_facts(args.run_dir)["suite"]))
     if args.update:
-        data = write_baseline(args.run_dir, path, args.tol)
-        print(f"wrote baseline {path} ({len(data['metrics'])} metrics, tolerance {data['tolerance']})")
+        data = write_baseline(args.run_dir, path, args.tol, args.mode)
+        print(f"wrote baseline {path} ({len(data['metrics'])} metrics, {len(data['keys'])} keys, mode {data['mode']}, "
+              f"tolerance {data['tolerance']})")
         return 0
     baseline = read_baseline(path)
+    mode = args.mode or baseline.get("mode", "test")
     tol = args.tol if args.tol is not None else float(baseline.get("tolerance", DEFAULT_TOL))
-    facts, current = run_summary(args.run_dir)
-    if baseline.get("suite") and baseline["suite"] != facts["suite"]:
-        raise BenchError(f"baseline {path} is for suite {baseline['suite']!r}, the run is {facts['suite']!r}")
-    rows = compare(baseline["metrics"], current, tol)
-    failed = [r for r in rows if r["status"] in ("MOVED", "MISSING")]
-    print(format_table(rows))
+    check_facts(baseline, run_facts(args.run_dir), path)
+    rows, notes = compare(baseline_table(baseline), run_table(args.run_dir), mode, tol, settings)
+    failed = [r for r in rows if r["status"] not in ("ok", "new")]
+    if mode == "exact":
+        print(f"mode exact: every paired value must agree within {EXACT_TOL:g}; {settings.describe()}")
+    else:
+        print(f"mode {mode}, tolerance {tol:g}: {settings.describe()}; change = run - baseline on the keys both hold")
+    print()
+    print(format_table(rows, mode, settings.alpha))
+    for note in notes:
+        print(f"note: {note}")
+    rule = {"test": f"a significant change (Holm p < {settings.alpha:g}) larger than {tol:g}",
+            "equivalence": f"an interval reaching beyond ±{tol:g}",
+            "exact": f"a paired value that moved by more than {EXACT_TOL:g} or a missing key"}[mode]
     if failed:
-        print(f"\nFAIL: {len(failed)} metric(s) moved beyond tolerance {tol} or are missing: "
-              f"{', '.join(r['metric'] for r in failed)} (baseline {path})")
+        print(f"\nFAIL: {len(failed)} metric(s) failed ({rule}, or missing): "
+              f"{', '.join(r['metric'] + ' ' + r['status'] for r in failed)} (baseline {path})")
         return 1
-    print(f"\nOK: {sum(r['status'] == 'ok' for r in rows)} metric(s) within tolerance {tol} of {path}")
+    print(f"\nOK: {sum(r['status'] == 'ok' for r in rows)} metric(s) pass against {path} (none with {rule})")
     return 0

@@ -26,6 +26,9 @@ SUBCOMMANDS = {
     "score": ("bench.scoring", "score a run directory, or a folder of images made elsewhere"),
     "report": ("bench.report", "aggregate runs into pandas tables and markdown leaderboards"),
     "check": ("bench.check", "regression check of a run against a baseline (for CI)"),
+    "stats": ("bench.stats.cli", "means, bootstrap intervals and paired comparisons of any score table"),
+    "power": ("bench.stats.power", "detectable effect sizes for given numbers of subjects and seeds"),
+    "doctor": ("bench.doctor", "list every piece a run needs (weights, data), present or missing, and how to get it"),
     "metric": ("bench.metrics.cli", "compute one metric on given images and texts"),
     "data": ("bench.suites.data", "fetch, locate and validate benchmark data"),
     "train": ("methods.training.cli", "train an EZIGen adapter or a projector baseline"),
@@ -38,12 +41,41 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="list only this kind (default: all)")
 
 
+#: `ls` groups methods by family: a class's ``family`` attribute, else its module
+METHOD_FAMILIES = {"in-context": "in-context baselines", "methods.ezigen": "EZIGen and variants",
+                   "methods.projector": "EZIGen and variants", "methods.sd": "SD-era baselines",
+                   "methods.ip_adapter": "SD-era baselines", "methods.blip_diffusion": "SD-era baselines"}
+
+
+def list_methods(entries) -> None:
+    """Methods grouped by family, each with its base model and tasks."""
+    from bench.types import LoadSpec
+    groups: dict[str, list[str]] = {}
+    for entry in entries:
+        try:
+            cls = entry.load()
+        except BenchError:
+            cls = None
+        family = getattr(cls, "family", None) or entry.target.partition(":")[0]
+        base = getattr(cls, "default_weights", LoadSpec.weights) if cls is not None else "?"
+        tasks = "+".join(sorted(getattr(cls, "tasks", ()))) or "?"
+        groups.setdefault(METHOD_FAMILIES.get(family, "other methods"), []).append(
+            f"  {entry.name:<30} {entry.description}\n  {'':<30} base: {base}; tasks: {tasks}")
+    for title in ("EZIGen and variants", "SD-era baselines", "in-context baselines", "other methods"):
+        if title in groups:
+            print(f" {title}:")
+            print("\n".join(groups[title]))
+
+
 def run(args) -> int:
     from bench.registry import METHODS, METRICS, SUITES
 
     for title, registry in (("methods", METHODS), ("suites", SUITES), ("metrics", METRICS)):
         if args.what in (None, title):
             print(f"{title}:")
+            if title == "methods":
+                list_methods(registry.entries())
+                continue
             for entry in registry.entries():
                 print(f"  {entry.name:<30} {entry.description}")
     return 0

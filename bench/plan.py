@@ -10,9 +10,10 @@ batches that the runner (bench/runner.py) generates.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
 
@@ -47,6 +48,52 @@ MAX_LOOPS = 100
 MAX_PROMPT_REPS = 1000
 PARAM_RANGES = {"num_inference_steps": (1, MAX_STEPS), "loops": (0, MAX_LOOPS), "min_loops": (0, MAX_LOOPS),
                 "max_loops": (0, MAX_LOOPS), "prompt_reps": (1, MAX_PROMPT_REPS)}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--method", required=True, help="method name (see `python -m bench ls methods`)")
+    add("--suite", required=True, help="suite name: dreambench, dreamedit or fastcomposer")
+    add("--data-root", type=Path, help="a copy of the suite's data (for DreamBench the dreambooth "
+        "repository root or its dataset/ folder); default: datasets/<suite> as `bench data fetch` lays it")
+    add("--weights", default=None, help="base model: a Hugging Face id or a local diffusers folder "
+        "(default: the method's own base, stabilityai/stable-diffusion-2-1-base for EZIGen and sd)")
+    add("--preset", choices=PRESETS, help="smoke: tiny random models + the embedded mini suite + one "
+        "seed + 64px images (runs offline in well under 2 minutes on CPU); tiny / sd21-random: "
+        "random-weight models on the chosen suite")
+    add("--adapter", help="adapter weights for adapter methods: a checkpoint folder or file, or "
+        "'init' for the untrained adapter initialised from the self-attention")
+    add("--seeds", default=None, help="seeds, e.g. 0-5 or 0,2 (default: the suite's protocol: "
+        "0-5 for DreamBench and DreamEdit, 0 for FastComposer)")
+    add("--images-per-prompt", type=int, default=None, help="images per prompt and seed (default: the "
+        "suite's protocol, 4)")
+    add("--subjects", default=None, help="comma-separated subset of subjects")
+    add("--limit", type=int, default=None, help="only the first N (subject, prompt) cells")
+    add("--batch-size", type=int, default=4, help="requests per method call (default 4). Part of the run's "
+        "identity: images agree across batch sizes only within a small tolerance, not byte for byte")
+    add("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
+    add("--dtype", choices=["fp16", "bf16", "fp32"], default=None,
+        help="model precision (default: fp16 on CUDA, fp32 on CPU)")
+    add("--resolution", type=int, default=None, help="image size (default: the model's, 512 for SD 2.1)")
+    add("--steps", type=int, default=None, help="denoising steps (default: the method's published value)")
+    add("--param", action="append", default=[], metavar="KEY=VALUE",
+        help="override a method parameter, e.g. --param max_loops=9 (repeatable)")
+    add("--suite-option", action="append", default=[], metavar="KEY=VALUE",
+        help="a suite option, e.g. identifier=sks or conditioning=all (repeatable)")
+    add("--task", choices=["replacement", "addition", "both"], default=None,
+        help="DreamEdit: which editing task (default both)")
+    add("--metrics", default=None, help="comma-separated metrics for the scoring stage "
+        "(default: the suite's protocol metrics)")
+    add("--metric-preset", choices=["tiny"], default=None,
+        help="score with tiny random metric models (default with --preset)")
+    add("--metric-param", action="append", default=[], metavar="METRIC.KEY=VALUE",
+        help="a metric parameter for the scoring stage, kept in run.json (repeatable), e.g. judge.endpoint=URL")
+    add("--no-score", action="store_true", help="generate only; score later with `bench score`")
+    add("--shard", default=None, metavar="I/N", help="process I of N (default: RANK/WORLD_SIZE or 0/1)")
+    add("--out", default=None, help="run directory (default runs/<suite>/<method>[-<preset>])")
+    add("--dry-run", action="store_true", help="check every input, print the plan and exit without loading any model")
+    add("--verify", action="store_true", help="re-hash every recorded image (sha256) before resuming and "
+        "scoring; by default an image whose size and mtime match its record is trusted without a re-hash")
 
 
 @dataclass(frozen=True)
@@ -115,6 +162,7 @@ class RunConfig:
     limit: int | None
     verify: bool
     score: bool
+    metric_params: dict = field(default_factory=dict)   # --metric-param, kept in run.json for scoring
 
     @property
     def random_weights(self) -> bool:
@@ -138,7 +186,10 @@ def plan_run(args) -> RunConfig:
     suite_options = parse_params(args.suite_option, "--suite-option")
     out = output_dir(args)
     metrics = metric_names(args.metrics)
+    metric_params = metric_param_values(getattr(args, "metric_param", None) or [])
     check_input_dir(args.data_root, "--data-root")
+    if not args.dry_run and not model_preset and hasattr(method_cls, "check_weights"):
+        method_cls.check_weights(args.method, args.weights)   # missing weights named before any data is read
     # 2. the suite, its files and the plan
     suite_options = with_suite_defaults(suite_options, args, model_preset)
     suite = load_suite(args.suite, args.data_root, mini=smoke, **suite_options)
@@ -159,17 +210,20 @@ def plan_run(args) -> RunConfig:
         raise BenchError(f"--shard {rank}/{world}: the plan has {n_batches} batch(es) of up to {args.batch_size} "
                          f"images, so shard {rank} would have nothing to do; use at most {n_batches} shards "
                          "(or a smaller --batch-size)")
+    metric_preset = args.metric_preset or (SMOKE["metric_preset"] if model_preset else None)
+    if not args.no_score:
+        precheck_metrics(metrics or list(suite.default_metrics), metric_params, metric_preset, suite)
     # 3. the adapter files: checked now, hashed only once the run goes ahead
     adapter, smoke_note = chosen_adapter(args, method_cls, smoke)
     return RunConfig(
         method=args.method, method_cls=method_cls, method_target=entry.target, method_defaults=dict(entry.params),
         params=params, suite_name=args.suite, suite=suite, suite_options=suite_options, plan=plan,
         skipped_without_mask=unmasked, out=out, rank=rank, world=world, metrics=metrics,
-        metric_preset=args.metric_preset or (SMOKE["metric_preset"] if model_preset else None),
+        metric_preset=metric_preset,
         model_preset=model_preset, weights=args.weights, adapter=adapter, smoke_note=smoke_note,
         device=args.device, dtype=args.dtype, resolution=args.resolution or (SMOKE["resolution"] if smoke else None),
         steps=args.steps or (SMOKE["num_inference_steps"] if smoke else None), batch_size=args.batch_size,
-        limit=args.limit, verify=args.verify, score=not args.no_score)
+        limit=args.limit, verify=args.verify, score=not args.no_score, metric_params=metric_params)
 
 
 def print_plan(config: RunConfig) -> None:
@@ -237,6 +291,31 @@ def output_dir(args) -> Path:
         raise BenchError("--out is empty: name the run directory")
     out = Path(args.out) if args.out else Path("runs") / args.suite / (args.method + (f"-{args.preset}" if args.preset else ""))
     return check_output_dir(out)
+
+
+def metric_param_values(items: list[str]) -> dict[str, dict]:
+    """--metric-param NAME.KEY=VALUE, checked against each metric's parameters before anything runs."""
+    from bench.registry import METRICS, check_method_params
+    from bench.scoring import parse_metric_params
+
+    params = parse_metric_params(items)
+    for name, values in params.items():
+        check_method_params(name, METRICS.get(name).load(), values, "--metric-param", "metric", f"{name}.")
+    return params
+
+
+def precheck_metrics(names: list[str], params: dict[str, dict], preset: str | None, suite) -> None:
+    """Files a metric needs that can be checked without loading a model (a metric class's optional
+    ``precheck(preset=..., **params)``, e.g. the judge's instruction files): a missing one fails now,
+    not after the images are generated."""
+    from bench.registry import METRICS
+
+    suite_params = getattr(suite, "metric_params", dict)()
+    for name in names:
+        entry = METRICS.get(name)
+        check = getattr(entry.load(), "precheck", None)
+        if check is not None:
+            check(preset=preset, **{**entry.params, **suite_params.get(name, {}), **params.get(name, {})})
 
 
 def metric_names(text: str | None) -> list[str] | None:

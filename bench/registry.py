@@ -266,6 +266,13 @@ METHODS.add("ip-adapter-plus-sd15", "methods.ip_adapter:IPAdapterMethod",
             variant="plus")
 METHODS.add("blip-diffusion", "methods.blip_diffusion:BlipDiffusionMethod",
             "BLIP-Diffusion (Salesforce/blipdiffusion, its own SD 1.5-derived model), zero-shot")
+# in-context baselines: one diffusers pipeline each (docs/methods-in-context.md)
+METHODS.add("omnigen", "methods.in_context.omnigen:OmniGenMethod",
+            "OmniGen v1 (Shitao/OmniGen-v1-diffusers), subject image(s) as <img><|image_k|></img> in the prompt")
+METHODS.add("flux-kontext", "methods.in_context.flux_kontext:FluxKontextMethod",
+            "FLUX.1 Kontext [dev] (black-forest-labs/FLUX.1-Kontext-dev), first subject image as its one condition")
+METHODS.add("qwen-image-edit", "methods.in_context.qwen_image_edit:QwenImageEditMethod",
+            "Qwen-Image-Edit-2509 (Qwen/Qwen-Image-Edit-2509), subject image(s) as its image list")
 
 # ---- suites -------------------------------------------------------------------------------
 SUITES.add("dreambench", "bench.suites.dreambench:DreamBench",
@@ -274,6 +281,8 @@ SUITES.add("dreamedit", "bench.suites.dreamedit:DreamEdit",
            "DreamEditBench: subject replacement and addition, masked -sub/-back scores")
 SUITES.add("fastcomposer", "bench.suites.fastcomposer:FastComposer",
            "FastComposer single-subject set: 15 CelebA identities x 40 prompts, face identity")
+SUITES.add("dreambench-plus", "bench.suites.dreambench_plus:DreamBenchPlus",
+           "DreamBench++: 150 images x 9 prompts, judged concept preservation (CP) and prompt following (PF)")
 
 # ---- metrics ------------------------------------------------------------------------------
 # A metric entry builds a bench.metrics.base.Metric; one entry may emit several metric ids
@@ -284,9 +293,9 @@ METRICS.add("dino", "bench.metrics.dino:DinoMetric",
             "DINO ViT-S/16 CLS cosine with the subject's real images")
 METRICS.add("dinov2", "bench.metrics.dino:Dinov2Metric",
             "DINOv2 CLS cosine (transformers), an extra beside the protocol's DINO")
-METRICS.add("masked", "bench.metrics.grounded_sam:MaskedRegionMetric",
+METRICS.add("masked", "bench.metrics.dreamedit:MaskedRegionMetric",
             "DreamEdit paper protocol: DINO/CLIP-I -sub and -back through Grounded-SAM masks")
-METRICS.add("dreamedit-official", "bench.metrics.grounded_sam:OfficialDreamEditMetric",
+METRICS.add("dreamedit-official", "bench.metrics.dreamedit:OfficialDreamEditMetric",
             "DreamEdit official protocol: whole-image -sub/-back scores and their geometric mean")
 METRICS.add("faceid", "bench.metrics.face:FaceNetIdentity",
             "face identity, MTCNN + FaceNet (VGGFace2) as in FastComposer")
@@ -295,3 +304,7 @@ METRICS.add("arcface", "bench.metrics.face:ArcFaceIdentity",
 METRICS.add("clip-t-l14", "bench.metrics.clip:ClipMetric",
             "prompt consistency with CLIP ViT-L/14 (FastComposer protocol)",
             backbone="open_clip:ViT-L-14/openai", image_metric=False)
+METRICS.add("judge", "bench.metrics.judge:JudgeMetric",
+            "DreamBench++ judge: a vision-language model rates concept preservation (CP) and prompt following (PF), 0-4")
+METRICS.add("dreamsim", "bench.metrics.dreamsim:DreamSimMetric",
+            "DreamSim perceptual distance to the subject's reference image(s), lower is better (ensemble by default)")

@@ -15,7 +15,6 @@ is checked before a model loads or run.json is written.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.metadata
 import platform
@@ -26,62 +25,27 @@ from pathlib import Path
 
 from bench.files import files_sha256, weight_files
 from bench.options import default_device
-from bench.plan import PRESETS, RunConfig, plan_batches, plan_run, print_plan
+from bench.plan import RunConfig, configure, plan_batches, plan_run, print_plan  # noqa: F401 (configure: the CLI's)
 from bench.store import RunStore, encode_png, weights_status
 from bench.suites.base import samples_hash
 from bench.types import GenRequest, LoadSpec
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    add = parser.add_argument
-    add("--method", required=True, help="method name (see `python -m bench ls methods`)")
-    add("--suite", required=True, help="suite name: dreambench, dreamedit or fastcomposer")
-    add("--data-root", type=Path, help="a copy of the suite's data (for DreamBench the dreambooth "
-        "repository root or its dataset/ folder); default: datasets/<suite> as `bench data fetch` lays it")
-    add("--weights", default=None, help="base model: a Hugging Face id or a local diffusers folder "
-        "(default: the method's own base, stabilityai/stable-diffusion-2-1-base for EZIGen and sd)")
-    add("--preset", choices=PRESETS, help="smoke: tiny random models + the embedded mini suite + one "
-        "seed + 64px images (runs offline in well under 2 minutes on CPU); tiny / sd21-random: "
-        "random-weight models on the chosen suite")
-    add("--adapter", help="adapter weights for adapter methods: a checkpoint folder or file, or "
-        "'init' for the untrained adapter initialised from the self-attention")
-    add("--seeds", default=None, help="seeds, e.g. 0-5 or 0,2 (default: the suite's protocol: "
-        "0-5 for DreamBench and DreamEdit, 0 for FastComposer)")
-    add("--images-per-prompt", type=int, default=None, help="images per prompt and seed (default: the "
-        "suite's protocol, 4)")
-    add("--subjects", default=None, help="comma-separated subset of subjects")
-    add("--limit", type=int, default=None, help="only the first N (subject, prompt) cells")
-    add("--batch-size", type=int, default=4, help="requests per method call (default 4). Part of the run's "
-        "identity: images agree across batch sizes only within a small tolerance, not byte for byte")
-    add("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
-    add("--dtype", choices=["fp16", "bf16", "fp32"], default=None,
-        help="model precision (default: fp16 on CUDA, fp32 on CPU)")
-    add("--resolution", type=int, default=None, help="image size (default: the model's, 512 for SD 2.1)")
-    add("--steps", type=int, default=None, help="denoising steps (default: the method's published value)")
-    add("--param", action="append", default=[], metavar="KEY=VALUE",
-        help="override a method parameter, e.g. --param max_loops=9 (repeatable)")
-    add("--suite-option", action="append", default=[], metavar="KEY=VALUE",
-        help="a suite option, e.g. identifier=sks or conditioning=all (repeatable)")
-    add("--task", choices=["replacement", "addition", "both"], default=None,
-        help="DreamEdit: which editing task (default both)")
-    add("--metrics", default=None, help="comma-separated metrics for the scoring stage "
-        "(default: the suite's protocol metrics)")
-    add("--metric-preset", choices=["tiny"], default=None,
-        help="score with tiny random metric models (default with --preset)")
-    add("--no-score", action="store_true", help="generate only; score later with `bench score`")
-    add("--shard", default=None, metavar="I/N", help="process I of N (default: RANK/WORLD_SIZE or 0/1)")
-    add("--out", default=None, help="run directory (default runs/<suite>/<method>[-<preset>])")
-    add("--dry-run", action="store_true", help="check every input, print the plan and exit without loading any model")
-    add("--verify", action="store_true", help="re-hash every recorded image (sha256) before resuming and "
-        "scoring; by default an image whose size and mtime match its record is trusted without a re-hash")
-
-
 def run(args) -> int:
-    config = plan_run(args)
     if args.dry_run:
-        print_plan(config)
-        return 0
-    return execute(config)
+        return dry_run(args)
+    return execute(plan_run(args))
+
+
+def dry_run(args) -> int:
+    """`--dry-run`: the doctor's checklist of every piece the run needs, then the plan; exit
+    status 2 when a piece is missing. Nothing is loaded or written."""
+    from bench.doctor import print_checklist
+
+    missing = print_checklist(args)
+    print()
+    print_plan(plan_run(args))
+    return 2 if missing else 0
 
 
 def execute(config: RunConfig) -> int:
@@ -123,8 +87,9 @@ def load_spec(config: RunConfig, device: str) -> LoadSpec:
     """How the method loads its base model. A method built on another base model (e.g.
     IP-Adapter on SD 1.5) names it as ``default_weights``."""
     default_weights = getattr(config.method_cls, "default_weights", LoadSpec.weights)
+    cuda_dtype = getattr(config.method_cls, "cuda_dtype", "fp16")     # the in-context baselines: bf16
     return LoadSpec(weights=config.weights or default_weights, preset=config.model_preset, device=device,
-                    dtype=config.dtype or ("fp16" if device.startswith("cuda") else "fp32"), adapter=config.adapter,
+                    dtype=config.dtype or (cuda_dtype if device.startswith("cuda") else "fp32"), adapter=config.adapter,
                     resolution=config.resolution, num_inference_steps=config.steps,
                     params=tuple(sorted(config.params.items())))
 
@@ -152,6 +117,7 @@ def run_info(config: RunConfig, device: str) -> dict:
                  "skipped_without_mask": config.skipped_without_mask},
         "metrics": config.metrics or list(config.suite.default_metrics),
         "metric_preset": config.metric_preset, "random_weights": config.random_weights,
+        **({"metric_params": config.metric_params} if config.metric_params else {}),
         "provenance": provenance(device),
     }
 

@@ -100,7 +100,8 @@ def build_items(store: RunStore, cells: dict[str, Sample], verify: bool = False
         item = ScoreItem(key=key, image=image, seed=int(record["seed"]), subject=sample.subject,
                          class_noun=sample.class_noun, eval_text=sample.eval_text,
                          reference_images=sample.reference_images, subject_images=sample.subject_images,
-                         source_image=sample.source_image, mask=sample.mask)
+                         source_image=sample.source_image, mask=sample.mask, category=sample.category,
+                         iteration_images=tuple(store.root / it["image"] for it in record.get("iterations") or ()))
         out.append((item, sample, record["sha256"]))
     return out
 
@@ -177,6 +178,9 @@ def score_run(run_dir, metrics=None, device: str = "cpu", batch_size: int = 16, 
     for name, defaults in getattr(suite, "metric_params", dict)().items():   # the suite's protocol settings
         params[name] = {**defaults, **params.get(name, {})}
     instances = build_metrics(names, device, preset, params)
+    for metric in instances:
+        if hasattr(metric, "bind_run"):          # a metric that keeps a side record (the judge's raw answers)
+            metric.bind_run(store.root)
 
     old = read_scores(store.scores_path)
     cache = {(r.sha256, r.context, r.metric, str(r.metric_version)): r.value

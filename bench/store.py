@@ -557,14 +557,29 @@ class GenerationWriter:
         path = self.store.image_path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         data = encode_png(image) if data is None else data
+        iterations = self._write_iterations(path, image.info.get("bench_iterations") or ())
         write_atomic(path, data)
         record = {"key": key, "seed": seed, "image": path.relative_to(self.store.root).as_posix(),
                   "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
                   "mtime_ns": path.stat().st_mtime_ns, "seconds": round(seconds, 4), **(extras or {})}
+        if iterations:
+            record["iterations"] = iterations
         self._file.write((json.dumps(record, default=str) + "\n").encode("utf-8"))
         self._file.flush()
         os.fsync(self._file.fileno())
         return record
+
+    def _write_iterations(self, path: Path, images) -> list[dict]:
+        """Every iteration's output of an iterating method (``image.info["bench_iterations"]``,
+        first to last), saved next to the image as ``<name>.iter<k>.png`` (k from 1)."""
+        out = []
+        for k, iteration in enumerate(images, start=1):
+            target = path.with_name(f"{path.stem}.iter{k}.png")
+            data = encode_png(iteration)
+            write_atomic(target, data)
+            out.append({"image": target.relative_to(self.store.root).as_posix(),
+                        "sha256": hashlib.sha256(data).hexdigest()})
+        return out
 
     def close(self) -> None:
         self._file.close()

@@ -61,11 +61,11 @@ def unet_forward_seconds(method: EZIGenMethod, batch: int, repeats: int, with_ad
     t = torch.tensor(381, device=sd.device)
     with torch.no_grad():
         for _ in range(2):
-            sd.c.unet(latents, t.expand(2 * batch), encoder_hidden_states=text, **kwargs)
+            sd.components.unet(latents, t.expand(2 * batch), encoder_hidden_states=text, **kwargs)
         _sync(str(sd.device))
         start = time.perf_counter()
         for _ in range(repeats):
-            sd.c.unet(latents, t.expand(2 * batch), encoder_hidden_states=text, **kwargs)
+            sd.components.unet(latents, t.expand(2 * batch), encoder_hidden_states=text, **kwargs)
         _sync(str(sd.device))
     return (time.perf_counter() - start) / repeats / (2 * batch)
 

@@ -177,11 +177,11 @@ def unet_seconds_per_sample(method: EZIGenMethod, batch: int, clock: Clock, repe
         kwargs = adapter_kwargs(tokens)
     t = torch.tensor(381, device=sd.device).expand(n)
     for _ in range(2):
-        sd.c.unet(latents, t, encoder_hidden_states=text, return_dict=False, **kwargs)
+        sd.components.unet(latents, t, encoder_hidden_states=text, return_dict=False, **kwargs)
     times = {}
     with clock.measure(times, "s"):
         for _ in range(repeats):
-            sd.c.unet(latents, t, encoder_hidden_states=text, return_dict=False, **kwargs)
+            sd.components.unet(latents, t, encoder_hidden_states=text, return_dict=False, **kwargs)
     return times["s"] / repeats / n
 
 
@@ -237,7 +237,7 @@ def release_replay(method: EZIGenMethod, request: GenRequest, loops: int) -> int
         layout_uncond = sd.encode_text([cfg.negative_prompt])
         loop_uncond = sd.encode_text([""])
         tokens = method.adapter.tokens(method.reference.features([request]))
-        scheduler = sd.c.make_scheduler()
+        scheduler = sd.components.make_scheduler()
         scheduler.set_timesteps(cfg.num_inference_steps)
         timesteps = scheduler.timesteps
 

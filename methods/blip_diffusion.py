@@ -22,11 +22,22 @@ diffusers 0.42 with transformers 5: the pipeline's Q-Former calls ``invert_atten
 ``get_head_mask`` (helpers transformers 5 removed from its models) and the old calling convention of
 ``Blip2QFormerAttention``; :func:`make_qformer_compatible` restores both on the loaded instance,
 with transformers 4's definitions, without changing any weight name.
+
+Text encoder causality (transformers 5): diffusers' ``ContextCLIPTextTransformer`` builds CLIP's
+causal mask and hands it to transformers' ``CLIPEncoder`` as ``causal_attention_mask``; transformers
+5 moved causality into ``CLIPTextModel`` and its ``CLIPEncoder`` no longer reads that argument (it
+falls through ``**kwargs`` to the attention function, which ignores it), so every token attended to
+later ones. :func:`make_text_encoder_causal` passes the causal mask as the attention mask the
+encoder honours (no-op on transformers 4). diffusers 0.42 cannot resolve the released folder's
+``model_index.json`` (its components' library ``blip_diffusion`` moved under ``deprecated``), so
+:func:`load_blip_diffusion` loads each component by its class. docs/methods-baselines.md,
+"BLIP-Diffusion".
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import re
 from pathlib import Path
@@ -93,6 +104,43 @@ def make_qformer_compatible(qformer) -> None:
             _old_attention_call(layer.crossattention)
 
 
+# ---- transformers 5: the context text encoder's causal mask ---------------------------------
+def make_text_encoder_causal(text_encoder) -> bool:
+    """Make a diffusers ContextCLIPTextModel causal again under transformers 5 (idempotent).
+
+    Its text transformer passes ``causal_attention_mask=`` to ``CLIPEncoder.forward``; from
+    transformers 5 that name is swallowed by ``**kwargs`` and never applied. The wrapper adds it to
+    the (optional) padding mask and passes the sum as ``attention_mask``, which the eager and SDPA
+    attention functions apply, as transformers 4's encoder did. Returns whether it patched.
+    """
+    encoder = text_encoder.text_model.encoder
+    if "causal_attention_mask" in inspect.signature(type(encoder).forward).parameters:
+        return False                                     # transformers 4 applies it itself
+    if getattr(encoder, "_causal_mask_honoured", False):
+        return True
+    original = encoder.forward
+
+    def forward(inputs_embeds, attention_mask=None, causal_attention_mask=None, **kwargs):
+        if causal_attention_mask is not None:
+            if attention_mask is None:
+                attention_mask = causal_attention_mask
+            else:   # both additive; clamp so two masked entries do not overflow to -inf
+                attention_mask = (attention_mask + causal_attention_mask).clamp_min(
+                    torch.finfo(causal_attention_mask.dtype).min)
+        return original(inputs_embeds, attention_mask=attention_mask, **kwargs)
+
+    encoder.forward = forward
+    encoder._causal_mask_honoured = True
+    return True
+
+
+def make_transformers5_compatible(pipe) -> None:
+    """Both transformers 5 repairs of a loaded BlipDiffusionPipeline: the Q-Former's calls and the
+    text encoder's causal mask. Every way the method builds its pipeline goes through here."""
+    make_qformer_compatible(pipe.qformer)
+    make_text_encoder_causal(pipe.text_encoder)
+
+
 # ---- loading ---------------------------------------------------------------------------------
 def _missing(weights: str, detail: str) -> BenchError:
     return BenchError(
@@ -127,10 +175,38 @@ def load_blip_diffusion(weights: str, device: str, dtype: str):
             raise _missing(weights, type(exc).__name__) from None
         revision = folder.name
     try:
-        pipe = BlipDiffusionPipeline.from_pretrained(folder, torch_dtype=DTYPES[dtype])
-    except (OSError, ValueError) as exc:
+        pipe = _pipeline_from_folder(folder).to(dtype=DTYPES[dtype])
+    except (OSError, ValueError, KeyError, AttributeError) as exc:
         raise _missing(weights, reason(exc)) from None
+    make_transformers5_compatible(pipe)
     return pipe.to(device), revision
+
+
+def _pipeline_from_folder(folder: Path):
+    """A BlipDiffusionPipeline from a pipeline folder, each component loaded by its class.
+
+    diffusers 0.42 cannot resolve the released folder's ``model_index.json`` itself: it names the
+    pipeline's own components by the library ``blip_diffusion``, which moved under
+    ``pipelines.deprecated`` (and ``save_pretrained`` writes ``diffusers``, which does not export
+    them). So every component is loaded here from its subfolder with its class, looked up in
+    diffusers, transformers or the deprecated BLIP-Diffusion package."""
+    import json
+
+    import diffusers
+    import transformers
+    from diffusers.pipelines import BlipDiffusionPipeline
+    from diffusers.pipelines.deprecated import blip_diffusion
+
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    components = {}
+    for name in ("tokenizer", "text_encoder", "vae", "unet", "scheduler", "qformer", "image_processor"):
+        library, class_name = index[name]
+        module = {"transformers": transformers, "diffusers": diffusers}.get(library)
+        cls = getattr(module, class_name, None) if module is not None else None
+        cls = cls or getattr(blip_diffusion, class_name)
+        components[name] = cls.from_pretrained(folder / name)
+    config = {k: index[k] for k in ("ctx_begin_pos", "mean", "std") if k in index}
+    return BlipDiffusionPipeline(**components, **config)
 
 
 def subject_context(prompt: str, class_noun: str) -> str:
@@ -146,6 +222,20 @@ MAX_PROMPT_REPEATS = 1000
 class BlipDiffusionMethod:
     tasks = frozenset({"generate"})
     default_weights = BLIP_DIFFUSION
+
+    @classmethod
+    def requirements(cls, spec: LoadSpec, **params) -> list:
+        """What a run needs on disk (bench/needs.py): the pipeline and the BERT tokenizer files."""
+        from bench import needs
+
+        if spec.preset is not None:
+            return []
+        weights = spec.weights if spec.weights != LoadSpec.weights else cls.default_weights
+        return [needs.hf_weights(f"BLIP-Diffusion pipeline {weights}", weights, ("model_index.json", "unet/*"),
+                                 None, f"hf download {weights}"),
+                needs.hf_weights("bert-base-uncased tokenizer (BLIP-Diffusion's Q-Former)", "bert-base-uncased",
+                                 ("vocab.txt", "tokenizer_config.json"), None,
+                                 "hf download bert-base-uncased vocab.txt tokenizer_config.json")]
 
     def __init__(self, spec: LoadSpec, name: str = "blip-diffusion", num_inference_steps: int = 25,
                  guidance_scale: float = 7.5, negative_prompt: str = BLIP_NEGATIVE_PROMPT,
@@ -175,7 +265,7 @@ class BlipDiffusionMethod:
         self.random_weights = spec.preset is not None
         pipe = self.pipe
         pipe.set_progress_bar_config(disable=True)
-        make_qformer_compatible(pipe.qformer)
+        make_transformers5_compatible(pipe)
         self.device, self.dtype = torch.device(spec.device), pipe.unet.dtype
         make_batch_invariant(SimpleNamespace(unet=pipe.unet, vae=pipe.vae, device=self.device))
         factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
@@ -189,7 +279,9 @@ class BlipDiffusionMethod:
         model = {"model_id": self.model_id, "revision": self.revision, "random_weights": self.random_weights,
                  "resolution": self.resolution, "dtype": str(self.dtype).replace("torch.", ""),
                  "base_model": self.default_weights,
-                 "num_query_tokens": int(self.pipe.qformer.config.num_query_tokens)}
+                 "num_query_tokens": int(self.pipe.qformer.config.num_query_tokens),
+                 # before the fix (transformers 5) the context text encoder attended both ways
+                 "text_encoder_attention": "causal"}
         return {"params": {"num_inference_steps": self.num_inference_steps, "guidance_scale": self.guidance_scale,
                            "negative_prompt": self.negative_prompt, "prompt_strength": self.prompt_strength,
                            "prompt_reps": self.prompt_reps, "resolution": self.resolution,

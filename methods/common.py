@@ -89,7 +89,7 @@ def make_batch_invariant(components: Components) -> None:
       broadcast (the resnets add it with broadcasting);
     - oneDNN convolutions pick a batch-dependent algorithm on CPU: disabled on CPU;
     - the VAE's attention block: encoded/decoded one sample at a time (diffusers' slicing).
-    On CUDA the convolution algorithm may still depend on the batch (see README).
+    On CUDA the convolution algorithm may still depend on the batch (docs/running-and-resuming.md, "Determinism: what holds").
     """
     share_time_embedding(components.unet)
     components.vae.enable_slicing()
@@ -101,7 +101,7 @@ class StableDiffusionParts:
     """Text encoding, VAE encode/decode and guided UNet calls on loaded :class:`Components`."""
 
     def __init__(self, components: Components, resolution: int | None = None, batch_invariant: bool = True):
-        self.c = components
+        self.components = components
         if batch_invariant:
             make_batch_invariant(components)
         self.resolution = resolution or components.resolution
@@ -115,22 +115,23 @@ class StableDiffusionParts:
 
     @property
     def device(self):
-        return self.c.device
+        return self.components.device
 
     @property
     def dtype(self):
-        return self.c.dtype
+        return self.components.dtype
 
     @torch.no_grad()
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         """[B, 77, D] text embeddings, each distinct prompt encoded once for the object's life."""
         missing = sorted({t for t in texts if t not in self._text_cache})
         if missing:
-            tok = self.c.tokenizer([clip_text(t) for t in missing], padding="max_length", max_length=self.c.tokenizer.model_max_length,
-                                   truncation=True, return_tensors="pt")
-            hidden = self.c.text_encoder(tok.input_ids.to(self.device))[0].to(self.dtype)
-            for text, h in zip(missing, hidden):
-                self._text_cache[text] = h
+            tokenizer = self.components.tokenizer
+            tokens = tokenizer([clip_text(t) for t in missing], padding="max_length", max_length=tokenizer.model_max_length,
+                               truncation=True, return_tensors="pt")
+            hidden = self.components.text_encoder(tokens.input_ids.to(self.device))[0].to(self.dtype)
+            for text, embedding in zip(missing, hidden):
+                self._text_cache[text] = embedding
         return torch.stack([self._text_cache[t] for t in texts])
 
     def initial_latents(self, generators: Sequence[torch.Generator]) -> torch.Tensor:
@@ -139,7 +140,7 @@ class StableDiffusionParts:
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents -> images in [-1, 1] (float32)."""
-        vae = self.c.vae
+        vae = self.components.vae
         return vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0].float()
 
     @torch.no_grad()
@@ -150,7 +151,7 @@ class StableDiffusionParts:
         a posterior sample ``mean + std * eps`` (the reference code's ``latent_dist.sample()``),
         ``eps`` drawn on the CPU from that image's generator so it does not depend on the batch.
         """
-        vae = self.c.vae
+        vae = self.components.vae
         posterior = vae.encode(images.to(self.device, vae.dtype)).latent_dist
         latents = posterior.mean
         if generators is not None:
@@ -170,7 +171,7 @@ class StableDiffusionParts:
         timestep = torch.as_tensor(t, device=self.device)
         if timestep.ndim == 0:
             timestep = timestep.expand(latents.shape[0])
-        return self.c.unet(latents, timestep, encoder_hidden_states=cond, return_dict=False, **unet_kwargs)[0]
+        return self.components.unet(latents, timestep, encoder_hidden_states=cond, return_dict=False, **unet_kwargs)[0]
 
     @torch.no_grad()
     def guided_noise(self, latents: torch.Tensor, t, cond: torch.Tensor, uncond: torch.Tensor,
@@ -180,7 +181,7 @@ class StableDiffusionParts:
         self.unet_calls += 2 * n
         model_in = torch.cat([latents, latents])
         timestep = torch.as_tensor(t, device=self.device).expand(2 * n) if torch.as_tensor(t).ndim == 0 else torch.cat([t, t])
-        noise = self.c.unet(model_in, timestep, encoder_hidden_states=torch.cat([uncond, cond]),
+        noise = self.components.unet(model_in, timestep, encoder_hidden_states=torch.cat([uncond, cond]),
                             return_dict=False, **unet_kwargs)[0]
         noise_uncond, noise_text = noise.chunk(2)
         return noise_uncond + guidance * (noise_text - noise_uncond)

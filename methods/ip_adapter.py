@@ -80,6 +80,24 @@ class IPAdapterMethod:
     #: the base model the released weights were trained for (used when --weights is not given)
     default_weights = SD15
 
+    @classmethod
+    def requirements(cls, spec: LoadSpec, variant: str = "sd15", **params) -> list:
+        """What a run needs on disk (bench/needs.py): SD 1.5 and the IP-Adapter files."""
+        from dataclasses import replace
+
+        from bench import needs
+
+        if spec.preset is not None:
+            return []
+        weights = spec.weights if spec.weights != LoadSpec.weights else cls.default_weights
+        weight_name = IP_ADAPTER_FILES.get(variant, IP_ADAPTER_FILES["sd15"])
+        files = (f"models/{weight_name}", "models/image_encoder/config.json",
+                 "models/image_encoder/model.safetensors|models/image_encoder/pytorch_model.bin")
+        get = f'hf download {IP_ADAPTER_REPO} --include "models/{weight_name}" "models/image_encoder/*"'
+        return needs.base_model(replace(spec, weights=weights)) + [
+            needs.hf_weights(f"IP-Adapter {weight_name} and its image encoder", spec.adapter or IP_ADAPTER_REPO,
+                             files, None, get)]
+
     def __init__(self, spec: LoadSpec, name: str = "ip-adapter-sd15", variant: Literal["sd15", "plus"] = "sd15",
                  scale: float = 0.5, num_inference_steps: int = 50, guidance_scale: float = 7.5,
                  negative_prompt: str = IP_NEGATIVE_PROMPT):

@@ -217,6 +217,28 @@ class ProjectorMethod:
     #: ``**ezigen_params`` go to EZIGenMethod: the runner checks --param against its signature too
     forwards_params_to = "methods.ezigen.method:EZIGenMethod"
 
+    @classmethod
+    def requirements(cls, spec, encoder: str = "clip", encoder_model: str | None = None, **ezigen_params) -> list:
+        """What a run needs on disk (bench/needs.py): EZIGen's pieces, the trained projector folder
+        (--adapter) and the ViT encoder's weights."""
+        from bench import needs
+        from methods.ezigen.checkpoint import adapter_need
+        from methods.ezigen.method import EZIGenMethod
+
+        method = "clip-projector" if encoder == "clip" else "dino-projector"
+        out = EZIGenMethod.requirements(spec, adapter=False, **ezigen_params)
+        out += adapter_need(None if spec.adapter == "init" else spec.adapter, f"trained {method} folder (--adapter)",
+                            f"python -m bench train --method {method} ... (see methods/training/README.md)")
+        if not spec.preset:
+            name = encoder_model or DEFAULT_ENCODERS[encoder]
+            if encoder == "clip":
+                arch, _, pretrained = name.partition("/")
+                repo, size = needs.CLIP_HUB.get((arch, pretrained), (f"(open_clip {name})", None))
+                out.append(needs.open_clip_weights(arch, pretrained, repo, size))
+            else:
+                out.append(needs.timm_weights(name, needs.TIMM_SIZES.get(name)))
+        return out
+
     def __init__(self, spec, name: str = "clip-projector", encoder: Literal["clip", "dino"] = "clip",
                  encoder_model: str | None = None, **ezigen_params):
         from methods.ezigen.editing import EZIGenEditor

@@ -20,6 +20,12 @@ from methods.common import StableDiffusionParts, request_generators, to_pil
 class StableDiffusionMethod:
     tasks = frozenset({"generate"})
 
+    @classmethod
+    def requirements(cls, spec: LoadSpec, **params) -> list:
+        """What a run needs on disk (bench/needs.py): the base model."""
+        from bench.needs import base_model
+        return base_model(spec)
+
     def __init__(self, spec: LoadSpec, name: str = "sd", num_inference_steps: int = 50,
                  guidance_scale: float = 7.5, negative_prompt: str = ""):
         self.name = name

@@ -143,7 +143,7 @@ CASES = {
     "score batch 0": (["score", "{a-run}", "--batch-size", "0"], "--batch-size 0"),
     "score unknown metric": (["score", "{a-run}", "--metrics", "clipp"], "did you mean 'clip'"),
     "score metric param": (["score", "{a-run}", "--metric-param", "clip.colour=red"], "clip.colour"),
-    "check baseline fields": (["check", "{a-run}", "--baseline", "{baseline}"], "'mean'"),
+    "check baseline fields": (["check", "{a-run}", "--baseline", "{baseline}"], "older format"),
     "check baseline missing": (["check", "{a-run}", "--baseline", "{root}/nowhere.json"], "does not exist"),
     "unknown command": (["frobnicate"], "frobnicate"),
     "plan too large": (RUN + ["--seeds", "0-9999", "--images-per-prompt", "1000"], "more than 1000000"),

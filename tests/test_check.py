@@ -1,33 +1,96 @@
-"""`bench check`: passes against its own fresh baseline, fails when a metric moves beyond the
-tolerance or disappears, refuses a missing baseline."""
+"""`bench check` as a paired statistical test: a baseline keeps per-key values and the run's
+facts; exact / test / equivalence modes; every input that would make a check unable to fail is
+refused with one line and exit status 2."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from bench.check import EXACT_TOL
 from bench.cli import main
 from bench.scoring import score_run
 from test_scoring import make_run
 
+METRICS = ("clip_i/tiny-random", "clip_t/tiny-random", "dino/tiny-random")
+
 
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
+    """A real scored run over the mini suite and its baseline (exact mode, as for smoke CI)."""
     root = tmp_path_factory.mktemp("check")
     store = make_run(root / "run", seeds=(0, 1), subjects={"dog", "vase"})
     score_run(store.root, progress=False)
     baseline = root / "baselines" / "smoke.json"
-    assert main(["check", str(store.root), "--baseline", str(baseline), "--update"]) == 0
+    assert main(["check", str(store.root), "--baseline", str(baseline), "--update", "--mode", "exact"]) == 0
     return store, baseline
 
 
-def shifted_copy(store, tmp_path, metric: str, delta: float):
-    """The same run with one metric's values shifted by ``delta`` (a regression)."""
-    import shutil
+def synthetic_run(root, subjects=30, prompts=5, seeds=2, shift=None, method="sd", options=None, rng_seed=0,
+                  noise=0.02):
+    """A run directory holding only run.json and scores.parquet (no images): enough subjects for
+    the statistical modes. ``shift``: {metric: added value}."""
+    rng = np.random.default_rng(rng_seed)
+    root.mkdir(parents=True)
+    (root / "run.json").write_text(json.dumps({
+        "format": 1, "identity": {"method": method, "method_params": {}, "model": "preset:tiny"},
+        "suite": {"name": "dreambench", "options": options or {}}, "random_weights": True,
+        "plan": {"seeds": list(range(seeds)), "images_per_seed": subjects * prompts}}))
+    rows = []
+    subject_effect = np.random.default_rng(99).normal(0, 0.05, subjects)       # the same subjects every run
+    for metric in METRICS:
+        for s in range(subjects):
+            for p in range(prompts):
+                for k in range(seeds):
+                    value = 0.6 + subject_effect[s] + rng.normal(0, noise) + (shift or {}).get(metric, 0.0)
+                    rows.append({"key": f"dreambench/subj{s}/{p:03d}/s{k}/i0", "seed": k, "subject": f"subj{s}",
+                                 "category": "object", "prompt_index": p, "metric": metric, "metric_version": "1",
+                                 "value": value, "sha256": "", "context": ""})
+    pd.DataFrame(rows).to_parquet(root / "scores.parquet", index=False)
+    return root
 
-    copy = tmp_path / "shifted"
+
+def check(*args) -> int:
+    return main(["check", *map(str, args)])
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: "), err
+    return err
+
+
+# ---- the baseline and the exact mode on a real scored run ----------------------------------------
+def test_baseline_keeps_per_key_values_and_the_run_facts(scored):
+    store, baseline = scored
+    data = json.loads(baseline.read_text())
+    assert data["format"] == 2 and data["suite"] == "dreambench" and data["method"] == "sd"
+    assert data["mode"] == "exact" and data["tolerance"] == 0.005
+    assert set(data["metrics"]) == set(METRICS)
+    assert len(data["keys"]) == 2 * 4 * 2                 # subjects x prompts x seeds, one image each
+    scores = pd.read_parquet(store.scores_path)
+    dino = scores[scores["metric"] == "dino/tiny-random"].set_index("key")["value"]
+    by_key = dict(zip((f"dreambench/{s}/{int(p):03d}/s{k}/i{i}" for s, p, k, i in data["keys"]),
+                      data["metrics"]["dino/tiny-random"]["values"]))
+    assert by_key == dino.to_dict()                        # every score kept exactly
+
+
+def test_fresh_baseline_passes_and_a_test_that_cannot_fail_is_refused(scored, capsys):
+    store, baseline = scored
+    for mode in ("exact", "equivalence"):
+        assert check(store.root, "--baseline", baseline, "--mode", mode) == 0, mode
+        assert "OK: 3 metric(s)" in capsys.readouterr().out
+    # 2 subjects: no sign pattern reaches p < 0.05, so a statistical test could never fail
+    assert check(store.root, "--baseline", baseline, "--mode", "test") == 2
+    assert "could not fail" in error_line(capsys)
+
+
+def shifted_copy(store, tmp_path, metric: str, delta: float, name="shifted"):
+    copy = tmp_path / name
     shutil.copytree(store.root, copy)
     df = pd.read_parquet(copy / "scores.parquet")
     df.loc[df["metric"] == metric, "value"] += delta
@@ -35,46 +98,175 @@ def shifted_copy(store, tmp_path, metric: str, delta: float):
     return copy
 
 
-def test_baseline_holds_the_run_summary(scored):
-    store, baseline = scored
-    data = json.loads(baseline.read_text())
-    assert data["suite"] == "dreambench" and data["tolerance"] == 0.005
-    assert set(data["metrics"]) == {"clip_t/tiny-random", "clip_i/tiny-random", "dino/tiny-random"}
-    dino = data["metrics"]["dino/tiny-random"]
-    assert dino["n"] == 2 and dino["images"] == 2 * 2 * 4 and dino["std"] > 0
-
-
-def test_fresh_baseline_passes(scored, capsys):
-    store, baseline = scored
-    assert main(["check", str(store.root), "--baseline", str(baseline)]) == 0
-    out = capsys.readouterr().out
-    assert "OK: 3 metric(s)" in out and "MOVED" not in out
-
-
-def test_shift_beyond_tolerance_fails_with_a_table(scored, tmp_path, capsys):
+def test_exact_mode_fails_on_a_shift_and_names_it(scored, tmp_path, capsys):
     store, baseline = scored
     moved = shifted_copy(store, tmp_path, "dino/tiny-random", 0.02)
-    assert main(["check", str(moved), "--baseline", str(baseline)]) == 1
+    assert check(moved, "--baseline", baseline) == 1               # the baseline's mode: exact
     out = capsys.readouterr().out
-    dino_line = next(line for line in out.splitlines() if "dino/tiny-random" in line and "|" in line)
-    assert "MOVED" in dino_line and "+0.0200" in dino_line
-    assert "baseline std" in out and "FAIL: 1 metric(s)" in out
-    # the same shift passes under a looser tolerance, and a shift inside the default passes
-    assert main(["check", str(moved), "--baseline", str(baseline), "--tol", "0.05"]) == 0
+    line = next(x for x in out.splitlines() if x.startswith("| dino/tiny-random"))
+    assert "CHANGED" in line and "+0.0200" in line and "[+0.0200, +0.0200]" in line      # change and its interval
+    assert "FAIL: 1 metric(s)" in out and "MDE" in out
+    tiny = shifted_copy(store, tmp_path, "dino/tiny-random", EXACT_TOL / 10, "tiny")
+    assert check(tiny, "--baseline", baseline) == 0                # within 1e-6 is exact
+    # the test-mode table shows the change, its interval and the MDE
+    assert check(moved, "--baseline", baseline, "--mode", "equivalence") == 1
+    out = capsys.readouterr().out
+    assert "CI of change" in out and "MDE" in out and "NOT EQUIVALENT" in out
 
 
-def test_small_shift_passes_and_missing_metric_fails(scored, tmp_path, capsys):
+def test_missing_metric_fails(scored, tmp_path, capsys):
     store, baseline = scored
-    small = shifted_copy(store, tmp_path, "clip_t/tiny-random", 0.004)
-    assert main(["check", str(small), "--baseline", str(baseline)]) == 0
-    df = pd.read_parquet(small / "scores.parquet")
-    df[df["metric"] != "clip_i/tiny-random"].to_parquet(small / "scores.parquet", index=False)
+    copy = shifted_copy(store, tmp_path, "dino/tiny-random", 0.0)
+    df = pd.read_parquet(copy / "scores.parquet")
+    df[df["metric"] != "clip_i/tiny-random"].to_parquet(copy / "scores.parquet", index=False)
+    for mode in ("exact", "equivalence"):
+        assert check(copy, "--baseline", baseline, "--mode", mode) == 1
+        assert "MISSING" in capsys.readouterr().out
+
+
+# ---- the statistical modes on runs with 30 subjects --------------------------------------------
+@pytest.fixture(scope="module")
+def many(tmp_path_factory):
+    root = tmp_path_factory.mktemp("many")
+    base = synthetic_run(root / "base", rng_seed=1)
+    baseline = root / "base.json"
+    assert check(base, "--baseline", baseline, "--update", "--tol", "0.002") == 0
+    return root, baseline
+
+
+def test_test_mode_passes_a_rerun_and_fails_a_real_shift(many, capsys):
+    root, baseline = many
+    rerun = synthetic_run(root / "rerun", rng_seed=2)                 # same distribution, other noise
+    assert check(rerun, "--baseline", baseline) == 0
     capsys.readouterr()
-    assert main(["check", str(small), "--baseline", str(baseline)]) == 1
-    assert "MISSING" in capsys.readouterr().out
+    shifted = synthetic_run(root / "drop", rng_seed=3, shift={"dino/tiny-random": -0.01})
+    assert check(shifted, "--baseline", baseline) == 1
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("| dino/tiny-random"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    header = [c.strip() for c in next(x for x in out.splitlines() if x.startswith("| metric")).strip("|").split("|")]
+    row = dict(zip(header, cells))
+    assert row["status"] == "REGRESSED"
+    change = float(row["change"])
+    low, high = (float(x) for x in row["95% CI of change"].strip("[]").split(","))
+    assert low < change < high < 0 and abs(change + 0.01) < 0.004
+    assert 0 < float(row["MDE"]) < 0.01 and float(row["p (Holm)"]) < 0.05
+    # the same shift passes when the practical margin is larger than it
+    assert check(shifted, "--baseline", baseline, "--tol", "0.02") == 0
 
 
-def test_missing_baseline_is_a_clear_error(scored, tmp_path, capsys):
-    store, _ = scored
-    assert main(["check", str(store.root), "--baseline", str(tmp_path / "none.json")]) == 2
-    assert "--update" in capsys.readouterr().err
+def test_equivalence_mode(many, capsys):
+    root, baseline = many
+    rerun = synthetic_run(root / "eq", rng_seed=4)
+    assert check(rerun, "--baseline", baseline, "--mode", "equivalence", "--tol", "0.02") == 0
+    assert check(rerun, "--baseline", baseline, "--mode", "equivalence", "--tol", "0.0001") == 1
+
+
+def test_lacking_keys_are_named(many, capsys):
+    root, baseline = many
+    part = synthetic_run(root / "part", rng_seed=5)
+    df = pd.read_parquet(part / "scores.parquet")
+    df[~df["key"].str.startswith("dreambench/subj3/")].to_parquet(part / "scores.parquet", index=False)
+    assert check(part, "--baseline", baseline) == 0
+    out = capsys.readouterr().out
+    assert "the run lacks 10 baseline key(s): subj3/0/s0/i0" in out
+
+
+# ---- refusals: exit 2, one line ------------------------------------------------------------------
+def test_nan_tol_and_bad_tolerances_are_refused(scored, capsys):
+    store, baseline = scored
+    for tol in ("nan", "inf", "-0.1"):
+        assert check(store.root, "--baseline", baseline, "--tol", tol) == 2
+        assert "--tol" in error_line(capsys)
+
+
+def rewrite(baseline, tmp_path, change, name="edited.json", raw=None):
+    data = json.loads(baseline.read_text())
+    change(data)
+    path = tmp_path / name
+    path.write_text(raw if raw is not None else json.dumps(data))
+    return path
+
+
+def test_nan_or_inf_in_the_baseline_is_refused(scored, tmp_path, capsys):
+    store, baseline = scored
+    text = baseline.read_text()
+    first = json.loads(text)["metrics"]["dino/tiny-random"]["values"][0]
+    for bad in ("NaN", "Infinity", "1e999"):
+        path = tmp_path / "bad.json"
+        path.write_text(text.replace(repr(first), bad, 1))
+        assert check(store.root, "--baseline", path) == 2
+        assert "finite" in error_line(capsys)
+    path = rewrite(baseline, tmp_path, lambda d: d.update(tolerance=None))
+    assert check(store.root, "--baseline", path) == 2
+    assert "tolerance" in error_line(capsys)
+
+
+def test_nan_in_the_run_is_refused(scored, tmp_path, capsys):
+    store, baseline = scored
+    copy = shifted_copy(store, tmp_path, "dino/tiny-random", 0.0)
+    df = pd.read_parquet(copy / "scores.parquet")
+    df.loc[df.index[3], "value"] = np.nan
+    df.to_parquet(copy / "scores.parquet", index=False)
+    assert check(copy, "--baseline", baseline) == 2
+    assert "NaN" in error_line(capsys)
+    assert check(copy, "--baseline", tmp_path / "b.json", "--update") == 2      # nor made into a baseline
+    error_line(capsys)
+
+
+def test_empty_baselines_are_refused(scored, tmp_path, capsys):
+    store, baseline = scored
+    for name, change in (("nometrics.json", lambda d: d.update(metrics={})),
+                         ("nokeys.json", lambda d: d.update(keys=[], metrics={m: dict(v, values=[]) for m, v in
+                                                                              d["metrics"].items()})),
+                         ("novalues.json", lambda d: [v.update(values=[None] * len(v["values"]))
+                                                      for v in d["metrics"].values()])):
+        assert check(store.root, "--baseline", rewrite(baseline, tmp_path, change, name)) == 2, name
+        error_line(capsys)
+
+
+def test_old_baselines_without_values_are_refused(scored, tmp_path, capsys):
+    store, baseline = scored
+    old = {"format": 1, "suite": "dreambench", "tolerance": 0.005,
+           "metrics": {m: {"mean": 0.5, "std": 0.01, "n": 2, "images": 16} for m in METRICS}}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    assert check(store.root, "--baseline", path) == 2
+    assert "--update" in error_line(capsys)
+
+
+def test_no_common_keys_is_refused(scored, tmp_path, capsys):
+    store, baseline = scored
+    path = rewrite(baseline, tmp_path, lambda d: d.update(keys=[["cat", *k[1:]] for k in d["keys"]]))
+    assert check(store.root, "--baseline", path) == 2
+    assert "share no" in error_line(capsys)
+
+
+def test_other_method_or_suite_options_are_refused(scored, tmp_path, capsys):
+    store, baseline = scored
+    for field, value, words in (("method", "ezigen", "different method"),
+                                ("suite_options", {"split": "live"}, "different suite options"),
+                                ("method_params", {"guidance": 3}, "different method parameters"),
+                                ("suite", "dreamedit", "different suite")):
+        path = rewrite(baseline, tmp_path, lambda d: d.update({field: value}))
+        assert check(store.root, "--baseline", path) == 2
+        assert words in error_line(capsys)
+
+
+def test_bad_baseline_files_are_one_line(scored, tmp_path, capsys, monkeypatch):
+    store, baseline = scored
+    cases = {"latin1.json": "{\"metrics\": \"caf\xe9\"}".encode("latin-1"),
+             "nested.json": b"[" * 100_000 + b"]" * 100_000,
+             "garbage.json": b"{not json",
+             "list.json": b"[1, 2, 3]"}
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        assert check(store.root, "--baseline", path) == 2, name
+        assert str(path) in error_line(capsys)
+    import bench.check
+    monkeypatch.setattr(bench.check, "MAX_BASELINE_BYTES", 1000)
+    assert check(store.root, "--baseline", baseline) == 2
+    assert "MiB" in error_line(capsys)
+    assert check(store.root, "--baseline", tmp_path / "none.json") == 2
+    assert "--update" in error_line(capsys)

@@ -15,6 +15,7 @@ from PIL import Image
 from bench import BenchError
 from bench.suites import REPO_ROOT, load_suite
 from bench.suites import data as data_cli
+from script_loader import load_script
 from bench.suites import dreambench as db
 from bench.suites.base import samples_hash
 
@@ -245,11 +246,7 @@ def test_mini_suite_loads_with_live_and_object_subjects():
 
 
 def test_mini_make_script_regenerates_the_committed_files(tmp_path):
-    sys.path.insert(0, str(REPO_ROOT / "datasets" / "mini-dreambench"))
-    try:
-        import make
-    finally:
-        sys.path.pop(0)
+    make = load_script(REPO_ROOT / "datasets" / "mini-dreambench" / "make.py")
     make.main(tmp_path)
     committed = REPO_ROOT / "datasets" / "mini-dreambench" / "dataset"
     made = sorted(p.relative_to(tmp_path / "dataset") for p in (tmp_path / "dataset").rglob("*") if p.is_file())

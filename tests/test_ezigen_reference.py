@@ -40,7 +40,7 @@ def _request(path, seed=0, run_seed=0, noun="dog"):
 
 
 def test_features_are_norm1_outputs_of_the_noised_subject(parts, subjects):
-    unet = parts.c.unet
+    unet = parts.components.unet
     names = transformer_block_names(unet)
     encoder = ReferenceEncoder(parts, unet, names, timestep=1)
     (features,), = encoder.features([_request(subjects[0], run_seed=3)])
@@ -49,7 +49,7 @@ def test_features_are_norm1_outputs_of_the_noised_subject(parts, subjects):
     clean = parts.encode(load_image_tensor(subjects[0], 64)[None])
     digest = encoder.subject_keys(_request(subjects[0], run_seed=3))[0][0]
     noise = torch.randn(clean.shape[1:], generator=torch.Generator().manual_seed(noise_seed("run", 3, digest)))
-    scheduler = parts.c.make_scheduler()
+    scheduler = parts.components.make_scheduler()
     noisy = scheduler.add_noise(clean, noise[None], torch.tensor([1]))
     text = parts.encode_text(["a photo of a dog."])
     with torch.no_grad(), capture_norm1(unet, names) as captured:
@@ -62,7 +62,7 @@ def test_reference_pass_ignores_an_attached_adapter(subjects):
     components = build_preset("tiny")
     plain = StableDiffusionParts(copy.deepcopy(components))
     names = transformer_block_names(components.unet)
-    expected = ReferenceEncoder(plain, plain.c.unet, names).features([_request(subjects[1])])[0][0]
+    expected = ReferenceEncoder(plain, plain.components.unet, names).features([_request(subjects[1])])[0][0]
     parts = StableDiffusionParts(components)
     adapter = attach_adapter(components.unet)
     with torch.no_grad():
@@ -74,7 +74,7 @@ def test_reference_pass_ignores_an_attached_adapter(subjects):
 
 
 def test_runs_once_per_subject_and_seed(parts, subjects):
-    encoder = ReferenceEncoder(parts, parts.c.unet, transformer_block_names(parts.c.unet))
+    encoder = ReferenceEncoder(parts, parts.components.unet, transformer_block_names(parts.components.unet))
     batch = [_request(subjects[i % 2], seed=i) for i in range(4)]
     first = encoder.features(batch)
     assert encoder.forward_passes == 2
@@ -92,7 +92,7 @@ def test_runs_once_per_subject_and_seed(parts, subjects):
 
 
 def test_feature_cache_is_bounded_and_keeps_the_current_batch(parts, subjects):
-    encoder = ReferenceEncoder(parts, parts.c.unet, transformer_block_names(parts.c.unet), cache_size=1)
+    encoder = ReferenceEncoder(parts, parts.components.unet, transformer_block_names(parts.components.unet), cache_size=1)
     both = [_request(subjects[0]), _request(subjects[1])]
     first = encoder.features(both)                     # a batch larger than the cache stays whole
     assert encoder.forward_passes == 2 and len(encoder._features) == 2
@@ -107,18 +107,18 @@ def test_feature_cache_is_bounded_and_keeps_the_current_batch(parts, subjects):
 
 
 def test_request_seed_policy_and_adaptive_timestep(parts, subjects):
-    names = transformer_block_names(parts.c.unet)
-    per_request = ReferenceEncoder(parts, parts.c.unet, names, seed_policy="request")
+    names = transformer_block_names(parts.components.unet)
+    per_request = ReferenceEncoder(parts, parts.components.unet, names, seed_policy="request")
     per_request.features([_request(subjects[0], seed=s) for s in range(3)])
     assert per_request.forward_passes == 3
-    adaptive = ReferenceEncoder(parts, parts.c.unet, names, timestep="adaptive")
+    adaptive = ReferenceEncoder(parts, parts.components.unet, names, timestep="adaptive")
     batch = [_request(subjects[0], seed=0), _request(subjects[0], seed=1), _request(subjects[1])]
     at_500 = adaptive.features(batch, timestep=500)
     assert adaptive.forward_passes == 2                  # distinct subjects in the batch
     at_100 = adaptive.features(batch, timestep=100)
     assert adaptive.forward_passes == 4                  # recomputed at every main-UNet step
     assert not torch.equal(at_500[0][0][0], at_100[0][0][0])
-    fixed_500 = ReferenceEncoder(parts, parts.c.unet, names, timestep=500).features(batch[:1])
+    fixed_500 = ReferenceEncoder(parts, parts.components.unet, names, timestep=500).features(batch[:1])
     torch.testing.assert_close(at_500[0][0][0], fixed_500[0][0][0])
     with pytest.raises(ValueError):
         adaptive.features(batch)

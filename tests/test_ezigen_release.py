@@ -261,7 +261,131 @@ def test_an_edit_source_keeps_its_upright_aspect(tmp_path):
     stored.save(tmp_path / "portrait.jpg", exif=exif)
     editor = EZIGenEditor.__new__(EZIGenEditor)
     editor.settings = EditSettings(aspect="source")
-    editor.sd = type("Parts", (), {"resolution": 64, "c": type("C", (), {"vae_scale_factor": 8})()})()
+    editor.sd = type("Parts", (), {"resolution": 64, "components": type("Components", (), {"vae_scale_factor": 8})()})()
     request = GenRequest("k", "p", "dog", (), 0, source_image=tmp_path / "portrait.jpg", mask=tmp_path / "m.png")
     width, height = editor.source_size(request)
     assert (width, height) == (64, 96)
+
+
+# ---- split point at any ratio (the release's integer rules) --------------------------------
+def _release_split(split_ratio, steps):
+    """The release's three uses of split_ratio, transcribed: the first pass's adapter gate
+    (attention_main.py: ``skip_adapter_ratio * infer_steps < inf_timestep + 1`` with
+    skip_adapter_ratio = 1 - split_ratio), the loops' ``skipped_steps = int(infer_steps -
+    split_ratio * infer_steps)`` (infer.py), the inversion's break ``noise_step * steps <= i``
+    (inverse_pipeline_partial.py) and the re-noise ``torch.tensor(split_ratio * 1000).long()``."""
+    skip_adapter_ratio = 1 - split_ratio
+    adapter_on = [i for i in range(steps) if skip_adapter_ratio * steps < i + 1]
+    inversion = 0
+    for i in range(steps):
+        if split_ratio and split_ratio * steps <= i:
+            break
+        inversion += 1
+    return (adapter_on[0] if adapter_on else steps, int(steps - split_ratio * steps), inversion,
+            int(torch.tensor(split_ratio * 1000).long()))
+
+
+def test_split_steps_match_the_release_over_a_sweep_of_ratios():
+    for steps in (10, 25, 50, 100):
+        for percent in range(1, 100):
+            r = percent / 100
+            config = SamplerConfig(num_inference_steps=steps, split_ratio=r, split_steps="truncate")
+            first, resume, inversion, renoise_t = _release_split(r, steps)
+            assert config.layout_steps == first, (steps, r)
+            assert config.resume_step == resume, (steps, r)
+            assert config.inversion_steps == inversion, (steps, r)            # the editor's inversion
+            assert int(SamplerConfig(split_ratio=r, renoise="split").renoise_timestep(None)) == renoise_t
+    assert _release_split(0.33, 50)[:2] == (33, 33) and _release_split(0.45, 50)[:2] == (27, 27)
+    paper = [SamplerConfig(split_ratio=r, split_steps="round").layout_steps for r in (0.33, 0.45, 0.4)]
+    assert paper == [34, 28, 30]
+    assert SETTINGS["release"]["split_steps"] == "truncate" and SETTINGS["paper"]["split_steps"] == "round"
+
+
+def test_the_sampler_switches_the_adapter_on_at_the_release_step(files, monkeypatch):
+    """10 steps, split 0.45: the release turns the adapter on at step 5 and resumes loops at 5
+    (round() would give 6)."""
+    for split_steps, expected in (("truncate", 5), (None, 5), ("round", 6)):
+        method = EZIGenMethod(LoadSpec(preset="tiny", adapter="init", num_inference_steps=STEPS), loops=1,
+                              subject_background="keep", split_ratio=0.45, split_steps=split_steps)
+        calls = []
+        original = method.sd.guided_noise
+
+        def spy(latents, t, cond, uncond, guidance, **kwargs):
+            calls.append(bool(kwargs))
+            return original(latents, t, cond, uncond, guidance, **kwargs)
+
+        monkeypatch.setattr(method.sd, "guided_noise", spy)
+        method.generate([_gen(files)])
+        first_pass, loop = calls[:STEPS], calls[STEPS:]
+        assert first_pass == [False] * expected + [True] * (STEPS - expected), split_steps
+        assert loop == [True] * (STEPS - expected), split_steps
+
+
+# ---- reference-pass text -------------------------------------------------------------------
+def test_reference_text_is_the_release_subject_prompt_or_the_training_text(files, monkeypatch):
+    """release: ``a dog`` (infer_generation.sh's --subject_prompt); paper: the training text;
+    any template by parameter."""
+    seen = {}
+    for protocol, override, expected in (("release", None, "a dog"), ("paper", None, "a photo of a dog."),
+                                         ("release", "a {class_noun} toy", "a dog toy")):
+        method = EZIGenMethod(LoadSpec(preset="tiny", adapter="init", num_inference_steps=STEPS), iterative=False,
+                              subject_background="keep", protocol=protocol, reference_prompt=override)
+        texts = []
+        original = method.sd.encode_text
+        monkeypatch.setattr(method.sd, "encode_text", lambda t, original=original: texts.append(list(t)) or original(t))
+        features = method.reference.features([_gen(files)])
+        assert [expected] in texts, (protocol, override, texts)
+        assert method.describe()["params"]["reference_prompt"] == (override or SETTINGS[protocol]["reference_prompt"])
+        seen[expected] = features[0][0][0]
+    a, b = seen["a dog"], seen["a photo of a dog."]
+    assert not torch.allclose(a, b, atol=1e-4)          # the text reaches the reference features
+
+
+# ---- stop rule's CLIP input --------------------------------------------------------------------
+def test_stop_rule_input_is_openai_clip_preprocessing_of_8bit_images():
+    """protocol=release: the CLIP input equals OpenAI clip's _transform (torchvision Resize(n,
+    BICUBIC) on PIL, CenterCrop, ToTensor, Normalize) of the image as saved."""
+    from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
+    from methods.common import to_pil
+    from methods.ezigen.similarity import CLIP_MEAN, CLIP_STD, ImageSimilarity
+
+    release_sim = ImageSimilarity("cpu", tiny=True, preprocess="pil")
+    tensor_sim = ImageSimilarity("cpu", tiny=True, preprocess="tensor")
+    n = release_sim.size
+    released = Compose([Resize(n, interpolation=InterpolationMode.BICUBIC), CenterCrop(n),
+                        lambda image: image.convert("RGB"), ToTensor(), Normalize(CLIP_MEAN, CLIP_STD)])
+    gen = torch.Generator().manual_seed(0)
+    for shape in ((64, 64), (64, 96), (81, 47)):        # square, wide, odd-sized portrait
+        smooth = torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8, generator=gen) * 2 - 1, size=shape,
+                                                 mode="bilinear", align_corners=False)
+        images = (smooth + 0.2 * torch.randn(2, 3, *shape, generator=gen)).clamp(-1, 1)
+        ours = release_sim.preprocess(images)
+        expected = torch.stack([released(image) for image in to_pil(images)])
+        assert torch.allclose(ours, expected, atol=1e-6), shape
+        other = tensor_sim.preprocess(images)
+        assert (other - expected).abs().max() > 1e-3            # the two preprocessings are distinct
+    assert SETTINGS["release"]["similarity_input"] == "pil" and SETTINGS["paper"]["similarity_input"] == "tensor"
+
+
+def test_editing_at_a_ratio_where_the_release_inverts_one_step_more():
+    """25 steps, split 0.28: the release inverts 8 steps (0.28 x 25 = 7.000000000000001) but
+    denoises int(25 - 7.000000000000001) = 18 -> 7 steps; step i blends with the latent after
+    8 - i inversion steps (as its reversed list is indexed)."""
+    import tempfile
+    from pathlib import Path
+    method = EZIGenMethod(LoadSpec(preset="tiny", adapter="init", num_inference_steps=25, resolution=32),
+                          iterative=False, subject_background="keep", split_ratio=0.28)
+    assert (method.config.inversion_steps, method.config.resume_step) == _release_split(0.28, 25)[2:0:-1]
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        Image.fromarray(np.full((32, 32, 3), 90, dtype=np.uint8)).save(folder / "source.png")
+        Image.fromarray(np.full((32, 32, 3), 200, dtype=np.uint8)).save(folder / "subject.png")
+        mask = np.zeros((32, 32), dtype=np.uint8)
+        mask[8:24, 8:24] = 255
+        Image.fromarray(mask).save(folder / "mask.png")
+        trace = {}
+        method.editor.edit([_edit(folder)], trace=trace)
+    trajectory = trace["trajectory"]
+    (_, steps), = trace["steps"]
+    assert len(trajectory) == 9 and len(steps) == 7
+    assert [level for level, _ in steps] == [trajectory[8 - i][0] for i in range(7)]

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from bench.metrics.base import ScoreItem
-from bench.metrics.grounded_sam import (GroundedSam, MaskResult, MaskedRegionMetric, OfficialDreamEditMetric,
-                                        cut_background, cut_subject, geometric_mean)
+from bench.metrics.dreamedit import MaskedRegionMetric, OfficialDreamEditMetric, geometric_mean
+from bench.metrics.grounded_sam import GroundedSam, MaskResult, cut_background, cut_subject
 
 SIZE = 64
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from bench import BenchError
-from bench.report import (column_plan, leaderboard_table, load_runs, load_scores, read_paper_rows, summarize,
+from bench.report import (column_plan, intervals, leaderboard_table, load_runs, load_scores, read_paper_rows, summarize,
                           write_reports)
 from bench.scoring import score_run
 from test_scoring import make_run
@@ -70,7 +70,7 @@ def test_paper_csvs_hold_the_protocol_numbers():
     assert db.loc["BootPIG", "DINO"] == 0.674
     assert db.loc["EZIGen all-step transfer", "CLIP-I"] == 0.808
     assert math.isnan(db.loc["Reference UNet frozen t=800", "CLIP-T"])    # Tab. 7 has no CLIP-T
-    assert len(db) == 7 + 3 + 10 + 2
+    assert (db["source"].str.startswith("EZIGen paper")).sum() == 7 + 3 + 10 + 2   # + other papers' rows
     assert db.loc["AnyDoor w/o high-freq map", ["CLIP-I", "DINO"]].tolist() == [0.775, 0.710]
     assert db.loc["Subject Diffusion w/o image CLS token", ["CLIP-I", "DINO"]].tolist() == [0.719, 0.637]
     assert db.loc["EZIGen", "base_model"] == "SD 2.1-base" and db.loc["BLIP-Diffusion", "base_model"] == "SD 1.5"
@@ -94,7 +94,8 @@ def test_leaderboard_rows_values_and_marks(two_runs):
     summary = summarize(df).set_index(["run", "metric"])
     sd_run = runs.set_index("method").loc["sd", "run"]
     stat = summary.loc[(sd_run, "dino/tiny-random")]
-    assert ours.loc["sd", "DINO"] == f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+    ci = intervals(df[df["run"] == sd_run]).set_index("metric").loc["dino/tiny-random"]     # bench/stats
+    assert ours.loc["sd", "DINO"] == f"{stat['mean']:.3f} ± {stat['std']:.3f} [{ci['ci_low']:.3f}, {ci['ci_high']:.3f}]"
     assert ours.loc["sd", "Base model"] == "preset:tiny" and ours.loc["sd", "Check"] == "ok"
     paper = table[table[""] == "paper"].set_index("Method")
     assert paper.loc["EZIGen", "CLIP-T"] == "0.316"

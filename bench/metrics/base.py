@@ -4,7 +4,9 @@ A metric is built by its registry entry as ``Factory(device=..., preset=..., **p
 (``preset="tiny"`` builds small random models in code, for tests). It scores batches of
 :class:`ScoreItem` and returns, per item, a dict ``{metric id: value}``. A metric id names
 the score and its backbone, e.g. ``clip_t/vit-b-32-openai``. NaN means "could not be
-computed" and is shown as a dash in reports, never as 0.
+computed" and is shown as a dash in reports, never as 0. A metric class may offer a classmethod
+``precheck(preset=..., **params)`` that checks files it will need without loading a model;
+`bench run` calls it before generating.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ class ScoreItem:
     subject_images: tuple[Path, ...]         # the conditioning image(s) ("paired" mode)
     source_image: Path | None = None         # editing: the source
     mask: Path | None = None                 # editing: the edit region of the source
+    iteration_images: tuple[Path, ...] = ()  # every iteration's output, when the method kept them
+    category: str = ""                       # the sample's category (e.g. "style" picks the judge's style instruction)
 
 
 class Metric(ABC):
@@ -41,3 +45,9 @@ class Metric(ABC):
     @abstractmethod
     def score(self, items: Sequence[ScoreItem]) -> list[dict[str, float]]:
         """One dict {metric id: value} per item, in order."""
+
+    @classmethod
+    def requirements(cls, preset: str | None = None, **params) -> list:
+        """What scoring needs on disk (bench/needs.py: weights, packages), for `bench doctor`;
+        checked without loading anything. The default: nothing beyond the installed packages."""
+        return []

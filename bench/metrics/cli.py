@@ -3,10 +3,12 @@
     python -m bench metric clip-t --images A.png B.png --texts "a dog" "a cat"
     python -m bench metric clip-i --images A.png B.png --refs R1.jpg R2.jpg
     python -m bench metric dino   --images A.png --refs R1.jpg R2.jpg [--pairwise]
+    python -m bench metric dreamsim --images A.png --refs R1.jpg [--backbone ensemble]   (a distance)
 
 clip-t: image i with text i (one text is used for every image). clip-i / dino / dinov2: per
 image, the mean cosine over all --refs (the protocol's all-pairs average), or with --pairwise
-image i with ref i. Values are cosines (not x100, not clamped). ``--preprocessing fastcomposer``
+image i with ref i. Values are cosines (not x100, not clamped); dreamsim prints distances (lower is
+more similar; --backbone names its variant, docs/judge.md). ``--preprocessing fastcomposer``
 reads clip-t/clip-i images as FastComposer's evaluation does (JPEG read-back, tensor resize without
 antialiasing; docs/protocols.md section 4).
 """
@@ -17,7 +19,7 @@ import argparse
 
 from bench import BenchError
 
-WHICH = ("clip-t", "clip-i", "dino", "dinov2")
+WHICH = ("clip-t", "clip-i", "dino", "dinov2", "dreamsim")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +70,10 @@ def compute(which: str, images: list[str], texts: list[str] | None = None, refs:
     if which == "clip-i":
         from bench.metrics.clip import ClipMetric
         return ClipMetric(preprocessing=preprocessing, **options).clip_i(images, groups)
+    if which == "dreamsim":
+        from bench.metrics.dreamsim import DreamSimMetric
+        variant = {"variant": options.pop("backbone")} if "backbone" in options else {}
+        return DreamSimMetric(**options, **variant).distances(images, groups)
     from bench.metrics.dino import DinoMetric, Dinov2Metric
     return (DinoMetric if which == "dino" else Dinov2Metric)(**options).similarity(images, groups)
 

@@ -306,6 +306,20 @@ class ClipMetric(Metric):
     ``clip_i_paired/<backbone>`` (paired mode); the tiny preset's backbone reads ``tiny-random``."""
 
     family = "clip"
+
+    @classmethod
+    def requirements(cls, preset: str | None = None, backbone: str = DEFAULT_BACKBONE, **params) -> list:
+        from bench import needs
+
+        if preset is not None:
+            return []
+        kind, source, pretrained = parse_clip_backbone(backbone)
+        if kind == "hf":
+            return [needs.hf_weights(f"CLIP {source} weights, transformers", source,
+                                     ("config.json", "model.safetensors|pytorch_model.bin"))]
+        repo, size = needs.CLIP_HUB.get((source, pretrained), (f"open_clip:{source}/{pretrained}", None))
+        return [needs.open_clip_weights(source, pretrained, repo, size)]
+
     # 2: OpenAI weights run with QuickGELU (version 1 ran them through plain GELU); files read
     # with bench.images.load_rgb (EXIF, alpha on white, 16-bit scaled).
     version = "2"

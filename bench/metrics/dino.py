@@ -88,6 +88,13 @@ class _EmbeddingSimilarity(Metric):
 
 class DinoMetric(_EmbeddingSimilarity):
     family = "dino"
+
+    @classmethod
+    def requirements(cls, preset: str | None = None, backbone: str = DEFAULT_DINO, **params) -> list:
+        from bench import needs
+
+        name = backbone.partition(":")[2]
+        return [] if preset is not None else [needs.timm_weights(name, needs.TIMM_SIZES.get(name))]
     version = "2"          # 2: files read with bench.images.load_rgb (EXIF, alpha on white, 16-bit scaled)
     prefix = "dino"
 
@@ -132,6 +139,16 @@ class DinoMetric(_EmbeddingSimilarity):
 
 class Dinov2Metric(_EmbeddingSimilarity):
     family = "dinov2"
+
+    @classmethod
+    def requirements(cls, preset: str | None = None, backbone: str = DEFAULT_DINOV2, **params) -> list:
+        from bench import needs
+
+        source = backbone.partition(":")[2]
+        return [] if preset is not None else [needs.hf_weights(
+            f"DINOv2 {source} weights", source, ("config.json", "preprocessor_config.json",
+                                                "model.safetensors|pytorch_model.bin"), None,
+            f'hf download {source} --include "*.json" "model.safetensors"')]
     version = "2"          # 2: files read with bench.images.load_rgb
     prefix = "dinov2"
 

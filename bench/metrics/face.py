@@ -133,6 +133,20 @@ class FaceNetIdentity(_FaceIdentity):
     """FastComposer's identity score: MTCNN + FaceNet (VGGFace2)."""
 
     family = "faceid"
+
+    @classmethod
+    def requirements(cls, preset: str | None = None, **params) -> list:
+        """facenet-pytorch (MTCNN's weights ship inside it) and, for real scores, FaceNet VGGFace2."""
+        from bench import needs
+
+        out = [needs.package("facenet-pytorch (MTCNN; its weights ship inside)", "facenet_pytorch",
+                             "pip install --no-deps facenet-pytorch==2.6.0")]
+        if preset is None:
+            path = _torch_home() / "checkpoints" / FACENET_CHECKPOINT
+            out.append(needs.local_file("FaceNet VGGFace2 weights", path,
+                                        f"mkdir -p {path.parent} && curl -L -o {path} {FACENET_URL}",
+                                        int(107 * needs.MB)))
+        return out
     # 2: MTCNN one image at a time (version 1 batched same-size images, which fails on a batch
     # mixing images with and without a face); files read with bench.images.load_rgb.
     version = "2"
@@ -259,6 +273,22 @@ class ArcFaceIdentity(_FaceIdentity):
     """ArcFace cosine through insightface: SCRFD detection, 5-point alignment, ArcFace ONNX."""
 
     family = "arcface"
+
+    @classmethod
+    def requirements(cls, preset: str | None = None, pack: str = DEFAULT_PACK, root: str | Path = "~/.insightface",
+                     **params) -> list:
+        """insightface + onnxruntime and, for real scores, the unpacked model pack."""
+        from bench import needs
+
+        out = [needs.package("insightface", "insightface", "pip install insightface onnxruntime"),
+               needs.package("onnxruntime", "onnxruntime", "pip install onnxruntime")]
+        if preset is None:
+            folder = Path(os.path.expanduser(str(root))) / "models" / pack
+            url = f"https://github.com/deepinsight/insightface/releases/download/v0.7/{pack}.zip"
+            out.append(needs.local_folder(
+                f"insightface model pack {pack}", folder, ("det_*.onnx", "w600k*.onnx|glintr*.onnx|webface*.onnx|*arcface*.onnx"),
+                f"mkdir -p {folder} && curl -L -o {pack}.zip {url} && unzip {pack}.zip -d {folder}"))
+        return out
     version = "2"         # 2: files read with bench.images.load_rgb (EXIF, alpha on white, 16-bit)
 
     def __init__(self, device: str = "cpu", preset: str | None = None, pack: str = DEFAULT_PACK,

@@ -17,11 +17,13 @@ DataFrame API, for notebooks::
     summarize(df)                                       # run, metric -> mean, std, n, images
     summarize(df, by="category")                        # live / object breakdown
     summarize(df, by="subject")
+    intervals(df, versus="sd")                          # + bootstrap intervals, paired comparison with run "sd"
+                                                        # (docs/statistics.md)
 """
 
 from __future__ import annotations
 
-from bench.report.aggregate import aggregation_text, run_warnings, suite_aggregate, summarize
+from bench.report.aggregate import aggregation_text, intervals, run_warnings, suite_aggregate, summarize
 from bench.report.cli import configure, run, write_reports
 from bench.report.figures import place_labels, sample_grid, scatter_plot, suite_scatter_axes
 from bench.report.html import write_html
@@ -30,7 +32,7 @@ from bench.report.leaderboard import (RANDOM_STAMP, column_plan, format_value, l
 from bench.report.load import (DASH, PAPER_DIR, base_model, load_runs, load_scores, method_label,
                                read_paper_rows, run_cells, weights_status)
 
-__all__ = ["DASH", "PAPER_DIR", "RANDOM_STAMP", "aggregation_text", "base_model", "column_plan", "configure",
+__all__ = ["DASH", "PAPER_DIR", "RANDOM_STAMP", "aggregation_text", "intervals", "base_model", "column_plan", "configure",
            "format_value", "leaderboard_table", "load_runs", "load_scores", "method_label", "place_labels",
            "print_warnings", "read_paper_rows", "run", "run_cells", "run_warnings", "sample_grid",
            "scatter_plot", "seeds_text", "suite_aggregate", "suite_columns", "suite_scatter_axes", "summarize",

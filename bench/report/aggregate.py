@@ -86,10 +86,102 @@ def run_warnings(df, runs) -> dict[str, list[str]]:
             notes.append(f"unequal seeds ({counts} images)")
         if missing and len(planned) > 1:
             notes.append(f"seed(s) without images: {', '.join(map(str, missing))}")
+        failed = judge_failures(scores)
+        if failed:
+            notes.append(f"{failed} judge answers missing (raw answers in judge_answers.jsonl)")
         out[info.run] = notes
     return out
+
+
+#: metric ids whose missing values are judge answers that did not parse (docs/judge.md): cp/<judge>, pf/<judge>
+JUDGE_ID = r"^(cp|pf)/[^/]+$"
+
+
+def judge_failures(scores) -> int:
+    """How many judge values of these score rows are missing (each a recorded failure)."""
+    if not len(scores):
+        return 0
+    judged = scores["metric"].astype(str).str.match(JUDGE_ID)
+    return int((judged & scores["value"].isna()).sum())
 
 
 def _isnan(value) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
+
+
+# ---- uncertainty (bench/stats, docs/statistics.md) -------------------------------------------
+def intervals(df, settings=None, versus: str | None = None) -> "pd.DataFrame":
+    """Per (run, metric) of the scores: the protocol's mean with its cluster-bootstrap interval
+    (se, ci_low, ci_high over ``settings.resample`` units), and with ``versus`` (a run label) the
+    paired comparison of every other run of its suite against it (delta, delta_ci_low,
+    delta_ci_high, p, p_holm, significant, mde, paired, only_in_run, only_in_versus; Holm over
+    the suite's metrics and runs). Each suite uses its own protocol's mean. A cell that cannot
+    have an interval (a single subject) gets None and a ``note``."""
+    import dataclasses
+
+    import pandas as pd
+
+    from bench.stats.analysis import Settings, analyse
+    from bench.stats.table import from_scores
+
+    settings = settings or Settings()
+    columns = [c for c in ("run", "suite", "subject", "prompt_index", "seed", "key", "metric", "value") if c in df]
+    cache_key = (int(pd.util.hash_pandas_object(df[columns], index=False).sum()), len(df), settings, versus)
+    if cache_key in _INTERVALS:                 # the markdown and the HTML report ask for the same numbers
+        return _INTERVALS[cache_key].copy()
+    rows = []
+    suites = df["suite"].unique() if "suite" in df.columns else [None]
+    for suite in suites:
+        mine = df if suite is None else df[df["suite"] == suite]
+        table = from_scores(mine)
+        if not len(table):
+            continue
+        own = dataclasses.replace(settings, aggregate=suite_aggregate(suite) if suite else settings.aggregate)
+        against = versus if versus is not None and versus in set(table["run"].unique()) else None
+        rows += [{**r, "suite": suite} for r in analyse(table, own, versus=against, strict=False)]
+    out = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["run", "metric", "mean", "ci_low", "ci_high"])
+    if len(_INTERVALS) >= 16:
+        _INTERVALS.clear()
+    _INTERVALS[cache_key] = out
+    return out.copy()
+
+
+_INTERVALS: dict = {}
+
+
+def interval_text(settings=None, versus: str | None = None) -> str:
+    """What the bracketed intervals (and the comparison marks) are, for a report's header."""
+    from bench.stats.analysis import Settings
+
+    s = settings or Settings()
+    text = (f"[low, high]: {100 * (1 - s.alpha):g}% interval of the mean from a cluster bootstrap over "
+            f"{s.resample}s ({s.resamples} resamples, expanded percentile, bootstrap seed {s.seed}; "
+            "docs/statistics.md)")
+    if versus:
+        text += (f"; ▲/▼: significantly higher/lower than `{versus}` on the keys both hold (paired sign-flip test "
+                 f"over {s.resample}s, Holm-adjusted p < {s.alpha:g})")
+    return text
+
+
+def resolve_versus(runs, versus: str | None) -> str | None:
+    """The run label that ``--versus`` names: a run label, a run directory, or a method name or
+    label held by exactly one run."""
+    from pathlib import Path
+
+    if versus is None:
+        return None
+    if versus in set(runs["run"]):
+        return versus
+    given = Path(versus).expanduser()
+    for info in runs.itertuples(index=False):
+        if given.exists() and Path(info.run_dir).resolve() == given.resolve():
+            return info.run
+    for column in ("method", "label"):
+        hits = runs[runs[column] == versus]
+        if len(hits) == 1:
+            return str(hits["run"].iloc[0])
+        if len(hits) > 1:
+            raise BenchError(f"--versus {versus!r} names {len(hits)} runs ({', '.join(hits['run'])}): give one run label")
+    raise BenchError(f"--versus {versus!r} is none of the runs (runs: {', '.join(runs['run'])}; methods: "
+                     f"{', '.join(sorted(set(runs['method'])))})")

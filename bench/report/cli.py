@@ -6,24 +6,28 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.report.aggregate import summarize
+from bench.report.aggregate import resolve_versus, summarize
 from bench.report.html import write_html
 from bench.report.leaderboard import format_value, print_warnings, write_leaderboard
 from bench.report.load import PAPER_DIR, load_runs, load_scores
 
 
 def write_reports(run_dirs, out: Path | str = "reports", paper_dir: Path = PAPER_DIR,
-                  html: bool = False) -> list[Path]:
+                  html: bool = False, settings=None, versus: str | None = None) -> list[Path]:
     """A leaderboard per suite found among the runs, and with ``html`` the HTML report
-    (``<out>/html/index.html``); returns the markdown paths (then the HTML page)."""
+    (``<out>/html/index.html``); returns the markdown paths (then the HTML page). ``settings``
+    (bench.stats.analysis.Settings) and ``versus`` (a run label, directory or method) shape the
+    intervals and the paired comparison (docs/statistics.md)."""
     from bench.options import unique_paths
 
-    run_dirs = unique_paths(run_dirs, "bench report")
+    run_dirs = unique_paths(run_dirs, "bench report")     # RUN RUN would count every image twice
     runs = load_runs(run_dirs)
     df = load_scores(run_dirs)
-    paths = [write_leaderboard(df, runs, suite, Path(out), paper_dir) for suite in sorted(runs["suite"].unique())]
+    versus = resolve_versus(runs, versus)
+    paths = [write_leaderboard(df, runs, suite, Path(out), paper_dir, settings, versus)
+             for suite in sorted(runs["suite"].unique())]
     if html:
-        paths.append(write_html(df, runs, Path(out) / "html", paper_dir))
+        paths.append(write_html(df, runs, Path(out) / "html", paper_dir, settings=settings, versus=versus))
     return paths
 
 
@@ -38,16 +42,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--html-images", choices=["link", "copy"], default="link",
                         help="HTML report: reference the run's images where they are (link, default) or copy "
                         "them into <out>/html/ so the folder can be moved on its own (copy)")
+    from bench.stats.cli import add_settings_options
+
+    parser.add_argument("--versus", metavar="RUN_OR_LABEL", default=None,
+                        help="compare every other run with this one (a run label as the leaderboard shows it, a run "
+                             "directory, or a method name held by one run): paired differences on common keys, "
+                             "Holm-adjusted p-values, significant cells marked ▲/▼ (docs/statistics.md)")
+    add_settings_options(parser, aggregate=False)
 
 
 def run(args) -> int:
     from bench.options import unique_paths
+    from bench.stats.cli import settings_from
 
+    settings = settings_from(args)
     run_dirs = unique_paths(args.run_dirs, "bench report")     # RUN RUN would count every image twice
     runs = load_runs(run_dirs)
     df = load_scores(run_dirs)
+    versus = resolve_versus(runs, args.versus)
     for suite in sorted(runs["suite"].unique()):
-        path = write_leaderboard(df, runs, suite, Path(args.out), Path(args.paper_dir))
+        path = write_leaderboard(df, runs, suite, Path(args.out), Path(args.paper_dir), settings, versus)
         print(path)
         summary = summarize(df[df["suite"] == suite])
         weights = dict(zip(runs["run"], runs["weights"]))
@@ -57,6 +71,6 @@ def run(args) -> int:
                   f"images={rec.images}{stamp}", file=sys.stderr)
     if getattr(args, "html", False):
         print(write_html(df, runs, Path(args.out) / "html", Path(args.paper_dir),
-                         copy_images=getattr(args, "html_images", "link") == "copy"))
+                         copy_images=getattr(args, "html_images", "link") == "copy", settings=settings, versus=versus))
     print_warnings(df, runs)
     return 0

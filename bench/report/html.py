@@ -23,16 +23,18 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from bench.report.aggregate import aggregation_text, run_warnings
+from bench.report.aggregate import aggregation_text, interval_text, intervals, run_warnings
 from bench.report.figures import scatter_plot, suite_scatter_axes
-from bench.report.leaderboard import RANDOM_STAMP, column_plan, leaderboard_table, suite_columns
+from bench.report.leaderboard import (RANDOM_STAMP, column_plan, comparison_table, leaderboard_table, stat_notes,
+                                      suite_columns)
 from bench.report.load import DASH, PAPER_DIR, run_cells
 from bench.store import RunStore
 
 LAZY_ABOVE = 400                 # more images than this in a suite: the gallery loads them lazily
 
 
-def _e(value) -> str:
+def escape(value) -> str:
+    """Text made safe for HTML element content and quoted attribute values."""
     return html.escape(str(value), quote=True)
 
 
@@ -47,7 +49,7 @@ def _key_order(key: str) -> tuple[int, int]:
     return int(seed[1:]), int(index[1:])
 
 
-class _Images:
+class ImageSources:
     """Turns an image file into the src the page uses: a relative path, or a copy in the folder."""
 
     def __init__(self, out: Path, copy: bool):
@@ -66,10 +68,10 @@ class _Images:
 
 
 # ---- the leaderboard ------------------------------------------------------------------------
-def leaderboard_html(df, runs, suite: str, paper_dir: Path, warnings: dict) -> tuple[str, list, list]:
-    table, plan, numeric = leaderboard_table(df, runs, suite, paper_dir, warnings)
+def leaderboard_html(df, runs, suite: str, paper_dir: Path, warnings: dict, stats=None) -> tuple[str, list, list]:
+    table, plan, numeric = leaderboard_table(df, runs, suite, paper_dir, warnings, stats)
     metric_titles = {title for title, _, _ in plan}
-    head = "".join(f'<th data-col="{_e(c)}" title="click to sort">{_e(c) if c else "row"}</th>'
+    head = "".join(f'<th data-col="{escape(c)}" title="click to sort">{escape(c) if c else "row"}</th>'
                    for c in table.columns)
     body = []
     for (_, row), values in zip(table.iterrows(), numeric):
@@ -84,15 +86,15 @@ def leaderboard_html(df, runs, suite: str, paper_dir: Path, warnings: dict) -> t
             else:
                 sort_value = None
             attr = f' data-value="{sort_value}"' if sort_value is not None else ""
-            cells.append(f"<td{attr}>{_e(row[col])}</td>")
+            cells.append(f"<td{attr}>{escape(row[col])}</td>")
         body.append(f'<tr class="{kind}{" flagged" if flagged else ""}">{"".join(cells)}</tr>')
-    markup = (f'<div class="scroll"><table class="leaderboard" data-suite="{_e(suite)}"><thead><tr>{head}</tr>'
+    markup = (f'<div class="scroll"><table class="leaderboard" data-suite="{escape(suite)}"><thead><tr>{head}</tr>'
               f'</thead><tbody>{"".join(body)}</tbody></table></div>')
     return markup, plan, numeric
 
 
 # ---- the gallery ----------------------------------------------------------------------------
-def gallery_html(df, runs, suite: str, plan, images: _Images) -> str:
+def gallery_html(df, runs, suite: str, plan, images: ImageSources) -> str:
     mine = df[df["suite"] == suite]
     infos = list(runs[runs["suite"] == suite].itertuples(index=False))
     titles = {ids[0]: title for title, _, ids in plan if ids}
@@ -121,10 +123,10 @@ def gallery_html(df, runs, suite: str, plan, images: _Images) -> str:
 
     def options(values, label):
         return f'<option value="">all {label}</option>' + "".join(
-            f'<option value="{_e(v)}">{_e(v)}</option>' for v in values)
+            f'<option value="{escape(v)}">{escape(v)}</option>' for v in values)
 
-    run_boxes = "".join(f'<label><input type="checkbox" class="f-run" value="{_e(i.run)}" checked> '
-                        f'{_e(i.label)} <small>({_e(i.run)})</small></label>' for i in infos)
+    run_boxes = "".join(f'<label><input type="checkbox" class="f-run" value="{escape(i.run)}" checked> '
+                        f'{escape(i.label)} <small>({escape(i.run)})</small></label>' for i in infos)
     filters = (f'<div class="filters">'
                f'<label>subject <select class="f-subject">{options(subjects, "subjects")}</select></label>'
                f'<label>category <select class="f-category">{options(categories, "categories")}</select></label>'
@@ -135,22 +137,22 @@ def gallery_html(df, runs, suite: str, plan, images: _Images) -> str:
         first = samples.get(subject_cells[0])
         category = first.category if first else ""
         refs = (first.reference_images or first.subject_images) if first else ()
-        ref_html = "".join(f'<img class="ref" src="{_e(images.src(p, "references"))}" alt="reference {_e(p.name)}" '
-                           f'loading="{loading}" title="{_e(p.name)}">' for p in refs) \
+        ref_html = "".join(f'<img class="ref" src="{escape(images.src(p, "references"))}" alt="reference {escape(p.name)}" '
+                           f'loading="{loading}" title="{escape(p.name)}">' for p in refs) \
             or '<span class="muted">reference images not available here</span>'
-        noun = f" — {_e(first.class_noun)}" if first else ""
-        parts.append(f'<section class="subject" data-subject="{_e(subject)}" data-category="{_e(category)}">'
-                     f'<h3>{_e(subject)}<small>{noun}{" · " + _e(category) if category else ""}</small></h3>'
+        noun = f" — {escape(first.class_noun)}" if first else ""
+        parts.append(f'<section class="subject" data-subject="{escape(subject)}" data-category="{escape(category)}">'
+                     f'<h3>{escape(subject)}<small>{noun}{" · " + escape(category) if category else ""}</small></h3>'
                      f'<div class="refs">{ref_html}</div>')
         for cell in subject_cells:
             sample = samples.get(cell)
             prompt = sample.prompt if sample else f"prompt {int(cell.rsplit('/', 1)[1])}"
-            extra = (f' <small class="muted">scored against: “{_e(sample.eval_text)}”</small>'
+            extra = (f' <small class="muted">scored against: “{escape(sample.eval_text)}”</small>'
                      if sample and sample.eval_text and sample.eval_text != sample.prompt else "")
-            parts.append(f'<div class="cell"><p class="prompt">“{_e(prompt)}”{extra}</p><div class="runs-row">')
+            parts.append(f'<div class="cell"><p class="prompt">“{escape(prompt)}”{extra}</p><div class="runs-row">')
             if sample and sample.source_image and sample.source_image.exists():     # editing: what was edited
                 parts.append(f'<div class="run-col source"><div class="run-name">source image</div><figure>'
-                             f'<img src="{_e(images.src(sample.source_image, "sources"))}" alt="source" '
+                             f'<img src="{escape(images.src(sample.source_image, "sources"))}" alt="source" '
                              f'loading="{loading}"></figure></div>')
             for info in infos:
                 keys = sorted(by_cell[cell].get(info.run, []), key=_key_order)
@@ -160,17 +162,17 @@ def gallery_html(df, runs, suite: str, plan, images: _Images) -> str:
                     path = RunStore(info.run_dir).root / records[info.run][key]["image"]
                     seed, index = _key_order(key)
                     values = sorted(scores.get((info.run, key), []), key=lambda tv: order.get(tv[0], 99))
-                    score_text = "<br>".join(f"{_e(t)} {'–' if v != v else f'{v:.3f}'}" for t, v in values)
+                    score_text = "<br>".join(f"{escape(t)} {'–' if v != v else f'{v:.3f}'}" for t, v in values)
                     src = images.src(path, f"runs/{info.run}") if path.exists() else ""
-                    figures.append(f'<figure data-seed="{seed}"><img src="{_e(src)}" alt="{_e(key)}" '
-                                   f'loading="{loading}" title="{_e(key)}"><figcaption>seed {seed} · image '
+                    figures.append(f'<figure data-seed="{seed}"><img src="{escape(src)}" alt="{escape(key)}" '
+                                   f'loading="{loading}" title="{escape(key)}"><figcaption>seed {seed} · image '
                                    f'{index}<br>{score_text}</figcaption></figure>')
                 body = "".join(figures) or '<span class="muted">no image</span>'
-                parts.append(f'<div class="run-col" data-run="{_e(info.run)}"><div class="run-name">'
-                             f'{_e(info.label)} {stamp}</div><div class="figs">{body}</div></div>')
+                parts.append(f'<div class="run-col" data-run="{escape(info.run)}"><div class="run-name">'
+                             f'{escape(info.label)} {stamp}</div><div class="figs">{body}</div></div>')
             parts.append("</div></div>")
         parts.append("</section>")
-    return f'<div class="gallery" data-suite="{_e(suite)}">{"".join(parts)}</div>'
+    return f'<div class="gallery" data-suite="{escape(suite)}">{"".join(parts)}</div>'
 
 
 # ---- the page -------------------------------------------------------------------------------
@@ -257,42 +259,64 @@ writeStatus();window.addEventListener('load',writeStatus);
 """
 
 
-def write_html(df, runs, out: Path, paper_dir: Path = PAPER_DIR, copy_images: bool = False) -> Path:
-    """Write ``out/index.html`` (plus the scatter plots, and the images with ``copy_images``)."""
+def statistics_html(stats, settings, versus: str | None) -> str:
+    """The intervals' description, the paired comparison table and the statistics notes."""
+    comparison = comparison_table(stats, versus) if versus else None
+    markup = f'<p class="muted">{_e(interval_text(settings, versus))}.</p>'
+    if comparison is not None:
+        head = "".join(f"<th>{_e(c)}</th>" for c in comparison.columns)
+        body = "".join("<tr>" + "".join(f"<td>{_e(v)}</td>" for v in row) + "</tr>"
+                       for row in comparison.itertuples(index=False))
+        markup += (f'<h3>Paired comparison against {_e(versus)}</h3><p>Differences on the keys both runs hold, '
+                   f'their intervals, sign-flip p-values (Holm-adjusted over the table) and the minimum detectable '
+                   f'effect (power 0.8).</p><div class="scroll"><table class="comparison"><thead><tr>{head}</tr>'
+                   f'</thead><tbody>{body}</tbody></table></div>')
+    notes = stat_notes(stats)
+    if notes:
+        markup += "<ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"
+    return markup
+
+
+def write_html(df, runs, out: Path, paper_dir: Path = PAPER_DIR, copy_images: bool = False, settings=None,
+               versus: str | None = None) -> Path:
+    """Write ``out/index.html`` (plus the scatter plots, and the images with ``copy_images``);
+    ``settings`` and ``versus`` as for the markdown leaderboard (docs/statistics.md)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    images = _Images(out, copy_images)
+    images = ImageSources(out, copy_images)
     random = bool(runs["random_weights"].any())
     sections = []
     for suite in sorted(runs["suite"].unique()):
         mine = df[df["suite"] == suite]
         suite_runs = runs[runs["suite"] == suite]
         warnings = run_warnings(mine, suite_runs)
-        table, plan, numeric = leaderboard_html(df, runs, suite, paper_dir, warnings)
+        against = versus if versus in set(suite_runs["run"]) else None
+        stats = intervals(mine, settings, against)
+        table, plan, numeric = leaderboard_html(df, runs, suite, paper_dir, warnings, stats)
         x, y = suite_scatter_axes(suite)
         scatter = out / f"{suite}-scatter.png"
         has_scatter = scatter_plot(numeric, x, y, scatter, f"{suite}: {x} vs {y}",
                                    RANDOM_STAMP if suite_runs["random_weights"].any() else None)
-        flagged = [f"<li><code>{_e(r)}</code>: {_e('; '.join(n))}</li>" for r, n in warnings.items() if n]
-        ids = "; ".join(f"{_e(t)}: " + (", ".join(f"<code>{_e(i)}</code>" for i in ids) or "not measured")
+        flagged = [f"<li><code>{escape(r)}</code>: {escape('; '.join(n))}</li>" for r, n in warnings.items() if n]
+        ids = "; ".join(f"{escape(t)}: " + (", ".join(f"<code>{escape(i)}</code>" for i in ids) or "not measured")
                         for t, _, ids in column_plan(mine["metric"].unique(), suite_columns(suite)))
         sections.append(
-            f'<section class="suite" id="suite-{_e(suite)}"><h2>{_e(suite)}</h2>'
-            f'<p>Our rows: {_e(aggregation_text(suite))}. Rows marked <i>paper</i> are published numbers '
+            f'<section class="suite" id="suite-{escape(suite)}"><h2>{escape(suite)}</h2>'
+            f'<p>Our rows: {escape(aggregation_text(suite))}. Rows marked <i>paper</i> are published numbers '
             f'(docs/protocols.md section 5), not rerun here; {DASH} means not measured. Click a column to sort.</p>'
-            + table
+            + table + statistics_html(stats, settings, against)
             + (f'<div class="warnings"><b>Check:</b> rows marked ⚠ are not comparable as they stand:<ul>'
                f'{"".join(flagged)}</ul></div>' if flagged else "")
             + f'<p class="muted">Metric ids (they name the backbone): {ids}.</p>'
-            + (f'<h3>{_e(x)} vs {_e(y)}</h3><img class="scatter" src="{_e(scatter.name)}" alt="scatter plot">'
+            + (f'<h3>{escape(x)} vs {escape(y)}</h3><img class="scatter" src="{escape(scatter.name)}" alt="scatter plot">'
                if has_scatter else "")
             + f'<h3>Gallery</h3>{gallery_html(df, runs, suite, plan, images)}</section>')
-    banner = f'<p class="banner">{_e(RANDOM_STAMP)}</p>' if random else ""
+    banner = f'<p class="banner">{escape(RANDOM_STAMP)}</p>' if random else ""
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>bench report</title>'
             f'<meta name="viewport" content="width=device-width"><style>{CSS}</style>'
             f'<script>{HEAD_SCRIPT}</script></head><body><h1>Benchmark report</h1>'
             f'<p class="muted">Written by <code>python -m bench report --html</code> on '
-            f'{_e(time.strftime("%Y-%m-%d %H:%M"))} from {len(runs)} run(s). Protocols and sources: '
+            f'{escape(time.strftime("%Y-%m-%d %H:%M"))} from {len(runs)} run(s). Protocols and sources: '
             f'docs/protocols.md in the repository.</p>{banner}{"".join(sections)}'
             f'<pre id="bench-status" hidden></pre><script>{BODY_SCRIPT}</script></body></html>')
     path = out / "index.html"

@@ -12,14 +12,15 @@ shown as a dash, never as 0 (docs/architecture.md, "Reports").
 from __future__ import annotations
 
 import math
+import re
 import sys
 import time
 from pathlib import Path
 
 from bench import BenchError
-from bench.report.aggregate import aggregation_text, run_warnings, summarize
+from bench.report.aggregate import aggregation_text, interval_text, intervals, run_warnings, summarize
 from bench.report.figures import sample_grid, scatter_plot, suite_scatter_axes
-from bench.report.load import DASH, PAPER_DIR, read_paper_rows
+from bench.report.load import BACKGROUND_MARK, DASH, PAPER_DIR, read_paper_rows
 
 # Used when a suite class does not say (or cannot be imported).
 FALLBACK_COLUMNS = {
@@ -30,8 +31,25 @@ FALLBACK_COLUMNS = {
 }
 
 
+# Titles of metrics any suite may gain (docs/judge.md) when the suite's own columns do not name them.
+EXTRA_TITLES = {"dreamsim": "DreamSim ↓", "dreamsim_paired": "DreamSim paired ↓", "cp": "CP", "pf": "PF"}
+#: a judge repeat's own score (``cp/<judge>/r<k>``): it feeds the ± of its base id's column
+REPEAT_ID = re.compile(r"^(?P<base>[^/]+/[^/]+)/r\d+$")
+PRODUCT_TITLE = "CP·PF"                    # DreamBench++ reports CP x PF beside the two
+
+
 def metric_prefix(metric_id: str) -> str:
     return metric_id.split("/", 1)[0]
+
+
+def suite_prompt_kinds(suite: str) -> tuple[str, ...]:
+    """A suite's kind of each prompt index (``Suite.prompt_kinds``, e.g. DreamBench++'s photorealistic /
+    style_transfer / imaginative), or () when it has none."""
+    try:
+        from bench.registry import SUITES
+        return tuple(getattr(SUITES.get(suite).load(), "prompt_kinds", ()) or ())
+    except BenchError:
+        return ()
 
 
 def suite_columns(suite: str) -> dict[str, str]:
@@ -49,10 +67,11 @@ def column_plan(metric_ids, mapping: dict[str, str]) -> list[tuple[str, str, lis
     One column per prefix; a prefix scored with several backbones gets a column per backbone."""
     by_prefix: dict[str, list[str]] = {}
     for mid in sorted(set(metric_ids)):
-        by_prefix.setdefault(metric_prefix(mid), []).append(mid)
+        if not REPEAT_ID.match(mid):
+            by_prefix.setdefault(metric_prefix(mid), []).append(mid)
     plan = []
     for prefix in list(mapping) + sorted(p for p in by_prefix if p not in mapping):
-        title = mapping.get(prefix, prefix)
+        title = mapping.get(prefix, EXTRA_TITLES.get(prefix, prefix))
         ids = by_prefix.get(prefix, [])
         if len(ids) <= 1:
             plan.append((title, title, ids))
@@ -61,12 +80,73 @@ def column_plan(metric_ids, mapping: dict[str, str]) -> list[tuple[str, str, lis
     return plan
 
 
-def format_value(mean: float, std: float | None = None) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+def _missing(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def _true(x) -> bool:
+    return not _missing(x) and bool(x)
+
+
+def format_value(mean: float, std: float | None = None, ci: tuple | None = None, mark: str = "") -> str:
+    """``0.781 ± 0.004 [0.772, 0.790] ▲``: mean ± std over seeds, the interval, a comparison mark."""
+    if _missing(mean):
         return DASH
-    if std is None or (isinstance(std, float) and math.isnan(std)):
-        return f"{mean:.3f}"
-    return f"{mean:.3f} ± {std:.3f}"
+    text = f"{mean:.3f}" if _missing(std) else f"{mean:.3f} ± {std:.3f}"
+    if ci is not None and not _missing(ci[0]) and not _missing(ci[1]):
+        text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+    return text + (f" {mark}" if mark else "")
+
+
+def stat_cell(stats, run: str, metric: str) -> tuple[tuple | None, str]:
+    """(interval, comparison mark) of one leaderboard cell from an ``intervals`` frame."""
+    if stats is None or (run, metric) not in stats.index:
+        return None, ""
+    row = stats.loc[(run, metric)]
+    mark = ""
+    if "significant" in row and _true(row["significant"]):
+        mark = "▲" if row["delta"] > 0 else "▼"
+    return (row["ci_low"], row["ci_high"]), mark
+
+
+def comparison_table(stats, versus: str):
+    """The paired comparisons of an ``intervals`` frame as display strings (None if there are none)."""
+    import pandas as pd
+
+    if stats is None or "delta" not in stats.columns:
+        return None
+    rows = []
+    for r in stats.to_dict("records"):
+        if r["run"] == versus or _missing(r.get("delta")):
+            continue
+        mark = ("▲" if r["delta"] > 0 else "▼") if _true(r.get("significant")) else ""
+        rows.append({"Run": r["run"], "Metric": r["metric"], f"Δ vs {versus}": f"{r['delta']:+.4f}",
+                     "interval": f"[{r['delta_ci_low']:+.4f}, {r['delta_ci_high']:+.4f}]",
+                     "p": f"{r['p']:.4f}", "p (Holm)": f"{r['p_holm']:.4f}", "": mark, "MDE": DASH if _missing(r.get("mde")) else f"{r['mde']:.4f}",
+                     "paired keys": str(int(r["paired"]))})
+    return pd.DataFrame(rows) if rows else None
+
+
+def stat_notes(stats) -> list[str]:
+    """Lines naming keys one run of a comparison lacks, and cells without an interval."""
+    notes = []
+    if stats is None:
+        return notes
+    for r in stats.to_dict("records"):
+        for side, other in (("run", "versus"), ("versus", "run")):
+            count = r.get(f"only_in_{side}")
+            if isinstance(count, (int, float)) and not _missing(count) and count > 0:
+                names = ", ".join(r[f"only_in_{side}_keys"]) + (", …" if count > len(r[f"only_in_{side}_keys"]) else "")
+                notes.append(f"`{r['metric']}`: {int(count)} key(s) of `{r[side]}` are not in `{r[other]}` and are "
+                             f"left out of the comparison: {names}")
+        if isinstance(r.get("note"), str):
+            notes.append(r["note"])
+    small = sorted({(int(r["paired_units"]), r["min_p"]) for r in stats.to_dict("records")
+                    if not _missing(r.get("min_p")) and r["min_p"] >= r["alpha"]})
+    for units, min_p in small:
+        notes.append(f"a comparison over {units} {stats['unit'].iloc[0]}s cannot reach a p-value below {min_p:.3g} "
+                     f"(all 2^{units} sign patterns), so none of these differences can be significant: score more subjects")
+    return notes
 
 
 def seeds_text(seeds) -> str:
@@ -77,12 +157,27 @@ def seeds_text(seeds) -> str:
 
 
 
-def leaderboard_table(df, runs, suite: str, paper_dir: Path = PAPER_DIR, warnings: dict | None = None):
+def repeat_spread(summary, run: str, metric_id: str) -> float | None:
+    """The std (ddof=1) over a judge's repeats of each repeat's mean, when the run has them."""
+    means = [float(summary.loc[(run, m)]["mean"]) for r, m in summary.index
+             if r == run and (match := REPEAT_ID.match(m)) and match["base"] == metric_id]
+    if len(means) < 2:
+        return None
+    centre = sum(means) / len(means)
+    return math.sqrt(sum((m - centre) ** 2 for m in means) / (len(means) - 1))
+
+
+def leaderboard_table(df, runs, suite: str, paper_dir: Path = PAPER_DIR, warnings: dict | None = None,
+                      stats=None):
     """(table, plan, numeric): the leaderboard as display strings, the column plan, and the
-    numbers behind it (mean/std per row and column title) for plotting and sorting."""
+    numbers behind it (mean/std per row and column title) for plotting and sorting. ``stats``:
+    the suite's ``intervals`` frame (computed with the default settings when not given)."""
     import pandas as pd
 
     mine = df[df["suite"] == suite]
+    if stats is None:
+        stats = intervals(mine)
+    stats = stats.set_index(["run", "metric"]) if len(stats) else None
     runs = runs[runs["suite"] == suite]
     warnings = run_warnings(mine, runs) if warnings is None else warnings
     plan = column_plan(mine["metric"].unique(), suite_columns(suite))
@@ -98,7 +193,14 @@ def leaderboard_table(df, runs, suite: str, paper_dir: Path = PAPER_DIR, warning
         for title, _, ids in plan:
             stat = summary.loc[(info.run, ids[0])] if ids and (info.run, ids[0]) in summary.index else None
             values[title] = (float(stat["mean"]), float(stat["std"])) if stat is not None else (math.nan, math.nan)
-            row[title] = format_value(*values[title])
+            spread = repeat_spread(summary, info.run, ids[0]) if stat is not None else None
+            if spread is not None:               # judge repeats: ± over the repeats' means, as DreamBench++
+                values[title] = (values[title][0], spread)
+            ci, mark = stat_cell(stats, info.run, ids[0]) if stat is not None else (None, "")
+            row[title] = format_value(*values[title], ci=ci, mark=mark)
+            if title == "PF" and "CP" in values:
+                values[PRODUCT_TITLE] = (values["CP"][0] * values["PF"][0], math.nan)
+                row[PRODUCT_TITLE] = format_value(*values[PRODUCT_TITLE])
         rows.append(row)
         numeric.append({"label": f"{info.label} ({info.run})", "paper": False, **values})
     paper = read_paper_rows(suite, paper_dir)
@@ -115,6 +217,11 @@ def leaderboard_table(df, runs, suite: str, paper_dir: Path = PAPER_DIR, warning
             used.add(paper_title)                  # a paper number fills only the first column of its title
             values[title] = (value, math.nan)
             row[title] = format_value(value)
+            if title == "PF" and "CP" in values:
+                product = rec.get(PRODUCT_TITLE)
+                product = float(product) if product is not None and not pd.isna(product) else math.nan
+                values[PRODUCT_TITLE] = (product, math.nan)
+                row[PRODUCT_TITLE] = format_value(product)
         rows.append(row)
         numeric.append({"label": rec["method"], "paper": True, **values})
     table = pd.DataFrame(rows)
@@ -124,32 +231,44 @@ def leaderboard_table(df, runs, suite: str, paper_dir: Path = PAPER_DIR, warning
 
 
 # ---- the markdown ---------------------------------------------------------------------------
-def breakdown_table(df, plan, by: str):
+def breakdown_table(df, plan, by: str, settings=None):
+    """Per run and value of ``by`` (e.g. category): mean ± std over seeds and the interval over
+    the subjects of that group (none where the group holds a single subject)."""
     import pandas as pd
 
     summary = summarize(df, by=by).set_index(["run", "metric", by])
+    stats = {group: intervals(part, settings).set_index(["run", "metric"]) for group, part in df.groupby(by)}
     rows = []
     for (run, group), _ in df.groupby(["run", by], sort=True):
         row = {"Run": run, by.capitalize(): group}
         for title, _, ids in plan:
             key = (run, ids[0], group) if ids else None
             stat = summary.loc[key] if key in summary.index else None
-            row[title] = format_value(float(stat["mean"]), float(stat["std"])) if stat is not None else DASH
+            ci, _ = stat_cell(stats.get(group), run, ids[0]) if stat is not None else (None, "")
+            row[title] = format_value(float(stat["mean"]), float(stat["std"]), ci) if stat is not None else DASH
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 RANDOM_STAMP = "RANDOM WEIGHTS: smoke or performance run; these numbers say nothing about the method"
+BACKGROUND_NOTE = (f"*{BACKGROUND_MARK}*: protocol=release with the paper's subject background removal "
+                   "(`subject_background=remove`, the default); the released code removes no background, so "
+                   "`--param subject_background=keep` is the release-exact choice (docs/protocols.md section 1b).")
 ALLSTEP_NOTE = ("*all-step*: the adapter is on for every step, one pass, no loops: how the paper measured its "
                 "Tab. 7 rows (docs/protocols.md section 1b).")
 
 
-def write_leaderboard(df, runs, suite: str, out: Path, paper_dir: Path = PAPER_DIR) -> Path:
+def write_leaderboard(df, runs, suite: str, out: Path, paper_dir: Path = PAPER_DIR, settings=None,
+                      versus: str | None = None) -> Path:
+    """``settings``: bench.stats.analysis.Settings of the intervals; ``versus``: the run label the
+    other runs are compared with (paired, docs/statistics.md)."""
     out.mkdir(parents=True, exist_ok=True)
     mine = df[df["suite"] == suite]
     suite_runs = runs[runs["suite"] == suite]
     warnings = run_warnings(mine, suite_runs)
-    table, plan, numeric = leaderboard_table(df, runs, suite, paper_dir, warnings)
+    versus = versus if versus in set(suite_runs["run"]) else None
+    stats = intervals(mine, settings, versus)
+    table, plan, numeric = leaderboard_table(df, runs, suite, paper_dir, warnings, stats)
     stem = f"leaderboard-{suite}"
     x, y = suite_scatter_axes(suite)
     scatter = out / f"{stem}-scatter.png"
@@ -157,14 +276,18 @@ def write_leaderboard(df, runs, suite: str, out: Path, paper_dir: Path = PAPER_D
     stamp = RANDOM_STAMP if suite_runs["random_weights"].any() else None
     has_scatter = scatter_plot(numeric, x, y, scatter, f"{suite}: {x} vs {y}", stamp)
     has_grid = sample_grid(suite_runs, grid, stamp=stamp)
-    summarize(mine).to_csv(out / f"{stem}-summary.csv", index=False)
+    summary = summarize(mine)
+    if len(stats):
+        extra = [c for c in stats.columns if c not in summary.columns and not c.endswith("_keys") and c != "suite"]
+        summary = summary.merge(stats[["run", "metric"] + extra], on=["run", "metric"], how="left")
+    summary.to_csv(out / f"{stem}-summary.csv", index=False)
     summarize(mine, by="subject").to_csv(out / f"{stem}-by-subject.csv", index=False)
 
     lines = [f"# Leaderboard: {suite}", "",
              f"Written by `python -m bench report` on {time.strftime('%Y-%m-%d %H:%M')} from "
              f"{len(suite_runs)} run(s). Our rows: " + aggregation_text(suite) +
              ". Rows marked *paper* are the published numbers (docs/protocols.md section 5), not rerun here. "
-             f"{DASH} means not measured.", ""]
+             f"{DASH} means not measured.", "", interval_text(settings, versus) + ".", ""]
     if stamp:
         lines += ["**Note:** rows whose Weights column says *random weights* come from random models "
                   "(smoke or performance runs); their numbers say nothing about the method.", ""]
@@ -175,13 +298,30 @@ def write_leaderboard(df, runs, suite: str, out: Path, paper_dir: Path = PAPER_D
         lines += [f"- `{run}`: {'; '.join(notes)}" for run, notes in flagged.items()] + [""]
     if table["Method"].astype(str).str.contains("all-step").any():
         lines += [ALLSTEP_NOTE, ""]
+    if table["Method"].astype(str).str.contains(BACKGROUND_MARK, regex=False).any():
+        lines += [BACKGROUND_NOTE, ""]
+    comparison = comparison_table(stats, versus) if versus else None
+    if comparison is not None:
+        lines += [f"## Paired comparison against `{versus}`", "",
+                  "Per metric the difference of the protocol's means on the keys both runs hold, its interval, the "
+                  "sign-flip p-value, the p-value Holm-adjusted over every metric and run in this table, and the "
+                  "minimum detectable effect (MDE, power 0.8) of this many subjects.", "",
+                  comparison.to_markdown(index=False, disable_numparse=True), ""]
+    notes_stats = stat_notes(stats)
+    if notes_stats:
+        lines += ["**Statistics notes:**", ""] + [f"- {n}" for n in notes_stats] + [""]
     notes = []
     for title, _, ids in plan:
         notes.append(f"{title}: " + (", ".join(f"`{i}`" for i in ids) if ids else "not measured in these runs"))
     lines += ["Metric ids (they name the backbone): " + "; ".join(notes) + ". Paper rows use the protocol's "
               "backbones (CLIP ViT-B/32 OpenAI, DINO ViT-S/16; FastComposer prompt: CLIP ViT-L/14).", ""]
     if len(mine) and "category" in mine.columns and mine["category"].fillna("").ne("").any():
-        lines += ["## By category", "", breakdown_table(mine, plan, "category").to_markdown(index=False, disable_numparse=True), ""]
+        lines += ["## By category", "", breakdown_table(mine, plan, "category", settings).to_markdown(index=False, disable_numparse=True), ""]
+    kinds = suite_prompt_kinds(suite)
+    if len(mine) and kinds:
+        kind = mine["prompt_index"].map(lambda i: kinds[int(i)] if 0 <= int(i) < len(kinds) else "")
+        lines += ["## By prompt kind", "", breakdown_table(mine.assign(kind=kind), plan, "kind", settings)
+                  .to_markdown(index=False, disable_numparse=True), ""]
     if has_scatter:
         lines += [f"## {x} vs {y}", "", f"![{x} vs {y}]({scatter.name})", ""]
     if has_grid:

@@ -75,6 +75,9 @@ def method_params(run: dict) -> dict:
     return params
 
 
+BACKGROUND_MARK = "background removed, unlike the release"
+
+
 def method_label(run: dict) -> str:
     """The method name, with the parameters a reader must see to compare it with a paper row:
     ``protocol`` (release or paper, docs/protocols.md section 1b) and the all-step schedule
@@ -85,6 +88,8 @@ def method_label(run: dict) -> str:
         marks.append(f"protocol={params['protocol']}")
     if params.get("schedule") == "allstep":
         marks.append("all-step")
+    if params.get("protocol") == "release" and params.get("subject_background") == "remove":
+        marks.append(BACKGROUND_MARK)       # the release removes none (docs/protocols.md section 1b)
     return method_name(run) + (f" [{', '.join(marks)}]" if marks else "")
 
 

@@ -41,6 +41,31 @@ class Suite(ABC):
     def fetch_instructions(cls, dest: Path) -> str:
         return f"no download instructions for {cls.name}"
 
+    #: the download size of the full data in bytes, when known (`bench doctor` shows it)
+    download_size: int | None = None
+
+    @classmethod
+    def requirements(cls, root: Path, **options) -> list:
+        """What a run on this suite needs on disk (bench/needs.py): its data at ``root``, in place
+        when the suite loads from it (its sample list; images are decoded by the run's plan)."""
+        from bench import BenchError
+        from bench.needs import probe
+
+        def problem() -> str | None:
+            if not Path(root).is_dir():
+                return "no such folder"
+            try:
+                cls(Path(root), **options).samples()
+            except BenchError as exc:
+                return str(exc)
+            return None
+        from bench.suites import REPO_ROOT
+
+        default = Path(root).resolve() == (REPO_ROOT / cls.default_root).resolve()
+        get = (f"python -m bench data fetch {cls.name}" + ("" if default else f" --dest {root}")
+               + f"  (by hand: `python -m bench data where {cls.name}`)")
+        return [probe(f"{cls.name} data", str(root), get, problem, size=cls.download_size, measure=Path(root))]
+
     @classmethod
     def fetch(cls, dest: Path) -> Path:
         """Download the suite into dest; raise BenchError with instructions when offline."""

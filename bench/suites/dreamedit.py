@@ -127,22 +127,36 @@ class DreamEdit(Suite):
     scatter_axes = ("DINO-back", "DINO-sub")
     leaderboard_columns = {"dino_sub": "DINO-sub", "dino_back": "DINO-back",
                            "clip_i_sub": "CLIP-I-sub", "clip_i_back": "CLIP-I-back",
-                           "official_dino_sub": "DINO-sub (official)", "official_dino_back": "DINO-back (official)",
-                           "official_clip_i_sub": "CLIP-I-sub (official)",
-                           "official_clip_i_back": "CLIP-I-back (official)",
-                           "official_overall": "Overall (official, corrected)",
-                           "official_overall_as_released": "Overall (official, as released)",
+                           "official_dino_sub": "DINO-sub (official, final image)",
+                           "official_dino_back": "DINO-back (official, final image)",
+                           "official_clip_i_sub": "CLIP-I-sub (official, final image)",
+                           "official_clip_i_back": "CLIP-I-back (official, final image)",
+                           "official_overall": "Overall (official, final image, corrected)",
+                           "official_overall_as_released": "Overall (official, final image, as released)",
+                           # option official_iteration=best: DreamEdit's own rule (best iteration per sample)
+                           "official_best_dino_sub": "DINO-sub (official, best iteration)",
+                           "official_best_dino_back": "DINO-back (official, best iteration)",
+                           "official_best_clip_i_sub": "CLIP-I-sub (official, best iteration)",
+                           "official_best_clip_i_back": "CLIP-I-back (official, best iteration)",
+                           "official_best_overall": "Overall (official, best iteration, corrected)",
+                           "official_best_overall_as_released": "Overall (official, best iteration, as released)",
                            "gsam_no_detection": "No detection (rate)"}
 
     def __init__(self, root: Path, task_kind: str = "both", dreambench_root: str | Path | None = None,
                  identifier: str = "", conditioning: str = "first", subjects: list[str] | None = None,
-                 annotator_preset: str | None = None, annotate: bool | str = True, device: str = "cpu", **options):
+                 annotator_preset: str | None = None, annotate: bool | str = True, device: str = "cpu",
+                 official_iteration: str = "final", **options):
         super().__init__(root, task_kind=task_kind, dreambench_root=dreambench_root, identifier=identifier,
                          conditioning=conditioning, subjects=subjects, annotator_preset=annotator_preset,
-                         annotate=annotate, **options)
+                         annotate=annotate, official_iteration=official_iteration, **options)
         if options:
             raise BenchError(f"unknown dreamedit option(s) {', '.join(sorted(options))}; valid: task_kind (--task), "
-                             "dreambench_root, identifier, conditioning, subjects, annotator_preset, annotate")
+                             "dreambench_root, identifier, conditioning, subjects, annotator_preset, annotate, "
+                             "official_iteration")
+        if official_iteration not in ("final", "best"):
+            raise BenchError(f"dreamedit: official_iteration={official_iteration!r} is not 'final' (score the "
+                             "final image) or 'best' (DreamEdit's rule: each sample's best iteration)")
+        self.official_iteration = official_iteration
         if task_kind not in (*TASK_KINDS, "both"):
             raise BenchError(f"dreamedit: --task {task_kind!r} is not replacement, addition or both")
         if conditioning not in ("first", "all"):
@@ -166,6 +180,11 @@ class DreamEdit(Suite):
         self.annotator_preset = annotator_preset if annotator_preset is not None else ("tiny" if is_mini else None)
         self.annotate = str(annotate).lower() not in ("0", "false", "no")
         self.device = device
+
+    def metric_params(self) -> dict[str, dict]:
+        """``official_iteration``: which output the official metric scores (docs/protocols.md
+        section 3): the final image, or DreamEdit's own choice, each sample's best iteration."""
+        return {"dreamedit-official": {"iteration": self.official_iteration}}
 
     # ---- layout ------------------------------------------------------------------------------
     def _subjects(self) -> tuple[dict[str, str], dict[str, tuple[Path, ...]]]:
@@ -297,6 +316,19 @@ class DreamEdit(Suite):
             extra["mask_status"] = result.status
             out[position] = replace(out[position], mask=result.mask_path, extra=tuple(sorted(extra.items())))
         return out
+
+    @classmethod
+    def requirements(cls, root: Path, **options) -> list:
+        """The data (it also needs DreamBench's) and, to mask replacement sources with real weights,
+        Grounded-SAM."""
+        from bench.needs import grounded_sam
+        from bench.suites import REPO_ROOT
+
+        annotate = str(options.get("annotate", True)).lower() not in ("0", "false", "no")
+        is_mini = Path(root).resolve() == (REPO_ROOT / cls.mini_root).resolve()
+        real_annotator = options.get("annotator_preset", "tiny" if is_mini else None) is None
+        data = super().requirements(root, **{**options, "annotate": False})     # loading it segments nothing
+        return data + (grounded_sam() if annotate and real_annotator else [])
 
     @classmethod
     def fetch_instructions(cls, dest: Path) -> str:

@@ -34,6 +34,13 @@ from safetensors.torch import load_file, save_file
 from bench import BenchError
 from bench.files import files_sha256
 
+#: The official checkpoint, as the reference repository's README links it (Google Drive file id).
+OFFICIAL_CHECKPOINT_ID = "1uucz9IQFT2NbwLvazdnOX2vAROn-0nxU"
+OFFICIAL_CHECKPOINT_URL = f"https://drive.google.com/file/d/{OFFICIAL_CHECKPOINT_ID}/view"
+OFFICIAL_CHECKPOINT_GET = (f"download checkpoint-200000.zip from {OFFICIAL_CHECKPOINT_URL} (linked from "
+                           f"github.com/ZichengDuan/EZIGen's README; or `pip install gdown && gdown "
+                           f"{OFFICIAL_CHECKPOINT_ID}`), `unzip checkpoint-200000.zip`, then pass "
+                           "--adapter checkpoint-200000")
 ADAPTER_FILE = "adapter.safetensors"
 REFERENCE_FILE = "reference_unet.safetensors"
 _PREFIXES = ("module.", "_orig_mod.", "unet.", "model.")
@@ -198,3 +205,24 @@ def save_checkpoint(adapter, folder: str | Path, reference_unet=None, metadata: 
                if ".fuser." not in k}
         save_file(ref, str(folder / REFERENCE_FILE), metadata={"format": "ezigen-reference-unet"})
     return folder
+
+
+def adapter_need(adapter: str | None, what: str = "EZIGen adapter weights (--adapter)",
+                 get: str = OFFICIAL_CHECKPOINT_GET) -> list:
+    """The --adapter piece of a run (bench/needs.py): nothing for ``init`` (the untrained adapter),
+    a missing piece when no --adapter is given, else the weight files the path names."""
+    from bench.files import weight_files
+    from bench.needs import probe
+
+    if adapter == "init":
+        return []
+    if adapter is None:
+        return [probe(what, "--adapter", get, lambda: "no --adapter given", where="--adapter")]
+
+    def problem() -> str | None:
+        try:
+            weight_files(Path(adapter))
+        except BenchError as exc:
+            return str(exc)
+        return None
+    return [probe(what, str(Path(adapter).expanduser()), get, problem, measure=Path(adapter).expanduser())]

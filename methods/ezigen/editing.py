@@ -38,7 +38,7 @@ from PIL import Image
 from bench import BenchError
 from bench.types import GenRequest
 from bench.images import load_rgb, open_image, to_rgb
-from methods.common import StableDiffusionParts, load_mask_tensor, request_generators
+from methods.common import StableDiffusionParts, load_mask_tensor, request_generators, to_pil
 from methods.ezigen.adapter import EZIGenAdapter, adapter_kwargs
 from methods.ezigen.protocol import exceptional_prompt_embeddings
 from methods.ezigen.reference import ReferenceEncoder
@@ -92,9 +92,9 @@ class EZIGenEditor:
                  similarity: ImageSimilarity | None, config: SamplerConfig, guidance_scale: float = 2.0,
                  settings: EditSettings | None = None):
         self.sd, self.adapter, self.reference = parts, adapter, reference
-        self.similarity, self.cfg, self.guidance_scale = similarity, config, guidance_scale
+        self.similarity, self.config, self.guidance_scale = similarity, config, guidance_scale
         self.settings = settings or EditSettings()
-        self.inversion_steps = config.num_inference_steps - config.layout_steps     # 20 of 50
+        self.inversion_steps = config.inversion_steps     # 20 of 50
 
     def describe(self) -> str:
         s = self.settings
@@ -106,25 +106,26 @@ class EZIGenEditor:
         if request.task != "edit" or self.settings.aspect == "square" or request.source_image is None:
             return None
         width, height = open_image(request.source_image).size      # upright (EXIF applied)
-        return source_dimensions(width, height, self.sd.resolution, self.sd.c.vae_scale_factor)
+        return source_dimensions(width, height, self.sd.resolution, self.sd.components.vae_scale_factor)
 
     def _scheduler(self, inverse: bool):
         """A fresh scheduler on the protocol's 50 steps (multistep state is per trajectory)."""
         from diffusers import DPMSolverMultistepInverseScheduler, DPMSolverMultistepScheduler
         if inverse:
             scheduler = DPMSolverMultistepInverseScheduler.from_config(
-                self.sd.c.scheduler_config, algorithm_type="dpmsolver++",
+                self.sd.components.scheduler_config, algorithm_type="dpmsolver++",
                 timestep_spacing=self.settings.inversion_grid)
         elif self.settings.denoiser == "ddpm":
-            scheduler = self.sd.c.make_scheduler()
+            scheduler = self.sd.components.make_scheduler()
         else:
-            scheduler = DPMSolverMultistepScheduler.from_config(self.sd.c.scheduler_config, algorithm_type="dpmsolver++")
-        scheduler.set_timesteps(self.cfg.num_inference_steps)
+            scheduler = DPMSolverMultistepScheduler.from_config(self.sd.components.scheduler_config,
+                                                                algorithm_type="dpmsolver++")
+        scheduler.set_timesteps(self.config.num_inference_steps)
         return scheduler
 
     def inversion_text(self, n: int) -> torch.Tensor:
         if self.settings.inversion_text == "exceptional":
-            return exceptional_prompt_embeddings(self.sd.c.text_encoder, n).to(self.sd.dtype)
+            return exceptional_prompt_embeddings(self.sd.components.text_encoder, n).to(self.sd.dtype)
         return self.sd.encode_text([""] * n)
 
     def invert(self, clean: torch.Tensor, text: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
@@ -143,21 +144,22 @@ class EZIGenEditor:
                 cond, uncond, tokens, generators=None, trace: list | None = None) -> torch.Tensor:
         """Denoise the last steps from ``start`` with the adapter, blending outside the mask each step."""
         forward = self._scheduler(inverse=False)
-        first = self.cfg.layout_steps
+        first = self.config.resume_step
         timesteps = forward.timesteps
         if hasattr(forward, "set_begin_index"):
             forward.set_begin_index(first)
         n = len(timesteps) - first
-        if len(source_trajectory) != n + 1:
-            raise RuntimeError(f"the inversion has {len(source_trajectory) - 1} steps, denoising {n}")
+        inverted = len(source_trajectory) - 1
+        if inverted != n and not (self.settings.blend == "release" and inverted > n):
+            raise RuntimeError(f"the inversion has {inverted} steps, denoising {n}")
         latents = start
         for i in range(n):
             t = timesteps[first + i]
             noise = self.sd.guided_noise(latents, t, cond, uncond, self.guidance_scale, **adapter_kwargs(tokens))
             step = {"generator": list(generators)} if self.settings.denoiser == "ddpm" else {}
             latents = forward.step(noise, t, latents, **step).prev_sample
-            if self.settings.blend == "release":
-                level, blend = source_trajectory[n - i]
+            if self.settings.blend == "release":      # the latent after (inverted - i) inversion steps
+                level, blend = source_trajectory[inverted - i]
             else:
                 level, blend = source_trajectory[n - i - 1]
                 landed = int(timesteps[first + i + 1]) if first + i + 1 < len(timesteps) else 0
@@ -180,18 +182,22 @@ class EZIGenEditor:
         return torch.stack(tensors).float().div(127.5).sub(1.0).to(self.sd.device)
 
     @torch.no_grad()
-    def edit(self, requests: Sequence[GenRequest], trace: dict | None = None) -> tuple[torch.Tensor, list[dict]]:
+    def edit(self, requests: Sequence[GenRequest], trace: dict | None = None,
+             iterations: list | None = None) -> tuple[torch.Tensor, list[dict]]:
         """Edited images [B, 3, H, W] in [-1, 1] and per-image facts.
+
+        ``iterations`` (a list): extended with, per request, the PIL output of every loop in order
+        (the last is the returned image), for DreamEdit's best-iteration evaluation.
 
         ``trace`` (tests): filled with the source trajectory, the latent mask and the per-step
         blended latents of every loop.
         """
-        sd, cfg, n = self.sd, self.cfg, len(requests)
+        sd, cfg, n = self.sd, self.config, len(requests)
         for r in requests:
             if r.mask is None:
                 raise BenchError(f"edit request {r.key} has no mask: EZIGen editing needs the region to edit")
         source = self._load_sources(requests)
-        factor = sd.c.vae_scale_factor
+        factor = sd.components.vae_scale_factor
         latent_hw = (source.shape[-2] // factor, source.shape[-1] // factor)
         pixel_size = (source.shape[-1], source.shape[-2])
         mask = torch.stack([load_soft_mask(r.mask, pixel_size, latent_hw, self.settings.mask)
@@ -217,6 +223,7 @@ class EZIGenEditor:
         loops = torch.zeros(n, dtype=torch.long)
         similarity = torch.full((n,), float("nan"))
         active = list(range(n))
+        kept = None if iterations is None else [[] for _ in range(n)]
         while active:
             rows = torch.tensor(active)
             gens = [generators[i] for i in active]
@@ -229,11 +236,14 @@ class EZIGenEditor:
             steps: list | None = [] if trace is not None else None
             latents = self.denoise(start, sub_traj, mask[rows], cond[rows], empty[rows],
                                    tokens_all.select(rows).for_guidance(), gens, steps)
-            calls[rows] += 2 * (cfg.num_inference_steps - cfg.layout_steps)
+            calls[rows] += 2 * (cfg.num_inference_steps - cfg.resume_step)
             if trace is not None:
                 trace["steps"].append((active, steps))
             new_images = sd.decode(latents)
             loops[rows] += 1
+            if kept is not None:
+                for i, image in zip(active, to_pil(new_images)):
+                    kept[i].append(image)
             if not loops_on:                # one pass, no loops: every sample is in this batch
                 images = new_images
                 break
@@ -245,6 +255,8 @@ class EZIGenEditor:
             images[rows] = new_images
             done = cfg.finished(loops[rows], similarity[rows])
             active = [i for i, d in zip(active, done.tolist()) if not d]
+        if kept is not None:
+            iterations.extend(kept)
         facts = [{"loops": int(loops[i]),
                   "final_similarity": None if torch.isnan(similarity[i]) else round(float(similarity[i]), 6),
                   "unet_calls": int(calls[i]), "task": "edit"} for i in range(n)]

@@ -27,7 +27,7 @@ from methods.ezigen.checkpoint import CheckpointError, load_adapter_state, load_
 from methods.ezigen.background import BackgroundRemover
 from methods.ezigen.editing import EditSettings, EZIGenEditor
 from methods.ezigen.protocol import resolve as resolve_protocol
-from methods.ezigen.reference import REFERENCE_PROMPT, ReferenceEncoder
+from methods.ezigen.reference import ReferenceEncoder
 from methods.ezigen.sampler import EZIGenSampler, SamplerConfig
 from methods.ezigen.similarity import ImageSimilarity
 
@@ -77,6 +77,22 @@ class EZIGenMethod:
     #: `--preset smoke` runs it with the untrained adapter when no --adapter is given
     smoke_adapter = "init"
 
+    @classmethod
+    def requirements(cls, spec: LoadSpec, subject_background: str = "remove", iterative: bool = True,
+                     loops: int = 0, adapter: bool = True, **params) -> list:
+        """What a run needs on disk (bench/needs.py): the base model, the adapter, Grounded-SAM for
+        the subject's background and CLIP ViT-B/32 for the loops' stop rule (real weights only)."""
+        from bench import needs
+        from methods.ezigen.checkpoint import adapter_need
+
+        out = needs.base_model(spec) + (adapter_need(spec.adapter) if adapter else [])
+        if not spec.preset:
+            if subject_background == "remove":
+                out += needs.grounded_sam()
+            if _as_bool("iterative", iterative) and not int(loops):
+                out.append(needs.open_clip_weights("ViT-B-32", "openai", *needs.CLIP_HUB["ViT-B-32", "openai"]))
+        return out
+
     def __init__(self, spec: LoadSpec, name: str = "ezigen", protocol: Literal["release", "paper"] = "release",
                  subject_background: Literal["remove", "keep"] = "remove",
                  num_inference_steps: int = 50, guidance_scale: float = 7.5, split_ratio: float = 0.4,
@@ -92,9 +108,11 @@ class EZIGenMethod:
                  edit_blend: Literal["release", "aligned"] | None = None,
                  edit_mask: Literal["bilinear", "nearest"] | None = None,
                  edit_aspect: Literal["source", "square"] | None = None,
+                 split_steps: Literal["truncate", "round"] | None = None,
+                 similarity_input: Literal["pil", "tensor"] | None = None,
                  reference_timestep: int | Literal["adaptive"] = 1, reference_trained: bool = False,
-                 reference_seed: Literal["run", "request"] = "run", reference_prompt: str = REFERENCE_PROMPT,
-                 edit_guidance_scale: float = 2.0):
+                 reference_seed: Literal["run", "request"] = "run", reference_prompt: str | None = None,
+                 edit_guidance_scale: float = 2.0, keep_iterations: bool = False):
         """``protocol`` sets every parameter left at None (docs/protocols.md section 1b); ``loops=N``
         (N > 0) runs exactly N loops, similarity ignored; ``subject_background`` segments the subject
         and composites it on white before encoding (``keep``: as given)."""
@@ -109,13 +127,14 @@ class EZIGenMethod:
         overrides = dict(negative_prompt=negative_prompt, renoise=renoise, vae_latent=vae_latent,
                          subject_resize=subject_resize, edit_denoiser=edit_denoiser, inversion_text=inversion_text,
                          inversion_grid=inversion_grid, edit_blend=edit_blend, edit_mask=edit_mask,
-                         edit_aspect=edit_aspect,
+                         edit_aspect=edit_aspect, split_steps=split_steps, similarity_input=similarity_input,
+                         reference_prompt=reference_prompt,
                          max_loops=None if max_loops is None else _as_number("max_loops", max_loops, int))
         try:
             self.settings = resolve_protocol(self.protocol, **{k: _none(v) for k, v in overrides.items()})
         except ValueError as exc:
             raise BenchError(f"method {name!r}: {exc}") from None
-        st = self.settings
+        settings = self.settings
         try:
             self.config = SamplerConfig(
                 num_inference_steps=_as_number("num_inference_steps", spec.num_inference_steps or num_inference_steps, int),
@@ -123,24 +142,28 @@ class EZIGenMethod:
                 split_ratio=_as_number("split_ratio", split_ratio, float),
                 schedule=_choice("schedule", schedule, ("decoupled", "allstep")),
                 iterative=_as_bool("iterative", iterative), min_loops=_as_number("min_loops", min_loops, int),
-                max_loops=int(st["max_loops"]),
+                max_loops=int(settings["max_loops"]),
                 similarity_threshold=_as_number("similarity_threshold", similarity_threshold, float),
-                negative_prompt=str(st["negative_prompt"]), renoise=str(st["renoise"]),
-                vae_latent=str(st["vae_latent"]), fixed_loops=_as_number("loops", loops, int))
+                negative_prompt=str(settings["negative_prompt"]), renoise=str(settings["renoise"]),
+                vae_latent=str(settings["vae_latent"]), fixed_loops=_as_number("loops", loops, int),
+                split_steps=str(settings["split_steps"]))
         except ValueError as exc:
             raise BenchError(f"method {name!r}: {exc}") from None
         if self.config.fixed_loops and not self.config.iterative:
             raise BenchError(f"method {name!r}: --param loops={self.config.fixed_loops} needs iterative=true "
                              "(this variant runs one pass, no loops)")
-        if st["edit_blend"] == "aligned" and (st["edit_denoiser"], st["inversion_grid"]) != ("dpmsolver", "leading"):
+        if settings["edit_blend"] == "aligned" and \
+                (settings["edit_denoiser"], settings["inversion_grid"]) != ("dpmsolver", "leading"):
             raise BenchError(f"method {name!r}: edit_blend=aligned needs edit_denoiser=dpmsolver and "
                              "inversion_grid=leading (the inversion must land on the denoising grid); "
                              "use edit_blend=release with the other settings")
         self.reference_timestep = _reference_timestep(reference_timestep)
         self.reference_trained = _as_bool("reference_trained", reference_trained)
         self.reference_seed = _choice("reference_seed", reference_seed, ("run", "request"))
-        self.reference_prompt = str(reference_prompt)
+        self.reference_prompt = str(settings["reference_prompt"])
         self.edit_guidance_scale = _as_number("edit_guidance_scale", edit_guidance_scale, float)
+        # edits keep every loop's output in their records (DreamEdit's best-iteration evaluation)
+        self.keep_iterations = _as_bool("keep_iterations", keep_iterations)
 
         components = load_from_spec(spec)
         self.components = components
@@ -166,12 +189,13 @@ class EZIGenMethod:
                                             tiny=components.random_weights)
         self.reference = ReferenceEncoder(self.sd, reference_unet, self.adapter.block_names,
                                           self.reference_timestep, self.reference_seed, self.reference_prompt,
-                                          resize=str(st["subject_resize"]), latent=str(st["vae_latent"]))
+                                          resize=str(settings["subject_resize"]), latent=str(settings["vae_latent"]))
         needs_similarity = self.config.iterative and not self.config.fixed_loops
-        self.similarity = ImageSimilarity(components.device, tiny=components.random_weights) if needs_similarity else None
+        self.similarity = ImageSimilarity(components.device, tiny=components.random_weights,
+                                          preprocess=str(settings["similarity_input"])) if needs_similarity else None
         self.sampler = EZIGenSampler(self.sd, self.adapter, self.reference, self.similarity, self.config)
         self.editor = EZIGenEditor(self.sd, self.adapter, self.reference, self.similarity, self.config,
-                                   self.edit_guidance_scale, EditSettings.from_protocol(st))
+                                   self.edit_guidance_scale, EditSettings.from_protocol(settings))
 
     def describe(self) -> dict:
         c = self.config
@@ -183,7 +207,7 @@ class EZIGenMethod:
                   "similarity_threshold": c.similarity_threshold,
                   **{k: v for k, v in self.settings.items() if k != "max_loops"},
                   "reference_timestep": self.reference_timestep, "reference_trained": self.reference_trained,
-                  "reference_seed": self.reference_seed, "reference_prompt": self.reference_prompt,
+                  "reference_seed": self.reference_seed,
                   "edit_guidance_scale": self.edit_guidance_scale, "resolution": self.sd.resolution,
                   "scheduler": f"DDPM leading (generate), {self.editor.describe()} (edit)",
                   "similarity_backbone": self.similarity.backbone if self.similarity else None}
@@ -212,9 +236,14 @@ class EZIGenMethod:
             groups.setdefault((r.task, len(r.subject_images), self.editor.source_size(r)), []).append(i)
         for (task, _, _), index in groups.items():
             batch = [prepared[i] for i in index]
-            run = self.sampler.generate if task == "generate" else self.editor.edit
-            images, facts = run(batch)
-            for i, image, fact in zip(index, to_pil(images), facts):
+            kept: list = []
+            if task == "generate":
+                images, facts = self.sampler.generate(batch)
+            else:
+                images, facts = self.editor.edit(batch, iterations=kept if self.keep_iterations else None)
+            for j, (i, image, fact) in enumerate(zip(index, to_pil(images), facts)):
+                if kept:
+                    image.info["bench_iterations"] = kept[j]
                 fact.update(protocol=self.protocol, subject_background=self.subject_background,
                             subjects=backgrounds[i])
                 if any(b["background"].startswith("no-detection") for b in backgrounds[i]):

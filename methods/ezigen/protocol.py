@@ -17,6 +17,9 @@ only chooses the defaults, so ``--param`` can override any one of them. A parame
 | edit_blend          | ``release``: step i blends with the latent after 20 - i inversion steps | ``aligned``: the level the step landed on |
 | edit_mask           | ``bilinear`` (soft edges)                    | ``nearest``                            |
 | edit_aspect         | ``source`` (short side = resolution)         | ``square``                             |
+| split_steps         | ``truncate``: adapter on at floor((1-r) x steps), loops resume at int(steps - r x steps) | ``round`` |
+| similarity_input    | ``pil``: OpenAI clip preprocessing of 8-bit PIL images | ``tensor`` (float tensors)   |
+| reference_prompt    | ``a {class_noun}`` (the release's command-line subject prompt, e.g. ``a dog``) | ``a photo of a {class_noun}.`` (training text) |
 """
 
 from __future__ import annotations
@@ -30,16 +33,24 @@ Protocol = Literal["release", "paper"]
 RELEASE_NEGATIVE_PROMPT = "dark, blur, defoucus, lack of content, dizzy."
 PAPER_NEGATIVE_PROMPT = "dark, blur, defocus, lack of content, dizzy."
 
+#: reference-pass text (``{class_noun}`` is filled in): the release passes the subject prompt given
+#: on its command line (``--subject_prompt "a dog"`` in infer_generation.sh); training used
+#: ``a photo of a {class}.``
+RELEASE_REFERENCE_PROMPT = "a {class_noun}"
+PAPER_REFERENCE_PROMPT = "a photo of a {class_noun}."
+
 #: the TF-ICON "exceptional prompt" used by the release's inversion: every input id replaced by this
 EXCEPTIONAL_TOKEN_ID = 7788
 
 SETTINGS: dict[str, dict[str, object]] = {
     "release": dict(negative_prompt=RELEASE_NEGATIVE_PROMPT, max_loops=9, renoise="split", vae_latent="sample",
                     subject_resize="bilinear", edit_denoiser="ddpm", inversion_text="exceptional",
-                    inversion_grid="linspace", edit_blend="release", edit_mask="bilinear", edit_aspect="source"),
+                    inversion_grid="linspace", edit_blend="release", edit_mask="bilinear", edit_aspect="source",
+                    split_steps="truncate", similarity_input="pil", reference_prompt=RELEASE_REFERENCE_PROMPT),
     "paper": dict(negative_prompt=PAPER_NEGATIVE_PROMPT, max_loops=10, renoise="resume", vae_latent="mean",
                   subject_resize="bicubic", edit_denoiser="dpmsolver", inversion_text="empty",
-                  inversion_grid="leading", edit_blend="aligned", edit_mask="nearest", edit_aspect="square"),
+                  inversion_grid="leading", edit_blend="aligned", edit_mask="nearest", edit_aspect="square",
+                  split_steps="round", similarity_input="tensor", reference_prompt=PAPER_REFERENCE_PROMPT),
 }
 
 #: allowed values of each protocol-set choice parameter (for error messages)
@@ -48,6 +59,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "edit_denoiser": ("ddpm", "dpmsolver"), "inversion_text": ("exceptional", "empty"),
     "inversion_grid": ("linspace", "leading"), "edit_blend": ("release", "aligned"),
     "edit_mask": ("bilinear", "nearest"), "edit_aspect": ("source", "square"),
+    "split_steps": ("truncate", "round"), "similarity_input": ("pil", "tensor"),
 }
 
 

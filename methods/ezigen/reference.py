@@ -10,7 +10,9 @@ docs/protocols.md section 1, "Reference UNet". For each subject image:
   released, its eps drawn before the noise from the same seeded generator; or the mean);
 - noised with DDPM ``add_noise`` at t=1 (variants: 100/300/500/800, or the main UNet's
   current timestep for "adaptive");
-- one forward of the frozen base UNet with the text ``a photo of a {class_noun}.``;
+- one forward of the frozen base UNet with the reference text (``prompt_template`` with
+  ``{class_noun}`` or ``{}`` filled in: ``a {class_noun}`` under protocol=release, the release's
+  command-line subject prompt; ``a photo of a {class_noun}.`` under protocol=paper);
 - captured: the output of ``norm1`` of every transformer block, in forward order
   (:func:`capture_norm1`); the UNet output is discarded.
 
@@ -41,7 +43,12 @@ from bench.types import GenRequest
 from bench.images import load_rgb
 from methods.common import StableDiffusionParts, load_image_tensor
 
-REFERENCE_PROMPT = "a photo of a {}."
+from methods.ezigen.protocol import PAPER_REFERENCE_PROMPT as REFERENCE_PROMPT
+
+
+def reference_text(template: str, class_noun: str) -> str:
+    """The reference-pass text: ``{class_noun}`` (or a bare ``{}``) replaced by the noun."""
+    return template.replace("{class_noun}", class_noun).replace("{}", class_noun)
 
 
 def subject_tensor(path: Path, size: int, resize: str = "bicubic") -> torch.Tensor:
@@ -97,7 +104,7 @@ class ReferenceEncoder:
         if resize not in ("bilinear", "bicubic") or latent not in ("sample", "mean"):
             raise ValueError(f"reference resize must be bilinear|bicubic and latent sample|mean, not {resize!r}, {latent!r}")
         self.resize, self.latent = resize, latent
-        self.noise_scheduler = parts.c.make_scheduler()
+        self.noise_scheduler = parts.components.make_scheduler()
         self._digests: dict[tuple[str, float], str] = {}
         self._paths: dict[tuple, Path] = {}
         # Bounded (least recently used first out): the runner sends requests subject by subject,
@@ -162,7 +169,7 @@ class ReferenceEncoder:
         noise = torch.stack([n for _, n in pairs])
         t = torch.full((len(keys),), int(timestep), dtype=torch.long)
         noisy = self.noise_scheduler.add_noise(clean, noise, t)
-        text = self.parts.encode_text([self.prompt_template.format(k[1]) for k in keys])
+        text = self.parts.encode_text([reference_text(self.prompt_template, k[1]) for k in keys])
         with capture_norm1(self.unet, self.block_names) as captured:
             self.unet(noisy, t.to(noisy.device), encoder_hidden_states=text, return_dict=False)
         self.forward_passes += len(keys)

@@ -16,6 +16,9 @@ Schedule (defaults): DDPM, 50 "leading" steps (t = 981 ... 1), guidance 7.5.
   negative prompt). ``renoise="split"`` (release): noise is added at t = split_ratio x 1000
   (400) while denoising resumes at the step where the last 40% begins (t=381);
   ``renoise="resume"`` (paper): both at t=381.
+- Split steps at ratios other than 0.4 (``split_steps``): the release's integer rules
+  (``truncate``: adapter on at floor((1 - r) x steps), loops resume at int(steps - r x steps)) or
+  ``round`` (protocol=paper); both give 30 of 50 at 0.4 (docs/protocols.md section 1b).
 - Stop rule: CLIP ViT-B/32 cosine between the previous and current image >= 0.99, at least 3
   and at most ``max_loops`` loops (9 as released: its loop condition; 10 in the paper text).
   ``fixed_loops=N`` runs exactly N loops and ignores the similarity (the release's
@@ -51,6 +54,7 @@ class SamplerConfig:
     renoise: str = "resume"               # "split": noise at split_ratio x 1000 (release); "resume"
     vae_latent: str = "mean"              # loop re-encode: "sample" (release) or "mean"
     fixed_loops: int = 0                  # N > 0: exactly N loops, similarity ignored
+    split_steps: str = "round"            # "truncate": the release's integer rule (see layout_steps)
 
     def __post_init__(self):
         if self.schedule not in ("decoupled", "allstep"):
@@ -62,13 +66,16 @@ class SamplerConfig:
         if self.renoise not in ("split", "resume") or self.vae_latent not in ("sample", "mean"):
             raise ValueError(f"renoise must be split|resume and vae_latent sample|mean, not "
                              f"{self.renoise!r}, {self.vae_latent!r}")
+        if self.split_steps not in ("truncate", "round"):
+            raise ValueError(f"split_steps must be 'truncate' or 'round', not {self.split_steps!r}")
         if self.fixed_loops < 0:
             raise ValueError(f"loops must be >= 0 (0: the similarity stop rule), not {self.fixed_loops}")
 
     def renoise_timestep(self, resume: torch.Tensor) -> torch.Tensor:
-        """The timestep the loops add noise at (the release: split_ratio x 1000, e.g. 400)."""
+        """The timestep the loops add noise at (the release: split_ratio x 1000, e.g. 400, made a
+        float32 tensor and truncated by ``.long()`` as its ``add_noise_to_image`` does)."""
         if self.renoise == "split":
-            return torch.tensor(int(self.split_ratio * 1000))
+            return torch.tensor(self.split_ratio * 1000).long()
         return resume
 
     def finished(self, loops: torch.Tensor, similarity: torch.Tensor) -> torch.Tensor:
@@ -79,15 +86,44 @@ class SamplerConfig:
 
     @property
     def layout_steps(self) -> int:
-        """Steps before the adapter is switched on (30 of 50 by default)."""
-        return round(self.num_inference_steps * (1 - self.split_ratio))
+        """Steps of the first pass before the adapter is switched on (30 of 50 by default).
+
+        ``split_steps="truncate"`` (release): the release switches the adapter on at step i
+        (0-based) when ``(1 - split_ratio) * steps < i + 1`` (``skip_adapter_ratio * infer_steps <
+        inf_timestep + 1`` in its attention blocks), i.e. at floor((1 - r) * steps): 0.33 -> 33,
+        0.45 -> 27. ``"round"``: round((1 - r) * steps) (34, 28). Both give 30 at 0.4."""
+        steps, r = self.num_inference_steps, self.split_ratio
+        if self.split_steps == "truncate":
+            return next(i for i in range(steps + 1) if (1 - r) * steps < i + 1)
+        return round(steps * (1 - r))
+
+    @property
+    def resume_step(self) -> int:
+        """Index of the step where every loop (and every edit) resumes denoising (30 of 50: t=381).
+
+        ``"truncate"`` (release): ``int(steps - split_ratio * steps)`` (its ``skipped_steps``);
+        ``"round"``: the same as :attr:`layout_steps`."""
+        steps, r = self.num_inference_steps, self.split_ratio
+        if self.split_steps == "truncate":
+            return int(steps - r * steps)
+        return self.layout_steps
+
+    @property
+    def inversion_steps(self) -> int:
+        """Inversion steps of an edit (20 of 50). ``"truncate"`` (release): its inversion loop
+        breaks at the first step i with ``split_ratio * steps <= i``; for a few ratios (e.g. 0.28
+        at 50 steps) that is one more than the denoising steps, as in the release."""
+        steps, r = self.num_inference_steps, self.split_ratio
+        if self.split_steps == "truncate":
+            return next((i for i in range(steps) if r * steps <= i), steps)
+        return steps - self.resume_step
 
 
 class EZIGenSampler:
     def __init__(self, parts: StableDiffusionParts, adapter: EZIGenAdapter, reference: ReferenceEncoder,
                  similarity: ImageSimilarity | None, config: SamplerConfig):
         self.sd, self.adapter, self.reference = parts, adapter, reference
-        self.similarity, self.cfg = similarity, config
+        self.similarity, self.config = similarity, config
         if config.iterative and similarity is None and not config.fixed_loops:
             raise ValueError("the iterative sampler needs an ImageSimilarity for its stop rule")
 
@@ -109,7 +145,7 @@ class EZIGenSampler:
                     calls += torch.tensor([len(r.subject_images) for r in requests])
                 else:
                     tokens = fixed_tokens
-            noise = self.sd.guided_noise(latents, t, cond, uncond, self.cfg.guidance_scale, **adapter_kwargs(tokens))
+            noise = self.sd.guided_noise(latents, t, cond, uncond, self.config.guidance_scale, **adapter_kwargs(tokens))
             calls += 2
             latents = scheduler.step(noise, t, latents, generator=list(generators)).prev_sample
         return latents
@@ -118,12 +154,12 @@ class EZIGenSampler:
     @torch.no_grad()
     def generate(self, requests: Sequence[GenRequest]) -> tuple[torch.Tensor, list[dict]]:
         """Images [B, 3, H, W] in [-1, 1] and per-image facts (loops, final similarity, UNet calls)."""
-        sd, cfg, n = self.sd, self.cfg, len(requests)
+        sd, cfg, n = self.sd, self.config, len(requests)
         generators = request_generators([r.seed for r in requests])
         cond = sd.encode_text([r.prompt for r in requests])
         layout_uncond = sd.encode_text([cfg.negative_prompt] * n)
         loop_uncond = sd.encode_text([""] * n)
-        scheduler = sd.c.make_scheduler()
+        scheduler = sd.components.make_scheduler()
         scheduler.set_timesteps(cfg.num_inference_steps)
         timesteps = scheduler.timesteps
         split = cfg.layout_steps if cfg.schedule == "decoupled" else 0
@@ -144,7 +180,7 @@ class EZIGenSampler:
 
         # Iterative appearance transfer: re-noise to the resume step, denoise with the adapter.
         if cfg.iterative:
-            resume = timesteps[cfg.layout_steps]            # where denoising resumes (t=381)
+            resume = timesteps[cfg.resume_step]             # where denoising resumes (t=381)
             noise_at = cfg.renoise_timestep(resume)         # t=400 as released, or 381
             embeddings = self.similarity.embed(images) if self.similarity is not None else None
             active = list(range(n))
@@ -156,7 +192,7 @@ class EZIGenSampler:
                 noise = randn_per_request(gens, sd.latent_shape, sd.device, sd.dtype)
                 latents = scheduler.add_noise(clean, noise, noise_at.expand(len(active)))
                 sub_calls = calls[rows].clone()
-                latents = self._denoise(scheduler, latents, timesteps[cfg.layout_steps:], 0, cond[rows],
+                latents = self._denoise(scheduler, latents, timesteps[cfg.resume_step:], 0, cond[rows],
                                         loop_uncond[rows], sub, gens, sub_calls,
                                         None if tokens is None else tokens.select(rows).for_guidance())
                 calls[rows] = sub_calls

@@ -1,0 +1,300 @@
+"""The DreamBench++ judge: a vision-language model rates concept preservation (CP) and prompt
+following (PF) of each generated image on a 0-4 scale (docs/judge.md).
+
+Conversations as the release builds them (its ``eval_concept_preservation.py`` and
+``eval_prompt_following.py``, ablation setting "full"): no system message; a user turn holding the
+task instruction, an assistant turn holding the release's scripted acknowledgement, then a user
+turn with the images (and for PF the prompt text first)::
+
+    CP: user <user_prompt_{subject|style}_full.txt>, assistant <gpt_prompt_{subject|style}_full.txt>,
+        user [reference image, generated image]
+    PF: user <user_prompt_text_full.txt>, assistant <gpt_prompt_text_full.txt>,
+        user [prompt text, generated image]
+
+The style instruction is used for items of category ``style``, the subject one for every other.
+Both images are resized to 512x512 (bicubic, aspect not kept, as released). The instruction
+texts are not part of this project: they are read from the user's copy of the official
+repository (``--metric-param judge.prompts=DIR``: its ``prompts/`` folder, the repository, or a
+folder holding the repository).
+
+An answer holds a score when the release's pattern (``score:`` or ``Score:``, optional letters,
+digits) matches exactly once and the integer is 0-4. Anything else (no match, several, out of
+range, a decimal, an empty answer, a refusal) is a failed attempt: retried up to ``attempts``
+times, then recorded as missing with its raw text. A score is never invented. Every answer
+(raw text, parsed score or failure reason, seed) is appended to ``judge_answers.jsonl`` in the run
+folder.
+
+Ids: ``cp/<judge>`` and ``pf/<judge>``: per image the mean over ``repeats`` of score/4, NaN when
+any repeat failed; with several repeats also ``cp/<judge>/r<k>``, repeat k's score/4. Decoding: greedy by default (``temperature=0``; deterministic, so one answer per
+item and no retries); ``temperature>0`` samples with a seed derived from the image key, the kind,
+the repeat and the attempt, as reproducible as the backend allows (``temperature=1, repeats=3,
+attempts=3`` is the release's setting).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Sequence
+
+from bench import BenchError
+from bench.metrics.base import Metric, ScoreItem
+from bench.suites import REPO_ROOT
+
+DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
+DEFAULT_PROMPTS = REPO_ROOT / "datasets" / "dreambench-plus" / "dreambench_plus"
+TINY_PROMPTS = REPO_ROOT / "datasets" / "mini-dreambench-plus" / "judge-prompts"
+ANSWERS_FILE = "judge_answers.jsonl"
+#: the release's instruction files per conversation (ablation setting "full")
+PROMPT_FILES = {
+    "subject": ("user_prompt_subject_full.txt", "gpt_prompt_subject_full.txt"),
+    "style": ("user_prompt_style_full.txt", "gpt_prompt_style_full.txt"),
+    "text": ("user_prompt_text_full.txt", "gpt_prompt_text_full.txt"),
+}
+KINDS = ("cp", "pf")
+#: metric-id prefixes whose missing values are judge failures (the report counts them)
+FAILURE_PREFIXES = KINDS
+IMAGE_SIZE = 512
+MAX_PROMPT_FILE_BYTES = 256 * 1024
+MAX_STORED_ANSWER = 20_000
+REFERENCE_CACHE = 32          # reference images kept resized (items come sorted by subject)
+SCORE_PATTERN = re.compile(r"(score|Score):\s*[a-zA-Z]*\s*(\d+)")
+PARSER_VERSION = "1"
+
+
+# ---- parsing --------------------------------------------------------------------------------
+def parse_score(text: str, refused: bool = False) -> tuple[int | None, str | None]:
+    """(score 0-4, None) or (None, why it failed)."""
+    if refused:
+        return None, "refusal"
+    if not text or not text.strip():
+        return None, "empty answer"
+    matches = list(SCORE_PATTERN.finditer(text))
+    if not matches:
+        return None, "no score"
+    if len(matches) > 1:
+        return None, f"{len(matches)} scores"
+    match = matches[0]
+    rest = text[match.end():]
+    if re.match(r"[.,]\d", rest):
+        return None, "not an integer score"
+    value = int(match.group(2))
+    if not 0 <= value <= 4:
+        return None, f"score {value} outside 0-4"
+    return value, None
+
+
+# ---- instruction files ----------------------------------------------------------------------
+def resolve_prompts_dir(path: Path | str) -> Path:
+    """The folder holding the release's instruction files: DIR, DIR/prompts, DIR/dreambench_plus/prompts
+    or DIR/dreambench_plus/dreambench_plus/prompts (a clone placed inside the data folder)."""
+    path = Path(path).expanduser()
+    first = PROMPT_FILES["subject"][0]
+    for candidate in (path, path / "prompts", path / "dreambench_plus" / "prompts",
+                      path / "dreambench_plus" / "dreambench_plus" / "prompts"):
+        if (candidate / first).is_file():
+            return candidate
+    raise BenchError(f"judge instruction files not found under {path} (looked for {first}): clone "
+                     "https://github.com/yuangpeng/dreambench_plus (its dreambench_plus/prompts/ folder) and pass "
+                     "--metric-param judge.prompts=DIR, or see `python -m bench data where dreambench-plus`")
+
+
+def read_prompt_file(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_PROMPT_FILE_BYTES + 1)
+    except OSError as exc:
+        raise BenchError(f"judge instruction file {path}: {exc.strerror or exc}; "
+                         "pass --metric-param judge.prompts=DIR with the release's prompt files") from None
+    if len(data) > MAX_PROMPT_FILE_BYTES:
+        raise BenchError(f"judge instruction file {path} is larger than {MAX_PROMPT_FILE_BYTES} bytes")
+    try:
+        text = data.decode("utf-8-sig").strip()
+    except UnicodeDecodeError:
+        raise BenchError(f"judge instruction file {path} is not UTF-8 text") from None
+    if not text:
+        raise BenchError(f"judge instruction file {path} is empty")
+    return text
+
+
+def load_instructions(folder: Path) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
+    """{set: (user text, assistant text)} and {file name: sha256} for the three instruction sets."""
+    texts, hashes = {}, {}
+    for name, files in PROMPT_FILES.items():
+        pair = []
+        for file in files:
+            text = read_prompt_file(folder / file)
+            hashes[file] = hashlib.sha256(text.encode()).hexdigest()[:16]
+            pair.append(text)
+        texts[name] = tuple(pair)
+    return texts, hashes
+
+
+def item_seed(key: str, kind: str, repeat: int, attempt: int) -> int:
+    digest = hashlib.sha256(f"{key}|{kind}|{repeat}|{attempt}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def judge_image(path):
+    """An image as the judge sees it: the project's RGB reading, resized to 512x512 (bicubic)."""
+    from PIL import Image
+
+    from bench.images import load_rgb
+
+    image = path if isinstance(path, Image.Image) else load_rgb(path)
+    return image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BICUBIC)
+
+
+def model_slug(name: str) -> str:
+    base = Path(name.rstrip("/")).name if "/" in name or Path(name).exists() else name
+    return "".join(c if c.isalnum() or c == "." else "-" for c in base.lower()).strip("-") or "judge"
+
+
+class JudgeMetric(Metric):
+    family = "judge"
+
+    def __init__(self, device: str = "cpu", preset: str | None = None, model: str = DEFAULT_MODEL,
+                 endpoint: str | None = None, api_key_env: str = "OPENAI_API_KEY", prompts: str | None = None,
+                 temperature: float = 0.0, repeats: int = 3, attempts: int = 3, max_new_tokens: int = 512,
+                 batch_size: int = 8, kinds: str = "cp,pf", workers: int = 8):
+        from bench.metrics.judge_backends import EndpointJudge, TransformersJudge
+
+        if preset not in (None, "tiny"):
+            raise BenchError(f"unknown metric preset {preset!r} (only 'tiny')")
+        for name, value, low in (("repeats", repeats, 1), ("attempts", attempts, 1), ("max_new_tokens", max_new_tokens, 1),
+                                 ("batch_size", batch_size, 1), ("workers", workers, 1)):
+            if int(value) < low:
+                raise BenchError(f"--metric-param judge.{name}={value}: must be at least {low}")
+        if not 0 <= float(temperature) <= 2:
+            raise BenchError(f"--metric-param judge.temperature={temperature}: must be within 0-2 (0 = greedy)")
+        chosen = [k.strip() for k in str(kinds).split(",") if k.strip()]
+        if not chosen or any(k not in KINDS for k in chosen):
+            raise BenchError(f"--metric-param judge.kinds={kinds!r}: a comma-separated subset of {', '.join(KINDS)}")
+        self.kinds = tuple(k for k in KINDS if k in chosen)
+        self.temperature = float(temperature)
+        greedy = self.temperature == 0
+        # greedy decoding gives the same answer every time: one repeat, no retries
+        self.repeats = 1 if greedy else int(repeats)
+        self.attempts = 1 if greedy else int(attempts)
+        locate = None
+        if preset == "tiny" and endpoint is None:
+            from bench.metrics.judge_tiny import TINY_JUDGE_VERSION, tiny_judge_folder
+            source, locate = f"tiny-random-qwen2.5-vl-v{TINY_JUDGE_VERSION}", tiny_judge_folder
+            self.judge_name = "tiny-random-qwen2.5-vl"
+            max_new_tokens = min(int(max_new_tokens), 8)
+        else:
+            source = model
+            self.judge_name = model_slug(model)
+        prompts_dir = resolve_prompts_dir(prompts if prompts else (TINY_PROMPTS if preset == "tiny" else DEFAULT_PROMPTS))
+        self.instructions, self.prompt_hashes = load_instructions(prompts_dir)
+        self.prompts_dir = prompts_dir
+        if endpoint:
+            self.backend = EndpointJudge(endpoint, model, api_key_env, int(max_new_tokens), workers=int(workers))
+        else:
+            self.backend = TransformersJudge(source, device, int(max_new_tokens), int(batch_size), locate=locate)
+        self.max_new_tokens = int(max_new_tokens)
+        settings = {"backend": self.backend.describe(), "prompts": self.prompt_hashes,
+                    "temperature": self.temperature, "repeats": self.repeats, "attempts": self.attempts,
+                    "max_new_tokens": self.max_new_tokens, "image_size": IMAGE_SIZE, "parser": PARSER_VERSION}
+        self.settings = settings
+        self.version = "1-" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+        self._references: OrderedDict[str, object] = OrderedDict()   # resized reference images, most recent last
+        self.answers_path: Path | None = None
+        self.answers: list[dict] = []            # this session's records (also appended to answers_path)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def precheck(cls, preset: str | None = None, prompts: str | None = None, **_) -> None:
+        """The instruction files, checked before a run generates anything (no model is loaded)."""
+        load_instructions(resolve_prompts_dir(prompts if prompts else (TINY_PROMPTS if preset == "tiny"
+                                                                       else DEFAULT_PROMPTS)))
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """``cp/<judge>``, ``pf/<judge>``, and with several repeats each repeat's own score as
+        ``cp/<judge>/r<k>`` (the report's ± over repeats comes from them)."""
+        base = [f"{kind}/{self.judge_name}" for kind in self.kinds]
+        repeats = [f"{b}/r{r}" for b in base for r in range(self.repeats)] if self.repeats > 1 else []
+        return tuple(base + repeats)
+
+    def bind_run(self, run_dir: Path) -> None:
+        """Append every answer to ``<run>/judge_answers.jsonl`` (called by the scoring stage)."""
+        self.answers_path = Path(run_dir) / ANSWERS_FILE
+
+    # ---- conversations ----------------------------------------------------------------------
+    def conversation(self, kind: str, item: ScoreItem, generated) -> list[dict]:
+        if kind == "cp":
+            if not item.subject_images:
+                raise BenchError(f"{item.key}: no reference image for the judge's concept preservation")
+            instruction = self.instructions["style" if item.category == "style" else "subject"]
+            final = [("image", self.reference_image(item.subject_images[0])), ("image", generated)]
+        else:
+            instruction = self.instructions["text"]
+            final = [("text", item.eval_text), ("image", generated)]
+        return [{"role": "user", "content": instruction[0]}, {"role": "assistant", "content": instruction[1]},
+                {"role": "user", "content": final}]
+
+    def reference_image(self, path):
+        """The judge's view of a reference image, loaded once while its subject is being scored."""
+        key = str(path)
+        if key in self._references:
+            self._references.move_to_end(key)
+        else:
+            self._references[key] = judge_image(path)
+            while len(self._references) > REFERENCE_CACHE:
+                self._references.popitem(last=False)
+        return self._references[key]
+
+    def _record(self, **fields) -> None:
+        text = fields.get("answer") or ""
+        if len(text) > MAX_STORED_ANSWER:
+            fields["answer"], fields["truncated_from"] = text[:MAX_STORED_ANSWER], len(text)
+        fields["version"] = self.version
+        self.answers.append(fields)
+        if self.answers_path is not None:
+            with self._lock, open(self.answers_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(fields, ensure_ascii=False) + "\n")
+
+    # ---- scoring ----------------------------------------------------------------------------
+    def score(self, items: Sequence[ScoreItem]) -> list[dict[str, float]]:
+        if not items:
+            return []
+        generated = [judge_image(item.image) for item in items]
+        tasks = [(i, kind, r) for i in range(len(items)) for kind in self.kinds for r in range(self.repeats)]
+        conversations = {(i, kind): self.conversation(kind, items[i], generated[i])
+                         for i in range(len(items)) for kind in self.kinds}
+        scores: dict[tuple[int, str, int], int] = {}
+        pending = tasks
+        for attempt in range(self.attempts):
+            if not pending:
+                break
+            seeds = [item_seed(items[i].key, kind, r, attempt) for i, kind, r in pending]
+            answers = self.backend.answer([conversations[(i, kind)] for i, kind, _ in pending], seeds, self.temperature)
+            failed = []
+            for (i, kind, r), seed, answer in zip(pending, seeds, answers):
+                value, why = parse_score(answer.text, answer.refused)
+                self._record(key=items[i].key, metric=f"{kind}/{self.judge_name}", repeat=r, attempt=attempt,
+                             seed=seed if self.temperature > 0 else None, answer=answer.text, score=value,
+                             failure=why, refused=answer.refused)
+                if value is None:
+                    failed.append((i, kind, r))
+                else:
+                    scores[(i, kind, r)] = value
+            pending = failed
+        out = []
+        for i in range(len(items)):
+            row = {}
+            for kind in self.kinds:
+                values = [scores.get((i, kind, r)) for r in range(self.repeats)]
+                row[f"{kind}/{self.judge_name}"] = (math.nan if any(v is None for v in values)
+                                                     else sum(values) / len(values) / 4)
+                if self.repeats > 1:
+                    for r, v in enumerate(values):
+                        row[f"{kind}/{self.judge_name}/r{r}"] = math.nan if v is None else v / 4
+            out.append(row)
+        return out

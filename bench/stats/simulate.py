@@ -1,0 +1,118 @@
+"""Simulated score tables from a known hierarchical model, for calibration tests, benchmarks and
+the planning tables in docs/statistics.md.
+
+A score is ``mean + subject effect + prompt effect (within the subject) + residual`` with normal
+effects of the given standard deviations; the residual is independent per seed and image. The
+default shape is DreamBench's protocol: 30 subjects x 25 prompts x 6 seeds x 4 images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DREAMBENCH_SHAPE = (30, 25, 6, 4)          # subjects, prompts per subject, seeds, images per prompt and seed
+
+
+@dataclass(frozen=True)
+class Model:
+    mean: float = 0.70
+    sd_subject: float = 0.05
+    sd_prompt: float = 0.03
+    sd_residual: float = 0.06
+
+    def se_of_mean(self, shape=DREAMBENCH_SHAPE) -> float:
+        """The true standard error of the protocol's mean of one simulated run."""
+        s, p, k, i = shape
+        return float(np.sqrt(self.sd_subject ** 2 / s + self.sd_prompt ** 2 / (s * p)
+                             + self.sd_residual ** 2 / (s * p * k * i)))
+
+
+def layout(shape=DREAMBENCH_SHAPE) -> dict[str, np.ndarray]:
+    """Integer codes subject, prompt, seed, image of every score, in a fixed order."""
+    grids = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
+    return dict(zip(("subject", "prompt", "seed", "image"), (g.ravel() for g in grids)))
+
+
+def simulate(rng: np.random.Generator, model: Model = Model(), shape=DREAMBENCH_SHAPE, reruns: int = 1,
+             shift: float = 0.0) -> np.ndarray:
+    """Scores (n, reruns) of ``reruns`` independent runs (fresh subject and prompt effects each),
+    rows in :func:`layout`'s order. The residuals are drawn in float32 (fast); sums are float64."""
+    s, p, k, i = shape
+    subject = rng.normal(0.0, model.sd_subject, (s, 1, 1, 1, reruns))
+    prompt = rng.normal(0.0, model.sd_prompt, (s, p, 1, 1, reruns))
+    residual = rng.standard_normal((s, p, k, i, reruns), dtype=np.float32)
+    residual *= np.float32(model.sd_residual)
+    return (residual + (model.mean + shift + subject + prompt)).reshape(s * p * k * i, reruns)
+
+
+def table(rng: np.random.Generator, runs: dict[str, float], metrics=("clip_i",), model: Model = Model(),
+          shape=DREAMBENCH_SHAPE):
+    """A long-format score table (bench.stats.table) with one run per ``runs`` entry (name ->
+    shift of its mean) and each metric drawn independently."""
+    import pandas as pd
+
+    codes = layout(shape)
+    frames = []
+    for run, shift in runs.items():
+        for metric in metrics:
+            frames.append(pd.DataFrame({
+                "run": run, "subject": [f"subject{c:02d}" for c in codes["subject"]],
+                "prompt": codes["prompt"].astype(str), "seed": codes["seed"].astype(str),
+                "image": codes["image"].astype(str), "metric": metric,
+                "value": simulate(rng, model, shape, 1, shift)[:, 0]}))
+    return pd.concat(frames, ignore_index=True)
+
+
+# ---- calibration by simulation (tests/test_statistics.py, benchmarks/stats_calibration.py) ----------
+def _blocks(rng, model, shape, n, chunk, shift=0.0, paired=False):
+    """Blocks of simulated reruns (scores, chunk): one run's scores or (``paired``) the
+    differences of two independent runs, the first shifted by ``shift``."""
+    for start in range(0, n, chunk):
+        size = min(chunk, n - start)
+        first = simulate(rng, model, shape, size, shift)
+        yield first - simulate(rng, model, shape, size) if paired else first
+
+
+def unit_codes(unit: str, shape=DREAMBENCH_SHAPE) -> np.ndarray:
+    codes = layout(shape)
+    return {"subject": codes["subject"], "cell": codes["subject"] * shape[1] + codes["prompt"],
+            "image": np.arange(len(codes["subject"]))}[unit]
+
+
+def coverage(unit: str = "subject", reruns: int = 600, resamples: int = 1000, alpha: float = 0.05,
+             expand: bool = True, seed: int = 1, model: Model = Model(), shape=DREAMBENCH_SHAPE,
+             shift: float = 0.0, paired: bool = False) -> float:
+    """The share of simulated reruns whose interval (cluster bootstrap over ``unit``) covers the
+    true mean (or, ``paired``, the true difference ``shift`` of two runs)."""
+    from bench.stats import bootstrap as bs
+
+    rng = np.random.default_rng(seed)
+    truth = shift if paired else model.mean + shift
+    units, seeds = unit_codes(unit, shape), layout(shape)["seed"]
+    hits = []
+    for values in _blocks(rng, model, shape, reruns, 200, shift, paired):
+        clusters = bs.cluster(units, seeds, values)
+        low, high = bs.interval(bs.replicates(clusters, rng, resamples), alpha, clusters.n_units, expand)
+        hits.append((low <= truth) & (truth <= high))
+    return float(np.concatenate(hits).mean())
+
+
+def paired_tests(shift: float = 0.0, reruns: int = 600, resamples: int = 1000, metrics: int = 1, seed: int = 3,
+                 model: Model = Model(), shape=DREAMBENCH_SHAPE) -> tuple[np.ndarray, np.ndarray]:
+    """(p, delta), each (metrics, reruns): sign-flip p-values and paired differences of two
+    independent simulated runs, the first shifted by ``shift``, per metric (drawn independently)."""
+    from bench.stats import bootstrap as bs
+
+    rng = np.random.default_rng(seed)
+    units, seeds = unit_codes("subject", shape), layout(shape)["seed"]
+    p, delta = np.empty((metrics, reruns)), np.empty((metrics, reruns))
+    for m in range(metrics):
+        done = 0
+        for diff in _blocks(rng, model, shape, reruns, 200, shift, paired=True):
+            clusters = bs.cluster(units, seeds, diff)
+            p[m, done:done + diff.shape[1]] = bs.sign_flip_p(clusters, rng, resamples)
+            delta[m, done:done + diff.shape[1]] = bs.estimate(clusters)
+            done += diff.shape[1]
+    return p, delta

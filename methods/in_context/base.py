@@ -1,0 +1,217 @@
+"""The shared base of the in-context baselines: each is one diffusers pipeline called on the
+request's own images (docs/methods-in-context.md).
+
+What the base owns, so that an adapter is only its input mapping:
+
+- loading: a Hugging Face id (offline once cached) or a local pipeline folder through the
+  pipeline class's ``from_pretrained``; ``--preset smoke|tiny`` builds the tiny stand-in of
+  :mod:`methods.in_context.tiny`, saves it and loads that folder through the same call. Missing
+  weights are one line naming the id and the ``hf download`` command;
+- placement: bf16 on CUDA by default (the runner reads ``cuda_dtype``), ``offload=model|sequential``
+  through diffusers' ``enable_model_cpu_offload`` / ``enable_sequential_cpu_offload``;
+- randomness: one CPU generator per request, seeded from the request alone, passed to the
+  pipeline as a list (diffusers draws each row's noise from its own generator);
+- images: every request's own subject image(s) (the first ``max_subject_images``), loaded upright
+  and resized to the output size; editing requests add their source image and are composited
+  back into the source outside the mask (white = region to edit; ``edit_composite=false`` keeps
+  the model's whole image);
+- records: base model, dtype and the transformer rows run per image (``transformer_calls``,
+  counted by a forward hook: one row of one transformer forward = one call for that image).
+
+An adapter sets ``pipeline_class``, ``default_weights``, ``tasks`` and implements
+:meth:`InContextMethod.run` (one pipeline call for a group of requests) and, when the pipeline
+cannot batch requests faithfully, ``batch_requests = False``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from bench import BenchError
+from bench.images import load_rgb
+from bench.models import DTYPES
+from bench.types import GenRequest, LoadSpec
+from methods.common import load_mask_tensor, request_generators
+
+OFFLOAD = ("none", "model", "sequential")
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") in ("1", "true", "True")
+
+
+#: the diffusers layout of a pipeline repository: model_index.json and one folder per component
+#: (a repository may also hold single-file checkpoints at its root, e.g. FLUX.1 Kontext's 24 GB one)
+PIPELINE_FILES = ["model_index.json", "*/*"]
+SKIPPED_FILES = ["*/*.bin", "*/*.onnx", "*/*.onnx_data", "*/*.msgpack", "*/*.h5"]
+
+
+def missing_weights(method: str, weights: str, detail: str, note: str = "") -> BenchError:
+    return BenchError(f"{method} weights {weights!r} are not available ({detail}). Fetch them once with "
+                      f"`hf download {weights} --include 'model_index.json' '*/*'`{note} (then "
+                      f"HF_HUB_OFFLINE=1 works), or pass --weights /path/to/a/diffusers pipeline folder, or use "
+                      f"--preset smoke for random weights")
+
+
+def resolve_pipeline_folder(method: str, weights: str, note: str = "") -> tuple[Path, str]:
+    """(local folder, revision) of a pipeline: an existing folder with model_index.json, or a
+    Hugging Face id found in (or fetched into) the hub cache."""
+    path = Path(weights).expanduser()
+    if path.exists():
+        if not (path / "model_index.json").exists():
+            raise BenchError(f"--weights {path} is not a diffusers pipeline folder: model_index.json is missing")
+        h = hashlib.sha256()
+        for cfg in sorted(path.glob("*.json")) + sorted(path.glob("*/*.json")):
+            h.update(cfg.relative_to(path).as_posix().encode() + cfg.read_bytes())
+        return path, "sha256:" + h.hexdigest()[:16]
+    if weights.count("/") != 1 or weights.startswith((".", "/")):
+        raise BenchError(f"--weights {weights!r} is neither an existing folder nor a Hugging Face id")
+    try:
+        from huggingface_hub import snapshot_download
+        folder = Path(snapshot_download(weights, allow_patterns=PIPELINE_FILES, ignore_patterns=SKIPPED_FILES,
+                                        local_files_only=_offline()))
+    except Exception as exc:  # not cached, offline, gated, network down ...
+        raise missing_weights(method, weights, type(exc).__name__, note) from None
+    if not (folder / "model_index.json").exists():
+        raise missing_weights(method, weights, "no model_index.json in the cached snapshot", note)
+    return folder, folder.name
+
+
+class InContextMethod:
+    family = "in-context"
+    tasks = frozenset({"generate"})
+    cuda_dtype = "bf16"                  # the runner's default dtype for this method on CUDA
+    pipeline_class = ""                  # diffusers class name
+    default_weights = ""                 # Hugging Face id of the released pipeline
+    tiny_kind = ""                       # key of methods.in_context.tiny.BUILDERS
+    fetch_note = ""                      # e.g. how to accept a gated model's license
+    default_resolution = 1024
+    batch_requests = True                # False: one pipeline call per request
+    download_bytes: int | None = None    # approximate size of the pipeline folder (bench doctor)
+
+    def __init__(self, spec: LoadSpec, name: str, offload: Literal["none", "model", "sequential"] | None = "none",
+                 max_subject_images: int = 1, edit_composite: bool = True):
+        offload = "none" if offload is None else offload        # --param offload=none parses as None
+        if offload not in OFFLOAD:
+            raise BenchError(f"--param offload={offload!r}: method {name!r} takes one of {', '.join(OFFLOAD)}")
+        if int(max_subject_images) < 1:
+            raise BenchError(f"--param max_subject_images={max_subject_images}: method {name!r} needs at least 1")
+        if offload != "none" and not str(spec.device).startswith("cuda"):
+            raise BenchError(f"--param offload={offload} needs a CUDA --device (got {spec.device!r}); "
+                             f"use offload=none on {spec.device}")
+        self.name, self.spec, self.offload = name, spec, offload
+        self.max_subject_images, self.edit_composite = int(max_subject_images), bool(edit_composite)
+        self.resolution = int(spec.resolution or self.default_resolution)
+        self.random_weights = spec.preset is not None
+        self.pipe, self.model_id, self.revision = self._load(spec)
+        self.pipe.set_progress_bar_config(disable=True)
+        self._rows = 0
+        self.pipe.transformer.register_forward_pre_hook(self._count_rows, with_kwargs=True)
+
+    # ---- loading ---------------------------------------------------------------------------
+    @classmethod
+    def requirements(cls, spec: LoadSpec, **params) -> list:
+        """What a run needs on disk (bench/needs.py, `bench doctor`): the pipeline folder."""
+        from bench import needs
+        if spec.preset is not None:
+            return []
+        weights = spec.weights if spec.weights != LoadSpec.weights else cls.default_weights
+        get = f"hf download {weights} --include 'model_index.json' '*/*'{cls.fetch_note}"
+        return [needs.hf_weights(f"{cls.pipeline_class} {weights}", weights,
+                                 ("model_index.json", "transformer/*", "vae/*"), cls.download_bytes, get)]
+
+    @classmethod
+    def check_weights(cls, method: str, weights: str | None) -> None:
+        """Fail early (before any data is read) when the released weights are not at hand."""
+        resolve_pipeline_folder(method, weights or cls.default_weights, cls.fetch_note)
+
+    def _load(self, spec: LoadSpec):
+        import diffusers
+        if spec.preset == "tiny":
+            from methods.in_context.tiny import tiny_pipeline_folder
+            folder, model_id, revision = tiny_pipeline_folder(self.tiny_kind), "preset:tiny", "random"
+        elif spec.preset is not None:
+            raise BenchError(f"method {self.name!r} has no {spec.preset!r} preset; use --preset smoke or tiny")
+        else:
+            model_id = spec.weights if spec.weights != LoadSpec.weights else self.default_weights
+            folder, revision = resolve_pipeline_folder(self.name, model_id, self.fetch_note)
+        try:
+            pipe = getattr(diffusers, self.pipeline_class).from_pretrained(folder, dtype=DTYPES[spec.dtype])
+        except (OSError, ValueError, KeyError) as exc:
+            raise missing_weights(self.name, model_id, str(exc).splitlines()[0][:200], self.fetch_note) from None
+        if self.offload == "model":
+            pipe.enable_model_cpu_offload(device=spec.device)
+        elif self.offload == "sequential":
+            pipe.enable_sequential_cpu_offload(device=spec.device)
+        else:
+            pipe.to(spec.device)
+        return pipe, model_id, revision
+
+    def _count_rows(self, module, args, kwargs):
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        self._rows += int(hidden.shape[0])
+
+    def describe(self) -> dict:
+        dtype = str(self.pipe.transformer.dtype).replace("torch.", "")
+        model = {"model_id": self.model_id, "revision": self.revision, "random_weights": self.random_weights,
+                 "base_model": self.default_weights, "pipeline": self.pipeline_class, "dtype": dtype,
+                 "resolution": self.resolution,
+                 "transformer_parameters": sum(p.numel() for p in self.pipe.transformer.parameters())}
+        params = {"offload": self.offload, "max_subject_images": self.max_subject_images,
+                  "edit_composite": self.edit_composite, "resolution": self.resolution, **self.params()}
+        return {"params": params, "model": model, "adapter": None,
+                "weights_status": "random weights" if self.random_weights else "pretrained"}
+
+    def params(self) -> dict:
+        """The adapter's own parameters for run.json."""
+        return {}
+
+    # ---- generation ------------------------------------------------------------------------
+    def image(self, path: Path) -> Image.Image:
+        """An image file upright, RGB, resized to the output size (decoded per call: at 1024 px a
+        cache of every DreamEdit source would hold gigabytes, and decoding is cheap next to sampling)."""
+        return load_rgb(Path(path)).resize((self.resolution, self.resolution), Image.BICUBIC)
+
+    @torch.no_grad()
+    def generate(self, requests: Sequence[GenRequest]) -> list[Image.Image]:
+        """One image per request, in order; requests of one task share a pipeline call (or one
+        call each when ``batch_requests`` is False)."""
+        groups: dict[object, list[int]] = {}
+        for i, r in enumerate(requests):
+            if r.task not in self.tasks:
+                raise BenchError(f"{self.name} cannot do the '{r.task}' task of request {r.key}")
+            groups.setdefault(r.task if self.batch_requests else i, []).append(i)
+        out: list[Image.Image | None] = [None] * len(requests)
+        for index in groups.values():
+            batch = [requests[i] for i in index]
+            subjects = [[self.image(p) for p in r.subject_images[:self.max_subject_images]] for r in batch]
+            sources = [self.image(r.source_image) if r.source_image is not None else None for r in batch]
+            rows_before = self._rows
+            images = self.run(batch, subjects, sources, request_generators([r.seed for r in batch]))
+            calls = (self._rows - rows_before) // len(batch)
+            for i, r, image, source in zip(index, batch, images, sources):
+                image = image.convert("RGB").resize((self.resolution, self.resolution), Image.BICUBIC) \
+                    if image.size != (self.resolution, self.resolution) else image.convert("RGB")
+                if source is not None and r.mask is not None and self.edit_composite:
+                    image = composite(image, source, r.mask)
+                image.info["bench"] = {"transformer_calls": calls}
+                out[i] = image
+        return out
+
+    def run(self, batch: Sequence[GenRequest], subjects: list[list[Image.Image]],
+            sources: list[Image.Image | None], generators: list[torch.Generator]) -> list[Image.Image]:
+        raise NotImplementedError
+
+
+def composite(generated: Image.Image, source: Image.Image, mask_path: Path) -> Image.Image:
+    """The generated image inside the mask (white = region to edit), the source outside it."""
+    mask = load_mask_tensor(Path(mask_path), generated.size[0])[0].numpy()[..., None]
+    blended = np.asarray(generated, dtype=np.float32) * mask + np.asarray(source, dtype=np.float32) * (1 - mask)
+    return Image.fromarray(blended.round().astype(np.uint8))

@@ -1,0 +1,81 @@
+"""Qwen-Image-Edit-2509 (Qwen team 2025, arXiv:2508.02324) through diffusers'
+``QwenImageEditPlusPipeline`` (registered as ``qwen-image-edit``; docs/methods-in-context.md).
+
+Input mapping: the pipeline takes an image list and writes ``Picture k:`` before each image in
+the Qwen2.5-VL prompt, so the subject images are the list and the suite's prompt the instruction
+(``prompt_template``). Editing: the list is [source, subject images] and the instruction names
+them by their pictures; the output is composited back into the source outside the mask.
+
+Defaults (``QwenImageEditPlusPipeline.__call__`` and its docstring): ``true_cfg_scale=4.0`` with the
+negative prompt ``" "`` (an empty negative prompt is what turns classifier-free guidance on),
+50 steps, 1024 x 1024. The pipeline encodes each image twice: for the VAE at a 1024^2 area and
+for Qwen2.5-VL at a 384^2 area (module constants). Here both follow the output size (1024^2 and
+384^2 at the default 1024 px, scaled with ``--resolution``), so small test runs stay small.
+
+One request per pipeline call: the pipeline refuses batches (``batch_size > 1``).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from bench import BenchError
+from methods.in_context.base import InContextMethod
+
+EDIT_TEMPLATE = "Put the {class_noun} from {pictures} into Picture 1, keeping everything else unchanged."
+
+
+@contextmanager
+def image_areas(vae_area: int, condition_area: int):
+    """The pipeline's VAE and vision-encoder image areas for the duration of one call."""
+    import diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus as module
+    if not all(hasattr(module, name) for name in ("VAE_IMAGE_SIZE", "CONDITION_IMAGE_SIZE")):
+        raise BenchError("this diffusers' QwenImageEditPlusPipeline has no VAE_IMAGE_SIZE / CONDITION_IMAGE_SIZE: "
+                         "install the pinned diffusers (pyproject.toml, docs/methods-in-context.md)")
+    saved = module.VAE_IMAGE_SIZE, module.CONDITION_IMAGE_SIZE
+    module.VAE_IMAGE_SIZE, module.CONDITION_IMAGE_SIZE = vae_area, condition_area
+    try:
+        yield
+    finally:
+        module.VAE_IMAGE_SIZE, module.CONDITION_IMAGE_SIZE = saved
+
+
+class QwenImageEditMethod(InContextMethod):
+    pipeline_class = "QwenImageEditPlusPipeline"
+    default_weights = "Qwen/Qwen-Image-Edit-2509"
+    tiny_kind = "qwen-image-edit"
+    tasks = frozenset({"generate", "edit"})
+    batch_requests = False
+    forwards_params_to = "methods.in_context.base:InContextMethod"
+    download_bytes = 58_000_000_000           # bf16 files: parameters x 2 (docs/methods-in-context.md, "Memory")
+
+    def __init__(self, spec, name: str = "qwen-image-edit", num_inference_steps: int = 50,
+                 true_cfg_scale: float = 4.0, negative_prompt: str = " ", prompt_template: str = "{prompt}",
+                 edit_template: str = EDIT_TEMPLATE, **common):
+        super().__init__(spec, name, **common)
+        self.num_inference_steps = int(spec.num_inference_steps or num_inference_steps)
+        self.true_cfg_scale, self.negative_prompt = float(true_cfg_scale), str(negative_prompt)
+        self.prompt_template, self.edit_template = str(prompt_template), str(edit_template)
+        self.vae_area = self.resolution ** 2
+        self.condition_area = round(384 * self.resolution / 1024) ** 2
+
+    def params(self) -> dict:
+        return {"num_inference_steps": self.num_inference_steps, "true_cfg_scale": self.true_cfg_scale,
+                "negative_prompt": self.negative_prompt, "prompt_template": self.prompt_template,
+                "edit_template": self.edit_template, "vae_image_area": self.vae_area,
+                "condition_image_area": self.condition_area}
+
+    def instruction(self, request, n_subjects: int) -> str:
+        if request.task == "edit":
+            pictures = " and ".join(f"Picture {k}" for k in range(2, 2 + n_subjects))
+            return self.edit_template.format(class_noun=request.class_noun, pictures=pictures, prompt=request.prompt)
+        return self.prompt_template.format(prompt=request.prompt, class_noun=request.class_noun)
+
+    def run(self, batch, subjects, sources, generators):
+        (request,), (images,), (source,) = batch, subjects, sources
+        inputs = ([source] if source is not None else []) + images
+        with image_areas(self.vae_area, self.condition_area):
+            return self.pipe(image=inputs, prompt=self.instruction(request, len(images)),
+                             negative_prompt=self.negative_prompt, true_cfg_scale=self.true_cfg_scale,
+                             height=self.resolution, width=self.resolution,
+                             num_inference_steps=self.num_inference_steps, generator=generators).images
