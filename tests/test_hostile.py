@@ -330,13 +330,17 @@ def test_method_text_parameter_with_a_bad_format_field_is_refused(tmp_path, caps
     err = one_line_error(capsys, ["run", "--method", "ezigen", "--suite", "dreambench", "--preset", "smoke",
                                   "--dry-run", "--out", str(tmp_path / "o"),
                                   "--param", "reference_prompt=a photo of {0.__class__}"])
-    assert "reference_prompt" in err and "allowed fields: {}" in err
+    assert "reference_prompt" in err and "allowed fields: {class_noun}" in err
     err = one_line_error(capsys, ["run", "--method", "ezigen", "--suite", "dreambench", "--preset", "smoke",
                                   "--dry-run", "--out", str(tmp_path / "o"),
-                                  "--param", "reference_prompt=a photo of a {:>999999999}"])
+                                  "--param", "reference_prompt=a photo of a {class_noun:>999999999}"])
     assert "format spec" in err
     assert main(["run", "--method", "ezigen", "--suite", "dreambench", "--preset", "smoke", "--dry-run",
-                 "--out", str(tmp_path / "o"), "--param", "reference_prompt=a picture of a {}"]) == 0
+                 "--out", str(tmp_path / "o"), "--param", "reference_prompt=a picture of a {class_noun}"]) == 0
+    capsys.readouterr()
+    err = one_line_error(capsys, ["run", "--method", "clip-projector", "--suite", "dreambench", "--preset", "smoke",
+                                  "--dry-run", "--out", str(tmp_path / "o"), "--param", "reference_prompt={0}"])
+    assert "reference_prompt" in err and "allowed fields: {class_noun}" in err      # forwarded parameters too
 
 
 # ---- messages that finish their sentence ----------------------------------------------------
