@@ -58,13 +58,28 @@ def _bench_error(message: str):
     return BenchError(message)
 
 
-_TEMP = re.compile(r"^\..+\.(?P<pid>\d+)\.tmp$")
+#: A temporary file written by another host is removed only when it is older than this: no
+#: image, record or score file takes anywhere near this long to write (docs/cluster.md).
+STALE_TEMPORARY_AGE_S = 6 * 3600
+#: ``.<name>.<pid>@<host>.tmp``; ``.<name>.<pid>.tmp`` (no host) is the older form, read as this host's.
+_TEMP = re.compile(r"^\..+\.(?P<pid>\d{1,10})(?:@(?P<host>[A-Za-z0-9_-]{1,64}))?\.tmp$")
+
+
+def hostname() -> str:
+    """This machine's name as it appears in temporary and lease file names: the host name with
+    anything but letters, digits, '-' and '_' replaced, at most 64 characters. The environment
+    variable BENCH_HOSTNAME overrides it: tests use it to play two hosts on one machine."""
+    import socket
+
+    name = os.environ.get("BENCH_HOSTNAME") or socket.gethostname() or "localhost"
+    return re.sub(r"[^A-Za-z0-9_-]", "-", name)[:64]
 
 
 def temporary_name(path: Path) -> Path:
-    """The writer's temporary file for ``path``: ``.<name>.<pid>.tmp`` in the same folder, so
-    that no process ever touches another live process's temporary file."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """The writer's temporary file for ``path``: ``.<name>.<pid>@<host>.tmp`` in the same folder,
+    so that no process, on this machine or another sharing the folder, touches another live
+    process's temporary file."""
+    return path.with_name(f".{path.name}.{os.getpid()}@{hostname()}.tmp")
 
 
 def pid_alive(pid: int) -> bool:
@@ -76,26 +91,41 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:            # exists, owned by someone else
         return True
-    except OverflowError:
+    except (OverflowError, ValueError):
         return False
     return True
 
 
+def writer_gone(pid: int, host: str | None, mtime: float, now: float | None = None) -> bool:
+    """Whether the process that wrote a file is provably gone: on this host, its pid no longer
+    exists; on another host (whose processes cannot be seen from here), the file is older than
+    STALE_TEMPORARY_AGE_S."""
+    import time
+
+    if host is None or host == hostname():
+        return not pid_alive(pid)
+    return (time.time() if now is None else now) - mtime > STALE_TEMPORARY_AGE_S
+
+
 def remove_stale_temporaries(folder: Path, recursive: bool = False) -> int:
-    """Delete temporary files (``.<name>.<pid>.tmp``) whose writer process is gone; files of
-    live processes (another shard writing now) are left alone. Returns how many were removed."""
+    """Delete temporary files (``.<name>.<pid>@<host>.tmp``) whose writer is provably gone
+    (:func:`writer_gone`); those of a live writer (another shard, here or on another node) are
+    left alone. Returns how many were removed."""
     folder = Path(folder)
     if not folder.is_dir():
         return 0
     removed = 0
     for path in (folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp")):
         match = _TEMP.match(path.name)
-        if match and not pid_alive(int(match["pid"])):
-            try:
+        if not match:
+            continue
+        try:
+            gone = writer_gone(int(match["pid"]), match["host"], path.stat().st_mtime)
+            if gone:
                 path.unlink()
                 removed += 1
-            except FileNotFoundError:
-                pass
+        except FileNotFoundError:
+            pass
     return removed
 
 
@@ -192,3 +222,55 @@ def weight_files(path: Path | str, option: str = "--adapter") -> list[Path]:
         if f.suffix == ".safetensors":
             check_safetensors(f)
     return files
+
+
+# ---- bounded JSON reading -------------------------------------------------------------------
+def json_depth(value, limit: int) -> int:
+    """Nesting depth of a parsed JSON value (iterative: no recursion), stopping past ``limit``."""
+    depth, level = 0, [value]
+    while level:
+        depth += 1
+        if depth > limit:
+            return depth
+        level = [child for item in level if isinstance(item, (dict, list))
+                 for child in (item.values() if isinstance(item, dict) else item)
+                 if isinstance(child, (dict, list))]
+    return depth
+
+
+def read_json(path: Path | str, what: str = "JSON file", max_bytes: int | None = None,
+              max_depth: int | None = None):
+    """A JSON file read whole, with every failure one BenchError naming the file: missing,
+    larger than ``max_bytes`` (checked before reading), not UTF-8, not JSON, nested deeper than
+    ``max_depth`` (bench.limits.MAX_JSON_BYTES and MAX_JSON_DEPTH by default)."""
+    import json
+
+    from bench.limits import MAX_JSON_BYTES, MAX_JSON_DEPTH
+
+    path = Path(path)
+    max_bytes = MAX_JSON_BYTES if max_bytes is None else max_bytes
+    max_depth = MAX_JSON_DEPTH if max_depth is None else max_depth
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise _bench_error(f"cannot read {what} {path}: {size} bytes, more than the limit of {max_bytes} (bench.limits)")
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise _bench_error(f"cannot read {what} {path}: no such file") from None
+    except IsADirectoryError:
+        raise _bench_error(f"cannot read {what} {path}: is a folder, expected a file") from None
+    except OSError as exc:
+        raise _bench_error(f"cannot read {what} {path}: cannot read it ({exc.strerror})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _bench_error(f"cannot read {what} {path}: not UTF-8 text (byte {exc.start})") from None
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise _bench_error(f"cannot read {what} {path}: nested deeper than the limit of {max_depth} levels") from None
+    except ValueError as exc:
+        raise _bench_error(f"cannot read {what} {path}: not valid JSON ({exc})") from None
+    if json_depth(data, max_depth) > max_depth:
+        raise _bench_error(f"cannot read {what} {path}: nested deeper than the limit of {max_depth} levels")
+    return data

@@ -2,6 +2,8 @@
 
 What it does, in order (docs/protocols.md, "Image files"):
 
+0. the size in the file's header checked against bench.limits (side, pixels, aspect ratio)
+   before a single pixel is decoded, in one line naming the file and the limit;
 1. a full decode (``Image.load()``), so a truncated or corrupt file fails here, in one line
    naming the file, and not later inside a model;
 2. EXIF orientation applied (a phone photo stored sideways comes out upright);
@@ -22,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from bench import BenchError
+from bench.limits import MAX_IMAGE_ASPECT, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
 
 _WHITE = (255, 255, 255)
 
@@ -52,11 +55,25 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def check_dimensions(size: tuple[int, int], path: Path | str) -> None:
+    """Refuse an image size outside bench.limits (read from the header, before decoding)."""
+    width, height = size
+    long, short = max(width, height), min(width, height)
+    if long > MAX_IMAGE_SIDE or width * height > MAX_IMAGE_PIXELS:
+        raise BenchError(f"image {path} is {width}x{height} pixels, over the limit of {MAX_IMAGE_SIDE} px a side "
+                         f"and {MAX_IMAGE_PIXELS // 10**6} Mpx (bench.limits); resize it")
+    if short < 1 or long / short > MAX_IMAGE_ASPECT:
+        raise BenchError(f"image {path} is {width}x{height} pixels: aspect ratio {long / max(short, 1):.0f}:1 is over the "
+                         f"limit of {MAX_IMAGE_ASPECT:g}:1 (bench.limits.MAX_IMAGE_ASPECT); crop it to the subject")
+
+
 def open_image(path: Path | str) -> Image.Image:
-    """Decode a file fully and apply its EXIF orientation; keep its mode. One-line error if bad."""
+    """Check the header's size (bench.limits), decode the file fully and apply its EXIF
+    orientation; keep its mode. One-line error if bad."""
     path = Path(path)
     try:
         with Image.open(path) as opened:
+            check_dimensions(opened.size, path)
             opened.load()
             image = ImageOps.exif_transpose(opened)
             if image is opened:
@@ -65,6 +82,11 @@ def open_image(path: Path | str) -> Image.Image:
         raise BenchError(f"missing image file {path}") from None
     except IsADirectoryError:
         raise BenchError(f"{path} is a folder, expected an image file") from None
+    except BenchError:
+        raise
+    except Image.DecompressionBombError:
+        raise BenchError(f"image {path} has more pixels than the limit of {MAX_IMAGE_PIXELS // 10**6} Mpx "
+                         "(bench.limits.MAX_IMAGE_PIXELS); resize it") from None
     except Exception as exc:  # PIL raises many kinds (UnidentifiedImageError, OSError, SyntaxError, ...)
         raise BenchError(f"corrupt or unreadable image {path}: {exc}") from None
     return image

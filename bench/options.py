@@ -22,15 +22,61 @@ MAX_SEED = 2**31 - 1
 MAX_SEEDS = 10_000
 
 
+def split_list(text: str, option: str) -> list[str]:
+    """'a,b,c' -> ['a', 'b', 'c'] (items stripped). An empty item ('a,,b', 'a,', ',a', '') is
+    refused: it is a typo, never a choice, and silently dropping it hides one."""
+    items = [part.strip() for part in str(text).split(",")]
+    empty = [i for i, item in enumerate(items, start=1) if not item]
+    if empty:
+        raise BenchError(f"{option} {text!r}: item {empty[0]} of {len(items)} is empty (write a comma-separated "
+                         "list without empty items, e.g. a,b)")
+    return items
+
+
+def as_list(value, option: str = "--suite-option") -> list[str] | None:
+    """A list option given as a list or as one comma-separated string (``--param subjects=a,b``);
+    one value that the option parser turned into a number is a list of one. An empty item
+    (``a,,b``) is refused (bench.options.split_list)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return split_list(value, option)
+    if not isinstance(value, (list, tuple)):
+        value = [value]
+    items = [str(v).strip() for v in value]
+    if any(not item for item in items):
+        raise BenchError(f"{option} {value!r}: a list item is empty")
+    return items
+
+
+def check_float(value, option: str, low: float | None = None, high: float | None = None,
+                low_open: bool = False, high_open: bool = False):
+    """Refuse a float option that is NaN, infinite or outside [low, high] (open ends when asked);
+    None passes (the default)."""
+    import math
+
+    if value is None:
+        return None
+    if not math.isfinite(value):
+        raise BenchError(f"{option} {value}: must be a finite number")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+        hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+        raise BenchError(f"{option} {value:g}: must be {' and '.join(x for x in (lo, hi) if x)}")
+    return value
+
+
 def parse_seeds(text: str, option: str = "--seeds") -> tuple[int, ...]:
     """'0-5' -> (0..5); '0,2,4' -> (0, 2, 4); '3' -> (3,). Bounded: each seed in 0..MAX_SEED,
     at most MAX_SEEDS seeds, checked before any list is built."""
     ranges: list[tuple[int, int]] = []
+    if not str(text).strip():
+        raise BenchError(f"{option} {text!r} names no seed")
+    parts = split_list(text, option)
     try:
-        for part in str(text).split(","):
-            part = part.strip()
-            if not part:
-                continue
+        for part in parts:
             lo, sep, hi = part.partition("-")
             lo, hi = (int(lo), int(hi)) if sep else (int(part), int(part))
             ranges.append((lo, hi))
@@ -104,6 +150,25 @@ def check_output_dir(path: Path | str, option: str = "--out") -> Path:
     return path
 
 
+def unique_paths(paths, option: str) -> list[Path]:
+    """Paths in their given order without repeats (the same folder named twice, also through
+    another spelling or a symlink, would count its contents twice): a repeat is dropped with
+    one warning naming it."""
+    import sys
+
+    out, seen = [], {}
+    for given in paths:
+        path = Path(given).expanduser()
+        real = path.resolve()
+        if real in seen:
+            print(f"warning: {option}: {given} is the same folder as {seen[real]}; it is counted once",
+                  file=sys.stderr)
+            continue
+        seen[real] = given
+        out.append(path)
+    return out
+
+
 def check_input_dir(path: Path | str | None, option: str) -> Path | None:
     """An existing folder to read from (None passes)."""
     if path is None:
@@ -117,8 +182,17 @@ def check_input_dir(path: Path | str | None, option: str) -> Path | None:
 
 
 def default_device() -> str:
+    """cuda when available, else cpu. Under a launcher that starts one process per GPU
+    (``accelerate launch``, ``torchrun``: LOCAL_RANK set), each process takes its own GPU,
+    ``cuda:<LOCAL_RANK modulo the GPUs this machine has>``."""
     import torch
-    return "cuda" if torch.cuda.is_available() else "cpu"
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    local = os.environ.get("LOCAL_RANK", "")
+    if local.isdigit() and torch.cuda.device_count() > 1:
+        return f"cuda:{int(local) % torch.cuda.device_count()}"
+    return "cuda"
 
 
 def check_device(device: str | None, option: str = "--device") -> str | None:
@@ -127,7 +201,7 @@ def check_device(device: str | None, option: str = "--device") -> str | None:
         return None
     import re
 
-    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
+    if not re.fullmatch(r"cpu|mps|cuda(:\d{1,4})?", device):
         raise BenchError(f"{option} {device!r}: expected cpu, cuda, cuda:N or mps")
     if device.startswith("cuda"):
         import torch

@@ -20,7 +20,8 @@ from pathlib import Path
 from bench import BenchError
 from bench.files import weight_files
 from bench.images import check_image
-from bench.options import check_device, check_input_dir, check_int, check_output_dir, parse_params, parse_seeds
+from bench.options import (check_device, check_input_dir, check_int, check_output_dir, parse_params, parse_seeds,
+                           split_list)
 from bench.registry import check_method_params
 from bench.types import GenRequest, Sample, request_key, request_seed
 
@@ -34,10 +35,19 @@ MAX_RESOLUTION = 4096
 MAX_STEPS = 1000
 MAX_IMAGES_PER_PROMPT = 1000
 MAX_BATCH_SIZE = 4096
+MAX_SHARDS = 100_000
 #: a plan is built in memory: refuse one that could not be (the published protocols: <= 18,000)
 MAX_PLAN_IMAGES = 1_000_000
+#: The random-weight presets' models are built for 64 px (smoke) and SD 2.1's 512 px
+#: (sd21-random); larger images would take hours on the CPUs these presets exist for.
+MAX_PRESET_RESOLUTION = {"smoke": 512, "tiny": 512, "sd21-random": 1024}
 #: Range checks of well-known method parameters, on top of the type checks of the signature.
-PARAM_RANGES = {"num_inference_steps": (1, MAX_STEPS)}
+#: Loops and prompt repetitions multiply the work of every image: bounded far above the
+#: published settings (EZIGen: at most 9 loops; BLIP-Diffusion: 20 repetitions).
+MAX_LOOPS = 100
+MAX_PROMPT_REPS = 1000
+PARAM_RANGES = {"num_inference_steps": (1, MAX_STEPS), "loops": (0, MAX_LOOPS), "min_loops": (0, MAX_LOOPS),
+                "max_loops": (0, MAX_LOOPS), "prompt_reps": (1, MAX_PROMPT_REPS)}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -195,6 +205,11 @@ def plan_run(args) -> RunConfig:
     if plan.total > MAX_PLAN_IMAGES:
         raise BenchError(f"the plan has {plan.total} images (cells x seeds x --images-per-prompt), more than "
                          f"{MAX_PLAN_IMAGES}: fewer --seeds or --images-per-prompt, or --limit")
+    n_batches = len(plan_batches(plan.requests(), args.batch_size))
+    if rank >= n_batches:                  # a shard with no batch would "succeed" at nothing
+        raise BenchError(f"--shard {rank}/{world}: the plan has {n_batches} batch(es) of up to {args.batch_size} "
+                         f"images, so shard {rank} would have nothing to do; use at most {n_batches} shards "
+                         "(or a smaller --batch-size)")
     metric_preset = args.metric_preset or (SMOKE["metric_preset"] if model_preset else None)
     if not args.no_score:
         precheck_metrics(metrics or list(suite.default_metrics), metric_params, metric_preset, suite)
@@ -242,6 +257,11 @@ def check_options(args) -> None:
     check_device(args.device)
     if args.preset and args.weights:
         raise BenchError("--weights and --preset exclude each other: a preset builds random weights")
+    limit = MAX_PRESET_RESOLUTION.get(args.preset)
+    if limit and args.resolution and args.resolution > limit:
+        raise BenchError(f"--resolution {args.resolution}: the {args.preset} preset's random models allow at most "
+                         f"{limit} px (bench.plan.MAX_PRESET_RESOLUTION); real weights (--weights) allow up to "
+                         f"{MAX_RESOLUTION}")
 
 
 def shard_of(args) -> tuple[int, int]:
@@ -252,6 +272,8 @@ def shard_of(args) -> tuple[int, int]:
         raise BenchError(f"--shard {text!r}: expected I/N such as 0/2") from None
     if not 0 <= rank < world:
         raise BenchError(f"--shard {text!r}: I must be in 0..N-1")
+    if world > MAX_SHARDS:
+        raise BenchError(f"--shard {text!r}: more than {MAX_SHARDS} shards")
     return rank, world
 
 
@@ -300,9 +322,7 @@ def metric_names(text: str | None) -> list[str] | None:
     """--metrics as a list of registered metric names (None: the suite's protocol metrics)."""
     from bench.registry import METRICS
 
-    metrics = [m.strip() for m in text.split(",") if m.strip()] if text is not None else None
-    if metrics is not None and not metrics:
-        raise BenchError(f"--metrics {text!r} names no metric")
+    metrics = split_list(text, "--metrics") if text is not None else None
     for name in metrics or []:
         METRICS.get(name)                     # an unknown metric fails now, not after generating
     return metrics
@@ -323,7 +343,7 @@ def with_suite_defaults(options: dict, args, model_preset: str | None) -> dict:
 
 def select_samples(samples: list[Sample], subjects: str | None, limit: int | None) -> list[Sample]:
     if subjects is not None:
-        wanted = [s.strip() for s in subjects.split(",") if s.strip()]
+        wanted = split_list(subjects, "--subjects")
         if not wanted:
             raise BenchError(f"--subjects {subjects!r} names no subject")
         known = sorted({s.subject for s in samples})

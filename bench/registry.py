@@ -149,12 +149,17 @@ def _coerce(value, annotation):
             return bool(value)
         raise ValueError("a boolean (true or false)")
     if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
+        if isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63:
             return value
-        raise ValueError("an integer")
+        raise ValueError("an integer (64-bit)")
     if annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                number = float(value)            # a huge integer would overflow inside torch
+            except OverflowError:
+                raise ValueError("a finite number") from None
+            if math.isfinite(number):
+                return number
         raise ValueError("a finite number")
     if annotation is str:
         if value is None or isinstance(value, bool):
@@ -187,7 +192,48 @@ def check_method_params(method: str, cls, params: Mapping[str, Any], option: str
             out[key] = _coerce(value, annotation)
         except ValueError as exc:
             raise BenchError(f"{option} {prefix}{key}={value!r}: {kind} {method!r} expects {exc}") from None
+        _check_text(out[key], _default, f"{option} {prefix}{key}", _template_params(cls).get(key))
+        bounds = PARAM_BOUNDS.get(key)
+        if bounds and isinstance(out[key], int) and not bounds[0] <= out[key] <= bounds[1]:
+            raise BenchError(f"{option} {prefix}{key}={value!r}: must be between {bounds[0]} and {bounds[1]}")
     return out
+
+
+#: Bounds of parameter names that mean the same in every method and metric (on top of types).
+PARAM_BOUNDS = {"batch_size": (1, 4096)}
+
+
+def _template_params(cls) -> dict:
+    """The class's ``template_params``, with those of the class it forwards parameters to."""
+    import importlib
+
+    out = {}
+    target = getattr(cls, "forwards_params_to", None)
+    if target:
+        module, _, attr = target.partition(":")
+        out.update(getattr(getattr(importlib.import_module(module), attr), "template_params", {}))
+    out.update(getattr(cls, "template_params", {}))
+    return out
+
+
+def _check_text(value, default, where: str, fields: frozenset[str] | None = None) -> None:
+    """A text parameter is bounded (bench.limits.MAX_PROMPT_CHARS); a template parameter (named
+    in the class's ``template_params`` with its fields, or one whose default is a template such
+    as ``"a photo of a {}."``) may use only those fields, plainly."""
+    from bench.limits import MAX_PROMPT_CHARS, check_template, template_fields
+
+    if not isinstance(value, str):
+        return
+    if len(value) > MAX_PROMPT_CHARS:
+        raise BenchError(f"{where}: {len(value)} characters, more than the limit of {MAX_PROMPT_CHARS} "
+                         "(bench.limits.MAX_PROMPT_CHARS)")
+    if fields is None and isinstance(default, str):
+        try:
+            fields = template_fields(default)
+        except ValueError:
+            return
+    if fields:
+        check_template(value, fields, where)
 
 
 METHODS = Registry("method", entry_point_group="bench.methods")

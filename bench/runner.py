@@ -76,6 +76,9 @@ def execute(config: RunConfig) -> int:
             print(f"weights: {status} (these numbers say nothing about the method)", file=sys.stderr)
         if method is not None:
             generate_into(store, method, todo, recorded, config.rank, total=n_mine)
+        else:                                  # only a resume can find everything recorded
+            print(f"nothing to do: all {n_mine} images of this shard are already recorded in {store.root}",
+                  file=sys.stderr)
         store.update_run(finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
     return score(config, store, device)
 

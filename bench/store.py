@@ -5,15 +5,19 @@ Layout::
     RUN_DIR/run.json                      identity (what makes images differ), plan, provenance
     RUN_DIR/generations/rank-00000.jsonl  one line per finished image, one file per shard
     RUN_DIR/generations/rank-00000.lock   the advisory lock of the process writing that shard
+    RUN_DIR/generations/rank-00000.lease  its lease: host, pid, rank, world size; mtime = heartbeat
     RUN_DIR/images/<subject>/<prompt>/s<seed>/i<k>.png
     RUN_DIR/scores.parquet                written by the scoring stage
 
-Writing one image: save to ``.<name>.<pid>.tmp`` in the target folder, fsync, rename, then
-append the jsonl line (with the image's size, mtime and sha256) and flush it. A killed process
-therefore leaves at worst a temporary file (removed by the next process once its writer pid is
-gone) or a finished image without its line (regenerated). Each shard appends only to its own
-``rank-NNNNN.jsonl`` under an advisory lock (``fcntl.flock``), so several processes (one per GPU)
-write one run; the same shard started twice is refused. Readers merge the files.
+Writing one image: save to ``.<name>.<pid>@<host>.tmp`` in the target folder, fsync, rename,
+then append the jsonl line (with the image's size, mtime and sha256) and flush it. A killed
+process therefore leaves at worst a temporary file (removed by a later process once its writer is
+provably gone: same host and dead pid, or another host and older than
+bench.files.STALE_TEMPORARY_AGE_S) or a finished image without its line (regenerated). Each shard
+appends only to its own ``rank-NNNNN.jsonl`` under a :class:`ShardLock` (an advisory ``flock``
+plus a lease file with host, pid, world size and a heartbeat, for folders shared by several
+machines), so several processes, on one machine or many, write one run; the same shard live
+anywhere, or a live shard of another world size, is refused. Readers merge the files.
 
 Integrity (``verified_records``): a record counts only if its image exists as a regular file
 with the recorded size, and either its mtime is the recorded one or its sha256 is (``verify``:
@@ -38,7 +42,9 @@ from typing import Iterator
 from PIL import Image
 
 from bench import BenchError
-from bench.files import check_path_part, file_sha256, remove_stale_temporaries, write_atomic
+from bench.limits import MAX_JSONL_LINE_BYTES
+from bench.files import (check_path_part, file_sha256, hostname, pid_alive, read_json, remove_stale_temporaries,
+                         write_atomic)
 
 RUN_FORMAT = 1
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -76,25 +82,241 @@ def _valid_record(rec) -> bool:
 _RECORDS: dict[str, tuple[tuple, dict]] = {}
 
 
-class ShardLock:
-    """An exclusive advisory lock (flock) on one shard's records; released when the process ends."""
+# ---- run.json field types -------------------------------------------------------------------
+_NUMBER = (int, float)
+#: Dotted field -> the JSON types it may have (None: null allowed). Fields not listed are free.
+RUN_FIELDS: dict[str, tuple] = {
+    "identity": (dict,), "identity.method_params": (dict,), "identity.suite": (dict,),
+    "identity.suite.options": (dict,), "suite": (dict,), "suite.name": (str,), "suite.root": (str, None),
+    "suite.options": (dict, None), "plan": (dict,), "plan.seeds": (list,), "plan.images_per_prompt": (int, None),
+    "plan.subjects": (list, None), "plan.limit": (int, None), "plan.images_per_seed": (int, None),
+    "plan.total": (int, None), "plan.skipped_without_mask": (list, None), "metrics": (list, None),
+    "metric_preset": (str, None), "metric_params": (dict, None), "random_weights": (bool, None),
+    "method": (dict, str, None), "weights_status": (str, dict, None), "resumed_at": (list,),
+}
+#: Lists whose items must be of one type.
+RUN_LIST_ITEMS: dict[str, tuple] = {"plan.seeds": (int,), "metrics": (str,), "plan.subjects": (str,),
+                                    "resumed_at": (str,)}
 
-    def __init__(self, path: Path, label: str):
+
+def _json_type(value, allowed: tuple) -> bool:
+    for t in allowed:
+        if t is None and value is None:
+            return True
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if t not in (int, None) and isinstance(value, t):
+            return True
+    return False
+
+
+def _type_names(allowed: tuple) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", int: "an integer", bool: "true/false",
+             float: "a number", None: "null"}
+    return " or ".join(names[t] for t in allowed)
+
+
+def check_run_fields(data: dict, path: Path) -> None:
+    """Refuse a run.json whose fields have the wrong JSON types (one line naming the field)."""
+    for dotted, allowed in RUN_FIELDS.items():
+        value, present = data, True
+        for part in dotted.split("."):
+            if not isinstance(value, dict) or part not in value:
+                present = False
+                break
+            value = value[part]
+        if not present:
+            continue
+        if not _json_type(value, allowed):
+            raise BenchError(f"{path}: field '{dotted}' is {type(value).__name__} {str(value)[:40]!r}, expected "
+                             f"{_type_names(allowed)}; the file was edited or is not a run of this version: "
+                             "restore it or make the run again")
+        items = RUN_LIST_ITEMS.get(dotted)
+        if items and isinstance(value, list):
+            bad = next((v for v in value if not _json_type(v, items)), "<none>")
+            if bad != "<none>":
+                raise BenchError(f"{path}: field '{dotted}' holds {bad!r}, expected {_type_names(items)} items; "
+                                 "restore the file or make the run again")
+
+
+#: A live shard rewrites its lease's timestamp this often (a daemon thread).
+LEASE_HEARTBEAT_S = 30.0
+#: A lease written on another host whose timestamp is older than this is taken over (its writer
+#: is presumed dead: a killed job, a lost node). Clocks of the hosts must agree to well within it.
+LEASE_EXPIRY_S = 300.0
+
+
+def _read_lease(path: Path) -> dict | None:
+    """A lease's JSON (host, pid, rank, world, started) with its timestamp (mtime) as
+    ``heartbeat``; None if it is gone. A torn or foreign lease reads as {}."""
+    try:
+        raw = path.read_bytes()[:4096]
+        mtime = path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except ValueError:
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    data["heartbeat"] = mtime
+    return data
+
+
+def lease_is_live(lease: dict) -> bool:
+    """Whether a lease's writer may still be running: on this host its pid exists; on another
+    host its heartbeat is younger than LEASE_EXPIRY_S. A lease without host/pid (torn while it
+    was written) counts as live until it is that old."""
+    pid, host = lease.get("pid"), lease.get("host")
+    if not isinstance(pid, int) or not isinstance(host, str):
+        return time.time() - lease["heartbeat"] < LEASE_EXPIRY_S
+    if host == hostname():
+        return pid_alive(pid)
+    return time.time() - lease["heartbeat"] < LEASE_EXPIRY_S
+
+
+def _holder(lease: dict) -> str:
+    shard = (f"shard {lease['rank']}/{lease['world']}, " if isinstance(lease.get("rank"), int)
+             and isinstance(lease.get("world"), int) else "")
+    age = time.time() - lease["heartbeat"]
+    return (f"process {lease.get('pid', '?')} on host {lease.get('host', '?')} ({shard}"
+            f"heartbeat {max(age, 0):.0f} s ago)")
+
+
+class ShardLock:
+    """The exclusive right to write one shard's records, held until :meth:`release` or the
+    process ends, on a local disk or a folder shared by several machines (docs/cluster.md):
+
+    1. ``rank-NNNNN.lock``: an advisory ``flock`` (local disks; NFSv4 and GPFS pass it to the
+       server, Lustre only when mounted with ``-o flock``). A filesystem without locks skips it.
+    2. ``rank-NNNNN.lease``: created with O_EXCL (atomic on every shared filesystem), holding the
+       writer's host, pid, rank and world size; a daemon thread touches it every
+       LEASE_HEARTBEAT_S. A lease whose writer is provably gone (same host and dead pid, or
+       another host and no heartbeat for LEASE_EXPIRY_S) is taken over by an atomic rename.
+
+    The same shard live anywhere is refused in one line naming its host and pid; so is a live
+    shard of another world size writing the same run (its batches would be cut differently).
+    """
+
+    def __init__(self, folder: Path, rank: int, world: int, label: str):
+        self.path = folder / f"rank-{rank:05d}.lock"
+        self.lease_path = folder / f"rank-{rank:05d}.lease"
+        self.rank, self.world, self.label = rank, world, label
+        self._fd = None
+        self._stop = None
+        self._flock()
+        try:
+            self._take_lease()
+            self._check_world(folder)
+        except BaseException:
+            self.release()
+            raise
+        self._start_heartbeat()
+
+    # ---- the flock ---------------------------------------------------------------------------
+    def _flock(self) -> None:
+        import errno
         import fcntl
 
-        self.path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(self._fd, 32).decode("ascii", "replace").strip() or "?"
-            os.close(self._fd)
-            raise BenchError(f"{label} is already being written by process {holder} (lock {path}); "
+            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            lease = _read_lease(self.lease_path)
+            who = _holder(lease) if lease and lease.get("pid") else f"process {holder}"
+            raise BenchError(f"{self.label} is already being written by {who} (lock {self.path}); "
                              "wait for it to finish or stop it") from None
-        os.ftruncate(self._fd, 0)
-        os.write(self._fd, f"{os.getpid()}\n".encode())
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                os.close(fd)
+                raise
+            os.close(fd)                      # no locks on this filesystem: the lease alone decides
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}@{hostname()}\n".encode())
+        self._fd = fd
+
+    # ---- the lease ---------------------------------------------------------------------------
+    def _take_lease(self) -> None:
+        content = json.dumps({"host": hostname(), "pid": os.getpid(), "rank": self.rank, "world": self.world,
+                              "started": time.strftime("%Y-%m-%dT%H:%M:%S")}).encode()
+        for _attempt in range(5):
+            try:
+                fd = os.open(self.lease_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                lease = _read_lease(self.lease_path)
+                if lease is None:
+                    continue                  # released meanwhile: try again
+                # holding the flock proves no process of this host holds the shard (a reused pid
+                # of a killed writer must not keep its lease alive)
+                ours_to_take = self._fd is not None and lease.get("host") == hostname()
+                if not ours_to_take and lease_is_live(lease):
+                    raise BenchError(f"{self.label} is already being written by {_holder(lease)} (lease "
+                                     f"{self.lease_path}); wait for it to finish or stop it; a lease of a dead "
+                                     f"process on another host expires {LEASE_EXPIRY_S:.0f} s after its last "
+                                     "heartbeat") from None
+                stale = self.lease_path.with_name(f".{self.lease_path.name}.{os.getpid()}@{hostname()}.stale")
+                try:
+                    os.rename(self.lease_path, stale)      # atomic: one taker wins
+                except FileNotFoundError:
+                    continue
+                stale.unlink(missing_ok=True)
+                continue
+            try:
+                os.write(fd, content)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._content = content
+            return
+        raise BenchError(f"{self.label}: could not take the lease {self.lease_path} (other processes keep "
+                         "taking it); run one process per shard")
+
+    def _owns_lease(self) -> bool:
+        try:
+            return self.lease_path.read_bytes() == self._content
+        except OSError:
+            return False
+
+    def _check_world(self, folder: Path) -> None:
+        for path in sorted(folder.glob("rank-*.lease")):
+            if path == self.lease_path:
+                continue
+            lease = _read_lease(path)
+            if lease and isinstance(lease.get("world"), int) and lease["world"] != self.world and lease_is_live(lease):
+                raise BenchError(f"{self.label} cannot start: {_holder(lease)} writes the same run with "
+                                 f"{lease['world']} shards, this one with {self.world}; every shard of one run "
+                                 f"needs the same --shard I/N (N={lease['world']}), or wait for it to finish")
+
+    def _start_heartbeat(self) -> None:
+        import threading
+
+        self._stop = threading.Event()
+
+        def beat(stop=self._stop):
+            while not stop.wait(LEASE_HEARTBEAT_S):
+                if not self._owns_lease():
+                    print(f"warning: {self.label}: the lease {self.lease_path} was taken over by another "
+                          "process (this one was presumed dead)", file=sys.stderr)
+                    return
+                try:
+                    os.utime(self.lease_path)
+                except OSError:
+                    pass
+
+        threading.Thread(target=beat, name=f"lease-{self.rank}", daemon=True).start()
 
     def release(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+            self._stop = None
+        if getattr(self, "_content", None) is not None:
+            if self._owns_lease():
+                self.lease_path.unlink(missing_ok=True)
+            self._content = None
         if self._fd is not None:
             os.close(self._fd)          # closing the descriptor releases the flock
             self._fd = None
@@ -159,12 +381,12 @@ class RunStore:
         return store
 
     def read_run(self) -> dict:
-        try:
-            data = json.loads(self.run_json.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:      # ValueError: bad JSON or not UTF-8
-            raise BenchError(f"cannot read {self.run_json}: {exc}") from None
+        """run.json, bounded (bench.limits) and with the type of every field a command reads
+        checked (RUN_FIELDS): a hand-edited or foreign file is one line naming the field."""
+        data = read_json(self.run_json, "the run file")
         if not isinstance(data, dict):
             raise BenchError(f"cannot read {self.run_json}: not a JSON object")
+        check_run_fields(data, self.run_json)
         return data
 
     @contextmanager
@@ -172,9 +394,15 @@ class RunStore:
         """Serialise read-modify-write of run.json between processes (blocking flock)."""
         import fcntl
 
+        import errno
+
         fd = os.open(self.root / ".run.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:          # a shared filesystem without locks: the update is one rename
+                if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    raise
             yield
         finally:
             os.close(fd)
@@ -185,6 +413,35 @@ class RunStore:
             data.update(fields)
             _write_json_atomic(self.run_json, data)
 
+    def read_scores(self):
+        """scores.parquet as a DataFrame; a file over bench.limits.MAX_PARQUET_BYTES, not a
+        parquet file (random bytes, truncated) or without the score columns is one BenchError
+        naming it and the command that rewrites it."""
+        import pandas as pd
+
+        from bench.limits import MAX_PARQUET_BYTES
+
+        path = self.scores_path
+        fix = f"delete it and run `python -m bench score {self.root}` to rewrite it"
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise BenchError(f"{self.root} has no scores.parquet: run `python -m bench score {self.root}` first") from None
+        if size > MAX_PARQUET_BYTES:
+            raise BenchError(f"{path}: {size} bytes, over the limit of {MAX_PARQUET_BYTES} (bench.limits); {fix}")
+        try:
+            df = pd.read_parquet(path)
+        except OSError as exc:
+            if getattr(exc, "errno", None) is not None:
+                raise
+            raise BenchError(f"cannot read {path}: not a parquet file ({' '.join(str(exc).split())[:200]}); {fix}") from None
+        except Exception as exc:           # pyarrow's ArrowInvalid and kin: a foreign or torn file
+            raise BenchError(f"cannot read {path}: not a parquet file ({type(exc).__name__}); {fix}") from None
+        missing = [c for c in ("key", "metric", "value") if c not in df.columns]
+        if missing:
+            raise BenchError(f"{path} lacks the column(s) {', '.join(missing)} of a scores file; {fix}")
+        return df
+
     def remove_stale_temporaries(self) -> int:
         """Remove temporary files left by dead processes (never those of a live writer)."""
         return (remove_stale_temporaries(self.root) + remove_stale_temporaries(self.generations_dir)
@@ -192,7 +449,7 @@ class RunStore:
 
     def lock_shard(self, rank: int, world: int = 1) -> ShardLock:
         self.generations_dir.mkdir(parents=True, exist_ok=True)
-        return ShardLock(self.generations_dir / f"rank-{rank:05d}.lock", f"shard {rank}/{world} of {self.root}")
+        return ShardLock(self.generations_dir, rank, world, f"shard {rank}/{world} of {self.root}")
 
     # ---- images and records --------------------------------------------------------------
     def image_path(self, key: str) -> Path:
@@ -238,8 +495,10 @@ class RunStore:
                 if not line.strip():
                     continue
                 try:
+                    if len(line) > MAX_JSONL_LINE_BYTES:     # bench.limits: never a record
+                        raise ValueError("too long")
                     rec = json.loads(line.decode("utf-8"))
-                except ValueError:              # torn by a kill, garbage, or not UTF-8
+                except (ValueError, RecursionError):  # torn by a kill, garbage, not UTF-8, nested absurdly
                     malformed += 1
                     continue
                 if not _valid_record(rec):
@@ -370,4 +629,8 @@ def weights_status(run: dict) -> str:
     if status:
         # a method's own status may already say "random weights": keep each phrase once
         parts += [p.strip() for p in str(status).split(",") if p.strip() and p.strip() not in parts]
+    scored = run.get("scored") if isinstance(run.get("scored"), dict) else {}
+    if not any("random weights" in p for p in parts) and (scored.get("metric_preset") or run.get("metric_preset")):
+        # e.g. external images scored with --metric-preset tiny: the numbers are as meaningless
+        parts.append("random weights (metric models)")
     return ", ".join(parts) or "pretrained"

@@ -48,6 +48,7 @@ import torch
 from PIL import Image
 
 from bench import BenchError
+from bench.limits import reason
 from bench.images import load_rgb
 from bench.models import DTYPES
 from bench.types import GenRequest, LoadSpec
@@ -176,7 +177,7 @@ def load_blip_diffusion(weights: str, device: str, dtype: str):
     try:
         pipe = _pipeline_from_folder(folder).to(dtype=DTYPES[dtype])
     except (OSError, ValueError, KeyError, AttributeError) as exc:
-        raise _missing(weights, str(exc).splitlines()[0][:200]) from None
+        raise _missing(weights, reason(exc)) from None
     make_transformers5_compatible(pipe)
     return pipe.to(device), revision
 
@@ -214,6 +215,10 @@ def subject_context(prompt: str, class_noun: str) -> str:
     return match.group(1).strip() if match else prompt.strip()
 
 
+#: The pipeline writes the prompt int(prompt_strength * prompt_reps) times (20 by default).
+MAX_PROMPT_REPEATS = 1000
+
+
 class BlipDiffusionMethod:
     tasks = frozenset({"generate"})
     default_weights = BLIP_DIFFUSION
@@ -243,6 +248,10 @@ class BlipDiffusionMethod:
         self.prompt_reps = int(prompt_reps)
         if self.prompt_reps < 1 or self.num_inference_steps < 1:
             raise BenchError(f"method {name!r}: prompt_reps and num_inference_steps must be at least 1")
+        # the pipeline repeats the prompt int(prompt_strength * prompt_reps) times
+        if not 0 < self.prompt_strength * self.prompt_reps <= MAX_PROMPT_REPEATS:
+            raise BenchError(f"method {name!r}: prompt_strength x prompt_reps = {self.prompt_strength * self.prompt_reps:g} "
+                             f"repetitions of the prompt; it must be in (0, {MAX_PROMPT_REPEATS}] (defaults: 1.0 x 20)")
         if spec.preset == "tiny":
             from methods.tiny_baselines import tiny_blip_diffusion
             self.pipe, self.model_id, self.revision = tiny_blip_diffusion(spec.device, DTYPES[spec.dtype]), \

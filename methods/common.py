@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from bench.images import load_rgb, open_image, to_rgb
+from bench.limits import clip_text
 from bench.models import Components
 
 
@@ -126,7 +127,7 @@ class StableDiffusionParts:
         missing = sorted({t for t in texts if t not in self._text_cache})
         if missing:
             tokenizer = self.components.tokenizer
-            tokens = tokenizer(missing, padding="max_length", max_length=tokenizer.model_max_length,
+            tokens = tokenizer([clip_text(t) for t in missing], padding="max_length", max_length=tokenizer.model_max_length,
                                truncation=True, return_tensors="pt")
             hidden = self.components.text_encoder(tokens.input_ids.to(self.device))[0].to(self.dtype)
             for text, embedding in zip(missing, hidden):

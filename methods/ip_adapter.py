@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 
 from bench import BenchError
+from bench.limits import reason
 from bench.files import file_sha256
 from bench.images import load_rgb
 from bench.models import DTYPES, load_components, resolve_weights
@@ -160,7 +161,7 @@ class IPAdapterMethod:
             self.pipe.load_ip_adapter(str(folder), subfolder="models", weight_name=self.weight_name,
                                       local_files_only=True)
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
-            detail = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            detail = f"{type(exc).__name__}: {reason(exc)}"
             raise BenchError(f"IP-Adapter weights {folder / 'models' / self.weight_name} do not fit base model "
                              f"{components.model_id} ({detail})") from None
         self.pipe.set_ip_adapter_scale(self.scale)

@@ -79,6 +79,9 @@ def compute(which: str, images: list[str], texts: list[str] | None = None, refs:
 
 
 def run(args) -> int:
+    from bench.options import check_device
+
+    check_device(args.device)                 # before any image is read or model built
     values = compute(args.which, args.images, texts=args.texts, refs=args.refs, pairwise=args.pairwise,
                      backbone=args.backbone, preset=args.preset, device=args.device,
                      preprocessing=args.preprocessing)

@@ -43,6 +43,7 @@ from PIL import Image
 
 from bench import BenchError
 from bench.images import as_saved_jpeg, jpeg_roundtrip, load_rgb, to_rgb
+from bench.limits import clip_text, reason
 from bench.metrics.base import Metric, ScoreItem
 
 DEFAULT_BACKBONE = "open_clip:ViT-B-32/openai"
@@ -151,9 +152,15 @@ def slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
 
 
+#: What every "cannot load a metric backbone" message ends with: the offline way to test.
+OFFLINE_HINT = ("to test the pipeline without these weights, score with random metric models: "
+                "--metric-preset tiny (bench run / bench score) or --preset tiny (bench metric)")
+
+
 def weights_missing(what: str, how: str, exc: BaseException) -> BenchError:
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return BenchError(f"cannot load {what}: {first_line[:200]}. {how}")
+    """One line: what could not load, the library's reason in full (bench.limits.reason: never
+    cut mid-word), how to get the weights, and the offline alternative."""
+    return BenchError(f"cannot load {what}: {reason(exc).rstrip('.')}. {how}; {OFFLINE_HINT}")
 
 
 # ---- backends -------------------------------------------------------------------------------
@@ -256,6 +263,7 @@ class _OpenClipBackend:
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        texts = [clip_text(t) for t in texts]      # 77 tokens survive: never tokenize megabytes
         return normalize(self.model.encode_text(self.tokenizer(texts).to(self.device))).cpu()
 
 
@@ -294,7 +302,7 @@ class _HFClipBackend:
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
-        tokens = self.processor(text=texts, return_tensors="pt", padding=True, truncation=True, max_length=77)
+        tokens = self.processor(text=[clip_text(t) for t in texts], return_tensors="pt", padding=True, truncation=True, max_length=77)
         tokens = {k: v.to(self.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
         return normalize(_features(self.model.get_text_features(**tokens))).cpu()
 

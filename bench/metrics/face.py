@@ -42,6 +42,7 @@ import torch
 from PIL import Image
 
 from bench import BenchError
+from bench.limits import reason
 from bench.images import as_saved_jpeg, load_rgb
 from bench.metrics.base import Metric, ScoreItem
 
@@ -175,11 +176,12 @@ class FaceNetIdentity(_FaceIdentity):
         path = _torch_home() / "checkpoints" / FACENET_CHECKPOINT
         if not path.is_file():
             raise BenchError(f"FaceNet VGGFace2 weights are missing: put {FACENET_URL} at {path} "
-                             f"(or set TORCH_HOME); facenet-pytorch downloads it there when online")
+                             f"(or set TORCH_HOME); facenet-pytorch downloads it there when online; to test without "
+                             "it, score with random metric models: --metric-preset tiny")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise BenchError(f"cannot read the FaceNet checkpoint {path}: {str(exc).splitlines()[0][:200]}") from None
+            raise BenchError(f"cannot read the FaceNet checkpoint {path}: {reason(exc)}") from None
         if not isinstance(state, dict):
             raise BenchError(f"{path} is not a FaceNet state dict")
         # The checkpoint carries the VGGFace2 classifier too; the embedding network does not use it.
@@ -302,7 +304,10 @@ class ArcFaceIdentity(_FaceIdentity):
         self.device = device
         if preset == "tiny":
             from bench.files import cache_root
-            path = Path(model_file) if model_file else cache_root() / "tiny-arcface" / "tiny_arcface.onnx"
+            if model_file and not Path(model_file).expanduser().is_file():
+                # never write a file where the user pointed: only the cache gets the tiny model
+                raise BenchError(f"arcface: model_file {model_file}: no such file")
+            path = Path(model_file).expanduser() if model_file else cache_root() / "tiny-arcface" / "tiny_arcface.onnx"
             if not path.exists():
                 write_tiny_arcface_onnx(path)
             self.recognizer = model_zoo.get_model(str(path))
@@ -317,7 +322,7 @@ class ArcFaceIdentity(_FaceIdentity):
             if not detection or not recognition:
                 raise BenchError(f"insightface model pack {pack!r} is missing or incomplete: unpack {pack}.zip "
                                  f"(from the insightface releases) into {folder} so that it holds det_*.onnx and the "
-                                 f"recognition model (e.g. w600k_r50.onnx)")
+                                 f"recognition model (e.g. w600k_r50.onnx); to test without it: --metric-preset tiny")
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if str(device).startswith("cuda") else [
                 "CPUExecutionProvider"]
             self.detector = _ScrfdDetector(model_zoo.get_model(str(detection[0]), providers=providers), det_size)

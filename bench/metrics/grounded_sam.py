@@ -117,7 +117,8 @@ class MaskResult:
 def _missing(model_id: str, exc: Exception) -> BenchError:
     return BenchError(f"Grounded-SAM weights {model_id!r} are not available ({type(exc).__name__}): fetch them once "
                       f"with `hf download {model_id}` (then HF_HUB_OFFLINE=1 works), pass a local folder, "
-                      f"or use the tiny preset for random weights")
+                      f"or, to test without these weights, random ones: --metric-preset tiny for the metrics, "
+                      f"--suite-option annotator_preset=tiny for DreamEdit's masks")
 
 
 def build_tiny_grounded_sam(seed: int = 0):

@@ -18,6 +18,9 @@ def write_reports(run_dirs, out: Path | str = "reports", paper_dir: Path = PAPER
     (``<out>/html/index.html``); returns the markdown paths (then the HTML page). ``settings``
     (bench.stats.analysis.Settings) and ``versus`` (a run label, directory or method) shape the
     intervals and the paired comparison (docs/statistics.md)."""
+    from bench.options import unique_paths
+
+    run_dirs = unique_paths(run_dirs, "bench report")     # RUN RUN would count every image twice
     runs = load_runs(run_dirs)
     df = load_scores(run_dirs)
     versus = resolve_versus(runs, versus)
@@ -49,11 +52,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from bench.options import unique_paths
     from bench.stats.cli import settings_from
 
     settings = settings_from(args)
-    runs = load_runs(args.run_dirs)
-    df = load_scores(args.run_dirs)
+    run_dirs = unique_paths(args.run_dirs, "bench report")     # RUN RUN would count every image twice
+    runs = load_runs(run_dirs)
+    df = load_scores(run_dirs)
     versus = resolve_versus(runs, args.versus)
     for suite in sorted(runs["suite"].unique()):
         path = write_leaderboard(df, runs, suite, Path(args.out), Path(args.paper_dir), settings, versus)

@@ -162,7 +162,8 @@ def load_runs(run_dirs) -> "pd.DataFrame":
         seeds = [int(s) for s in plan.get("seeds") or []]
         rows.append({"run": label, "run_dir": str(path), "suite": (run.get("suite") or {}).get("name", DASH),
                      "method": method_name(run), "label": method_label(run), "base_model": base_model(run),
-                     "weights": weights_status(run), "random_weights": bool(run.get("random_weights")),
+                     "weights": weights_status(run), "random_weights": bool(run.get("random_weights"))
+                     or "random weights" in weights_status(run),
                      "seeds": seeds, "recorded": len(records),
                      "expected": per_seed * len(seeds) if per_seed is not None and seeds else None,
                      "expected_per_seed": per_seed})
@@ -177,9 +178,7 @@ def load_scores(run_dirs) -> "pd.DataFrame":
     frames = []
     for info in runs.itertuples(index=False):
         store = RunStore(info.run_dir)
-        if not store.scores_path.exists():
-            raise BenchError(f"{store.root} has no scores.parquet: run `python -m bench score {store.root}` first")
-        df = pd.read_parquet(store.scores_path)
+        df = store.read_scores()         # one line for a missing, foreign or torn file
         frames.append(df.assign(run=info.run, suite=info.suite, method=info.method))
     if not frames:
         raise BenchError("no run directories given")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import string
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Iterable
 from bench import BenchError
 from bench.files import check_path_part
 from bench.images import check_image
+from bench.limits import MAX_PROMPT_LINE_CHARS, check_template, template_fields
 from bench.suites.base import Suite
 from bench.types import Sample
 
@@ -31,10 +31,8 @@ LIVE_CLASSES = frozenset({"cat", "dog"})
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 CONDITIONING_CHOICES = ("first", "all")
 
-_PROMPT_LINE = re.compile(
-    r"""^(?P<quote>['"])(?P<text>.*)(?P=quote)          # the quoted template
-        \s*(?:\.format\s*\([^)]*\))?                      # .format(unique_token, class_token)
-        \s*,?\s*$""", re.VERBOSE)
+#: DreamBench's prompts file is 2 KB; a thousand subjects and prompts would be under 1 MB.
+MAX_PROMPTS_FILE_BYTES = 4 * 2**20
 _SECTION_TITLES = frozenset({"classes", "prompts", "object prompts", "live subject prompts"})
 _LIST_OPEN = re.compile(r"^\w+\s*=\s*\[\s*$")
 
@@ -56,14 +54,37 @@ def render_prompt(template: str, identifier: str, class_noun: str) -> str:
     return " ".join(template.format(identifier, class_noun).split())
 
 
+#: The fields a DreamBench template may use: {0} the identifier, {1} the class noun.
+TEMPLATE_FIELDS = frozenset({"0", "1"})
+
+
 def _check_template(template: str, path: Path, lineno: int) -> None:
-    try:
-        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
-    except ValueError as exc:
-        raise BenchError(f"{path}:{lineno}: malformed prompt template {template!r} ({exc})") from None
-    if not fields <= {"0", "1"} or "1" not in fields:
+    check_template(template, TEMPLATE_FIELDS, f"{path}:{lineno}")
+    if "1" not in template_fields(template):
         raise BenchError(f"{path}:{lineno}: prompt {template!r} must use {{1}} for the class noun "
                          "(and {0} for the identifier), nothing else")
+
+
+def split_prompt_line(body: str) -> str | None:
+    """The template of one prompt line ``'a {0} {1} ...'.format(unique_token, class_token),``
+    (either quote style; the ``.format(...)`` call and the trailing comma optional), or None.
+    A scan from both ends, no regular expression: linear in the line's length."""
+    body = body.strip()
+    if body.endswith(","):
+        body = body[:-1].rstrip()
+    if body.endswith(")"):
+        opening = body.rfind("(")
+        head = body[:opening].rstrip() if opening >= 0 else ""
+        if opening < 0 or ")" in body[opening + 1:-1] or not head.endswith(".format"):
+            return None
+        body = head[:-len(".format")].rstrip()
+    if len(body) < 2 or body[0] not in "'\"" or body[-1] != body[0]:
+        return None
+    return body[1:-1]
+
+
+def _shown(line: str) -> str:
+    return repr(line if len(line) <= 120 else line[:117] + "...")
 
 
 def parse_prompts_file(path: Path) -> PromptsFile:
@@ -71,6 +92,10 @@ def parse_prompts_file(path: Path) -> PromptsFile:
     trailing commas, a closing bracket on the last prompt's line)."""
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_PROMPTS_FILE_BYTES:
+            raise BenchError(f"{path}: {size} bytes, more than the limit of {MAX_PROMPTS_FILE_BYTES} for a "
+                             "prompts file (bench.suites.dreambench.MAX_PROMPTS_FILE_BYTES)")
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except OSError as exc:
         raise BenchError(f"cannot read the DreamBench prompts file {path}: {exc.strerror}") from None
@@ -82,6 +107,9 @@ def parse_prompts_file(path: Path) -> PromptsFile:
     section = None        # "classes" | "object" | "live" | None (between sections)
     in_list = False
     for lineno, raw in enumerate(lines, start=1):
+        if len(raw) > MAX_PROMPT_LINE_CHARS:      # before any parsing: nothing scans a huge line
+            raise BenchError(f"{path}:{lineno}: the line has {len(raw)} characters, more than the limit of "
+                             f"{MAX_PROMPT_LINE_CHARS} (bench.limits.MAX_PROMPT_LINE_CHARS)")
         line = raw.strip()
         if not line:
             continue
@@ -93,12 +121,12 @@ def parse_prompts_file(path: Path) -> PromptsFile:
             closing = line.endswith("]")
             body = line[:-1].strip() if closing else line
             if body:
-                match = _PROMPT_LINE.match(body)
-                if match is None:
-                    raise BenchError(f"{path}:{lineno}: cannot parse prompt line {line!r} "
+                template = split_prompt_line(body)
+                if template is None:
+                    raise BenchError(f"{path}:{lineno}: cannot parse prompt line {_shown(line)} "
                                      "(expected 'a {0} {1} ...'.format(unique_token, class_token),)")
-                _check_template(match["text"], path, lineno)
-                blocks[section].append(match["text"])
+                _check_template(template, path, lineno)
+                blocks[section].append(template)
             in_list = not closing
             continue
         if lowered == "classes":
@@ -120,13 +148,13 @@ def parse_prompts_file(path: Path) -> PromptsFile:
             subject, sep, noun = (part.strip() for part in line.partition(","))
             if not sep or not subject or not noun or "," in noun:
                 raise BenchError(f"{path}:{lineno}: expected 'subject,class' in the Classes table, "
-                                 f"got {line!r}")
+                                 f"got {_shown(line)}")
             check_path_part(subject, f"{path}:{lineno}", "subject")   # it becomes a folder name
             if subject in classes:
                 raise BenchError(f"{path}:{lineno}: subject {subject!r} is listed twice")
             classes[subject] = noun
         else:
-            raise BenchError(f"{path}:{lineno}: unexpected line {line!r}")
+            raise BenchError(f"{path}:{lineno}: unexpected line {_shown(line)}")
 
     if in_list:
         raise BenchError(f"{path}: the prompt list of section {section!r} is not closed with ']'")
@@ -164,11 +192,9 @@ def verify_image(path: Path) -> None:
 
 
 def _as_subject_list(subjects) -> list[str] | None:
-    if subjects is None or subjects == "":
-        return None
-    if isinstance(subjects, str):
-        subjects = subjects.split(",")
-    return [str(s).strip() for s in subjects if str(s).strip()]
+    from bench.options import as_list
+
+    return as_list(subjects, "dreambench option subjects")
 
 
 class DreamBench(Suite):

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -41,6 +42,7 @@ from PIL import Image
 from bench import BenchError
 from bench.files import cache_root, file_sha256
 from bench.images import open_image
+from bench.options import as_list
 from bench.suites.base import Suite
 from bench.types import Sample
 
@@ -83,17 +85,6 @@ def read_dreambench_classes(prompts_file: Path) -> dict[str, str]:
     DreamBench suite's parser (docs/protocols.md section 2)."""
     from bench.suites.dreambench import parse_prompts_file
     return dict(parse_prompts_file(prompts_file).classes)
-
-
-def as_list(value) -> list[str] | None:
-    """A list option given as a list or as one comma-separated string (``--param subjects=a,b``)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        value = value.split(",")
-    elif not isinstance(value, (list, tuple)):
-        value = [value]                     # one value that the option parser turned into a number
-    return [str(v).strip() for v in value if str(v).strip()]
 
 
 def _images_in(folder: Path) -> tuple[Path, ...]:
@@ -171,14 +162,19 @@ class DreamEdit(Suite):
         if conditioning not in ("first", "all"):
             raise BenchError(f"dreamedit: conditioning={conditioning!r} is not 'first' or 'all'")
         self.task_kinds = TASK_KINDS if task_kind == "both" else (task_kind,)
-        self.identifier = identifier.strip()
+        self.identifier = "" if identifier is None else str(identifier).strip()
         self.conditioning = conditioning
+        if annotator_preset not in (None, "tiny"):
+            raise BenchError(f"dreamedit: annotator_preset={annotator_preset!r} is not 'tiny' (or absent: real "
+                             "Grounded-SAM weights)")
+        from bench.options import check_device
+        check_device(str(device), "dreamedit option device")
         self.selected_subjects = as_list(subjects)
         from bench.suites import REPO_ROOT
         is_mini = self.root.resolve() == (REPO_ROOT / self.mini_root).resolve()
         if dreambench_root is None:
             dreambench_root = REPO_ROOT / ("datasets/mini-dreambench" if is_mini else "datasets/dreambench")
-        self.dreambench_root = Path(dreambench_root).expanduser()
+        self.dreambench_root = Path(str(dreambench_root)).expanduser()
         # The mini copy is procedurally drawn: a real detector finds nothing in it, so smoke runs
         # annotate with the tiny random preset unless told otherwise.
         self.annotator_preset = annotator_preset if annotator_preset is not None else ("tiny" if is_mini else None)
@@ -241,16 +237,18 @@ class DreamEdit(Suite):
         path = folder / "bbox.json"
         if not path.is_file():
             raise BenchError(f"dreamedit: {path} is missing (addition sources need their boxes)")
-        try:
-            boxes = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise BenchError(f"dreamedit: {path} is not valid JSON ({exc})") from None
+        from bench.files import read_json
+
+        boxes = read_json(path, "the DreamEdit boxes file")     # bounded: size, depth, UTF-8
         if not isinstance(boxes, dict):
             raise BenchError(f"dreamedit: {path} must map 'foundK.jpg' to [x0, y0, x1, y1]")
         for name, box in boxes.items():
-            if (not isinstance(box, list) or len(box) != 4 or not all(isinstance(v, (int, float)) for v in box)
+            if (not isinstance(box, list) or len(box) != 4
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                               and -BOX_SPACE <= v <= 2 * BOX_SPACE for v in box)
                     or box[2] <= box[0] or box[3] <= box[1]):
-                raise BenchError(f"dreamedit: {path}: box of {name!r} must be [x0, y0, x1, y1] with x1>x0, y1>y0, "
+                raise BenchError(f"dreamedit: {path}: box of {name!r} must be [x0, y0, x1, y1] of finite numbers in "
+                                 f"{BOX_SPACE}x{BOX_SPACE} coordinates with x1>x0, y1>y0, "
                                  f"got {box!r}")
         return boxes
 

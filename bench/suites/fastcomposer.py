@@ -105,26 +105,33 @@ class FastComposer(Suite):
         if preprocessing not in PREPROCESSING:
             raise BenchError(f"fastcomposer: preprocessing={preprocessing!r} is not one of {', '.join(PREPROCESSING)}")
         self.preprocessing = preprocessing
-        self.identifier = identifier.strip()
+        self.identifier = "" if identifier is None else str(identifier).strip()
         from bench.suites import REPO_ROOT
         self.is_mini = self.root.resolve() == (REPO_ROOT / self.mini_root).resolve()
-        from bench.suites.dreamedit import as_list
+        from bench.options import as_list
         # CelebA ids are six digits; `--suite-option subjects=000001` arrives as the number 1.
         subjects = [f"{int(s):06d}" if str(s).isdigit() else s for s in as_list(subjects) or []]
-        if isinstance(prompt_indices, str):
-            prompt_indices = as_list(prompt_indices)
+        indices = as_list(prompt_indices, "fastcomposer option prompt_indices")   # 5 -> ["5"], "0,3" -> ["0", "3"]
         if subjects:
             unknown = [s for s in subjects if s not in IDENTITIES]
             if unknown:
                 raise BenchError(f"fastcomposer: unknown identity {', '.join(unknown)}; "
                                  f"valid: {', '.join(sorted(IDENTITIES))}")
         self.selected = list(subjects) if subjects else None
-        if prompt_indices is None and self.is_mini:
-            prompt_indices = MINI_PROMPTS
-        bad = [i for i in (prompt_indices or ()) if not 0 <= int(i) < len(PROMPTS)]
-        if bad:
-            raise BenchError(f"fastcomposer: prompt index {bad[0]} is outside 0-{len(PROMPTS) - 1}")
-        self.prompt_indices = sorted({int(i) for i in prompt_indices}) if prompt_indices else list(range(len(PROMPTS)))
+        if indices is None:               # not given: all 40 (the mini copy: one of each group)
+            self.prompt_indices = list(MINI_PROMPTS) if self.is_mini else list(range(len(PROMPTS)))
+            return
+        parsed = []
+        for item in indices:
+            try:
+                index = int(item)
+            except ValueError:
+                raise BenchError(f"fastcomposer option prompt_indices: {item!r} is not a prompt index "
+                                 f"(integers 0-{len(PROMPTS) - 1}, e.g. prompt_indices=0,10)") from None
+            if not 0 <= index < len(PROMPTS):
+                raise BenchError(f"fastcomposer: prompt index {index} is outside 0-{len(PROMPTS) - 1}")
+            parsed.append(index)
+        self.prompt_indices = sorted(set(parsed))
 
     def metric_params(self) -> dict[str, dict]:
         """The protocol's reading of the images, as parameters of the metrics that take it."""

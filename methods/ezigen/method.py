@@ -76,6 +76,8 @@ class EZIGenMethod:
     tasks = frozenset({"generate", "edit"})
     #: `--preset smoke` runs it with the untrained adapter when no --adapter is given
     smoke_adapter = "init"
+    #: text parameters that are templates, with the fields they may use (bench.limits.check_template)
+    template_params = {"reference_prompt": frozenset({"class_noun"})}
 
     @classmethod
     def requirements(cls, spec: LoadSpec, subject_background: str = "remove", iterative: bool = True,

@@ -56,6 +56,42 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--no-progress", action="store_true", help="no progress bar")
 
 
+#: Bounds of the numeric training options (checked before anything loads).
+MAX_TRAIN_RESOLUTION = 2048
+MAX_WORKERS = 256
+
+
+def check_train_options(args) -> None:
+    """Every numeric option: in range, finite, meaning something (an --epochs 0 run that trains
+    nothing is refused, not reported as a success)."""
+    from bench.options import MAX_SEED, check_device, check_float, check_int
+
+    check_int(args.resolution, "--resolution", 8, MAX_TRAIN_RESOLUTION, multiple_of=8)
+    check_int(args.pairs, "--pairs", 1)
+    check_int(args.epochs, "--epochs", 1)
+    check_int(args.max_steps, "--max-steps", 1)
+    check_int(args.batch_size, "--batch-size", 1, 4096)
+    check_int(args.save_every, "--save-every", 1)
+    check_int(args.keep_checkpoints, "--keep-checkpoints", 1, 10_000)
+    check_int(args.seed, "--seed", 0, MAX_SEED)
+    check_int(args.workers, "--workers", 0, MAX_WORKERS)
+    check_float(args.lr, "--lr", 0.0, 1.0, low_open=True)
+    check_float(args.weight_decay, "--weight-decay", 0.0, 1.0)
+    check_float(args.max_grad_norm, "--max-grad-norm", 0.0)
+    check_float(args.subject_dropout, "--subject-dropout", 0.0, 1.0, high_open=True)
+    if args.device is not None:
+        check_device(args.device)
+    from methods.training.data import parse_data_spec
+
+    for item in args.data:                    # checked before any model loads
+        kind, where = parse_data_spec(item)
+        if kind == "synthetic":
+            if not where.isdigit() or not 1 <= int(where) <= 1_000_000:
+                raise BenchError(f"--data {item!r}: synthetic takes a pair count in 1..1000000 (synthetic:64)")
+        elif not Path(where).expanduser().is_dir():
+            raise BenchError(f"--data {item!r}: {where} is not a folder")
+
+
 def run(args) -> int:
     from bench.options import parse_params
     from methods.training.train import TrainConfig, train
@@ -64,6 +100,7 @@ def run(args) -> int:
     out = args.out or Path("runs") / "train" / (args.method + (f"-{args.preset}" if args.preset else ""))
     if args.preset and args.weights:
         raise BenchError("--weights and --preset exclude each other: a preset builds random weights")
+    check_train_options(args)
     if not args.data and args.preset != "smoke":
         raise BenchError("no training data: pass --data coco:DIR and/or --data ytvis:DIR (or --preset smoke)")
     cfg = TrainConfig(
@@ -71,7 +108,7 @@ def run(args) -> int:
         weights=args.weights or TrainConfig.weights, resolution=args.resolution, pairs=args.pairs,
         epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, mixed_precision=args.mixed_precision,
-        subject_dropout=args.subject_dropout, recipe=args.recipe, save_every=max(1, args.save_every),
+        subject_dropout=args.subject_dropout, recipe=args.recipe, save_every=args.save_every,
         keep_checkpoints=args.keep_checkpoints, seed=args.seed, workers=args.workers, resume=args.resume,
         device=args.device, params=parse_params(args.param), progress=not args.no_progress)
     summary = train(cfg)

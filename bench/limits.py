@@ -1,0 +1,104 @@
+"""Named limits on every size that comes from a data file or an option, checked before it costs
+anything (docs/architecture.md, "Limits"). One place, so that every suite, method and reader
+refuses the same nonsense with the same numbers; a suite that needs another bound names its
+own constant beside these and says why.
+
+The numbers are generous: each is far above what the published benchmarks hold (quoted beside
+it) and far below what would take minutes or gigabytes to process.
+"""
+
+from __future__ import annotations
+
+# ---- text ----------------------------------------------------------------------------------
+#: One line of a prompts file (DreamBench's longest is under 100 characters). Checked before
+#: any regular expression sees the line.
+MAX_PROMPT_LINE_CHARS = 2_000
+#: A prompt after its template is filled in (what a method's tokenizer receives).
+MAX_PROMPT_CHARS = 2_000
+#: Text handed to a tokenizer: CLIP keeps 77 tokens and a token of its vocabulary is at most a
+#: few dozen characters, so cutting (whitespace runs collapsed, as CLIP's own cleaning does) at
+#: this many characters first keeps everything that survives truncation (bench.limits.clip_text).
+MAX_TOKENIZER_CHARS = 77 * 32
+
+#: A library's reason quoted in one of our error lines (cut at a sentence end, never mid-word).
+MAX_REASON_CHARS = 600
+
+# ---- images --------------------------------------------------------------------------------
+#: Width or height of an image file, read from its header before it is decoded.
+MAX_IMAGE_SIDE = 16_384
+#: Pixels of an image file (DreamBench's largest photo is about 12 Mpx).
+MAX_IMAGE_PIXELS = 100_000_000
+#: Long side over short side (DreamBench's photos are at most 2:1; a 5000x1 file is not a photo
+#: of a subject and would resize to a zero-pixel side).
+MAX_IMAGE_ASPECT = 10.0
+
+# ---- structured files ----------------------------------------------------------------------
+#: A JSON file the harness reads whole (run.json, bbox.json, a baseline): bytes and nesting.
+MAX_JSON_BYTES = 64 * 2**20
+MAX_JSON_DEPTH = 64
+#: One line of a records file (generations/rank-*.jsonl); longer lines are skipped as torn.
+MAX_JSONL_LINE_BYTES = 1 * 2**20
+#: A scores.parquet file (18,000 images x 10 metrics is a few MB).
+MAX_PARQUET_BYTES = 4 * 2**30
+
+
+def clip_text(text: str, limit: int = MAX_TOKENIZER_CHARS) -> str:
+    """At most the first ``limit`` characters of ``text`` (whitespace runs collapsed when it is
+    longer): what a tokenizer that truncates at 77 tokens can ever keep, cut before tokenizing,
+    so a 10 MB prompt costs microseconds, not minutes. Short texts are returned unchanged."""
+    if len(text) <= limit:
+        return text
+    return " ".join(text[:limit * 8].split())[:limit]
+
+
+def check_template(template: str, fields: frozenset[str] | set[str], where: str) -> str:
+    """Refuse a format template (a prompt with ``{}`` fields) that could do more than insert
+    the given fields: a field not in ``fields`` (``{2}``, ``{0.attr}``, ``{0[9]}``), a
+    conversion (``{0!r}``) or a format spec (``{1:>1000000000}`` would build a gigabyte string),
+    or a template longer than MAX_PROMPT_CHARS. ``where`` names the file and line (or the option)
+    in the one-line error. Returns the template."""
+    import string
+
+    from bench import BenchError
+
+    if not isinstance(template, str):
+        raise BenchError(f"{where}: expected a text template, got {template!r}")
+    if len(template) > MAX_PROMPT_CHARS:
+        raise BenchError(f"{where}: the prompt template has {len(template)} characters, more than the "
+                         f"limit of {MAX_PROMPT_CHARS} (bench.limits.MAX_PROMPT_CHARS)")
+    shown = template if len(template) <= 80 else template[:77] + "..."
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise BenchError(f"{where}: malformed prompt template {shown!r} ({exc}; write {{{{ and }}}} for "
+                         "literal braces)") from None
+    allowed = ", ".join("{" + f + "}" for f in sorted(fields)) or "none"
+    for _literal, field, spec, conversion in parts:
+        if field is None:
+            continue
+        if field not in fields:
+            raise BenchError(f"{where}: prompt template {shown!r} has the field {{{field}}}; allowed fields: "
+                             f"{allowed}")
+        if spec or conversion:
+            raise BenchError(f"{where}: prompt template {shown!r} has a format spec or conversion in "
+                             f"{{{field}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}; "
+                             f"write the plain field ({allowed})")
+    return template
+
+
+def template_fields(template: str) -> frozenset[str]:
+    """The field names a (trusted) template uses, e.g. ``{""}`` for ``"a photo of a {}."``."""
+    import string
+
+    return frozenset(f for _, f, _, _ in string.Formatter().parse(template) if f is not None)
+
+
+def reason(exc: BaseException, limit: int = MAX_REASON_CHARS) -> str:
+    """A library exception's message as one line for our errors: whitespace collapsed, whole
+    when it fits, else cut at the last sentence end (or word) before ``limit`` and marked
+    ``[...]``: never a sentence cut off mid-word."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(". ", 0, limit)
+    return (text[:cut + 1] if cut > 0 else text[:max(text.rfind(" ", 0, limit), 1)]) + " [...]"
