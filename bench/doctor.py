@@ -26,7 +26,10 @@ __all__ = ["configure", "run", "collect", "print_checklist"]
 
 
 def run(args) -> int:
-    return 2 if print_checklist(args) else 0
+    shortfall = print_checklist(args)
+    if shortfall:
+        print(f"error: {shortfall}", file=sys.stderr)
+    return 2 if shortfall else 0
 
 
 def collect(args) -> list[tuple[Need, list[str]]]:
@@ -79,8 +82,9 @@ def fallback_requirements(spec: LoadSpec) -> list[Need]:
                        ("*.json",), None, f"hf download {spec.weights}")]
 
 
-def print_checklist(args, file=None) -> int:
-    """Print the checklist; returns how many pieces are missing."""
+def print_checklist(args, file=None) -> str:
+    """Print the checklist; returns one line saying what is missing ('' when nothing is), for the
+    caller to print on stderr once it has printed the rest."""
     file = file or sys.stdout
     pieces = collect(args)
     metrics = "no scoring" if args.no_score else f"metrics: {args.metrics or 'the suite protocol'}"
@@ -107,8 +111,7 @@ def print_checklist(args, file=None) -> int:
     if missing:
         total = (f"about {human_size(download)}" if download else "size unknown") + (
             " plus pieces of unknown size" if unknown and download else "")
-        print(f"{missing} of {len(pieces)} pieces missing ({total} to download); the run would stop at the first.",
-              file=file)
-    else:
-        print(f"all {len(pieces)} pieces in place.", file=file)
-    return missing
+        return (f"{missing} of {len(pieces)} pieces missing ({total} to download), each listed above with how "
+                "to get it; a run would stop at the first")
+    print(f"all {len(pieces)} pieces in place.", file=file)
+    return ""

@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench import BenchError
 from bench.files import files_sha256, weight_files
 from bench.options import default_device
 from bench.plan import RunConfig, configure, plan_batches, plan_run, print_plan  # noqa: F401 (configure: the CLI's)
@@ -42,10 +43,17 @@ def dry_run(args) -> int:
     status 2 when a piece is missing. Nothing is loaded or written."""
     from bench.doctor import print_checklist
 
-    missing = print_checklist(args)
+    shortfall = print_checklist(args)
     print()
-    print_plan(plan_run(args))
-    return 2 if missing else 0
+    try:
+        print_plan(plan_run(args))
+    except BenchError as exc:      # a missing piece (e.g. the suite's data) also stops the plan:
+        if not shortfall:          # one line says both
+            raise
+        shortfall += f"; the plan stopped too: {exc}"
+    if shortfall:
+        print(f"error: {shortfall}", file=sys.stderr)
+    return 2 if shortfall else 0
 
 
 def execute(config: RunConfig) -> int:

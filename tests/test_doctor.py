@@ -49,7 +49,8 @@ def lines_of(text: str) -> dict[str, str]:
 
 def test_an_empty_cache_names_every_missing_piece_at_once(empty_home, capsys):
     assert main(["doctor", *HEADLINE]) == 2
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     status = lines_of(out)
     assert set(status.values()) == {"MISSING"}
     text = "\n".join(status)
@@ -60,7 +61,7 @@ def test_an_empty_cache_names_every_missing_piece_at_once(empty_home, capsys):
     assert "[method ezigen, metric clip]" in text
     assert "checkpoint-200000.zip" in out and "1uucz9IQFT2NbwLvazdnOX2vAROn-0nxU" in out
     assert "hf download stabilityai/stable-diffusion-2-1-base" in out
-    assert "7 of 7 pieces missing" in out
+    assert "7 of 7 pieces missing" in captured.err
 
 
 def test_pieces_in_the_cache_count_as_present_and_the_rest_stay_missing(empty_home, capsys):
@@ -70,7 +71,8 @@ def test_pieces_in_the_cache_count_as_present_and_the_rest_stay_missing(empty_ho
     adapter.mkdir()
     save_file({"learnable_weights": torch.zeros(16)}, str(adapter / "model.safetensors"))
     assert main(["doctor", *HEADLINE, "--adapter", str(adapter), "--data-root", MINI]) == 2
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     status = lines_of(out)
     present = {p for p, s in status.items() if s == "ok"}
     assert any("stable-diffusion-2-1-base" in p for p in present)
@@ -79,7 +81,7 @@ def test_pieces_in_the_cache_count_as_present_and_the_rest_stay_missing(empty_ho
     assert any("vit_small_patch16_224.dino" in p for p in present)
     missing = {p for p, s in status.items() if s == "MISSING"}
     assert len(missing) == 3 and all(any(k in p for p in missing) for k in ("grounding-dino", "sam-vit-huge", "ViT-B-32"))
-    assert "3 of 7 pieces missing" in out
+    assert "3 of 7 pieces missing" in captured.err
 
 
 def test_a_cached_copy_lacking_a_file_is_missing_and_says_which(empty_home, capsys):
