@@ -148,6 +148,42 @@ def test_guidance_edge_cases():
     assert np.abs(pixels(plain) - pixels(build("omnigen").generate([request()])[0])).mean() > 0.5
 
 
+def test_overflowing_guidance_is_an_error_not_a_black_image():
+    """A huge guidance scale overflows OmniGen's latents; the pipeline would cast the NaN pixels to
+    a black image without a word, and the run would score it."""
+    with pytest.raises(BenchError, match="non-finite pixels.*guidance"):
+        build("omnigen", guidance_scale=1e30).generate([request()])
+    assert np.asarray(build("omnigen", guidance_scale=-3.0).generate([request()])[0]).std() > 1   # finite: works
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.5, -3.0])
+def test_qwen_refuses_true_cfg_below_one(scale):
+    """Below 1 the pipeline silently runs unguided: the record would claim a guidance it did not use."""
+    with pytest.raises(BenchError, match="true_cfg_scale.*at least 1"):
+        build("qwen-image-edit", true_cfg_scale=scale)
+
+
+@pytest.mark.parametrize("name", ["omnigen", "qwen-image-edit"])
+def test_mixed_generate_and_edit_batch_with_several_subject_images(name, tmp_path):
+    """Held-out style batch: edit and generate requests, 1-3 subject images each, prompts of very
+    different lengths; every image equals the request alone, and changing request 0's second
+    subject image changes image 0 only."""
+    method = build(name, max_subject_images=3)
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[8:40, 16:60] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    batch = [request("a", images=(DOG[0], VASE[1]), seed=21),
+             request("b", prompt="a vase " + "beside a tall window in the warm evening light " * 5,
+                     images=(VASE[0],), noun="vase", seed=22),
+             request("c", images=(DOG[1], DOG[2], VASE[2]), seed=23, source_image=SOURCE, mask=tmp_path / "mask.png")]
+    together = method.generate(batch)
+    for r, image in zip(batch, together):
+        assert (pixels(method.generate([r])[0]) == pixels(image)).all(), r.key
+    changed = method.generate([request("a", images=(DOG[0], DOG[2]), seed=21), *batch[1:]])
+    assert np.abs(pixels(changed[0]) - pixels(together[0])).mean() > 2 * MEAN_TOLERANCE
+    assert all((pixels(x) == pixels(y)).all() for x, y in zip(changed[1:], together[1:]))
+
+
 @pytest.mark.parametrize("name, params, message", [
     ("flux-kontext", {"max_subject_images": 2}, "exactly one conditioning image"),
     ("omnigen", {"max_subject_images": 0}, "at least 1"),

@@ -114,6 +114,8 @@ class InContextMethod:
         self.pipe.set_progress_bar_config(disable=True)
         self._rows = 0
         self.pipe.transformer.register_forward_pre_hook(self._count_rows, with_kwargs=True)
+        self._finite = True
+        self.pipe.vae.decoder.register_forward_hook(self._check_finite)
 
     # ---- loading ---------------------------------------------------------------------------
     @classmethod
@@ -158,6 +160,11 @@ class InContextMethod:
         hidden = kwargs.get("hidden_states", args[0] if args else None)
         self._rows += int(hidden.shape[0])
 
+    def _check_finite(self, module, args, output):
+        """Notes a decoded image with NaN/inf pixels (e.g. a guidance scale so large that the
+        latents overflow): the pipeline would cast it silently to a black image."""
+        self._finite = self._finite and bool(torch.isfinite(output).all())
+
     def describe(self) -> dict:
         dtype = str(self.pipe.transformer.dtype).replace("torch.", "")
         model = {"model_id": self.model_id, "revision": self.revision, "random_weights": self.random_weights,
@@ -193,8 +200,13 @@ class InContextMethod:
             batch = [requests[i] for i in index]
             subjects = [[self.image(p) for p in r.subject_images[:self.max_subject_images]] for r in batch]
             sources = [self.image(r.source_image) if r.source_image is not None else None for r in batch]
-            rows_before = self._rows
+            rows_before, self._finite = self._rows, True
             images = self.run(batch, subjects, sources, request_generators([r.seed for r in batch]))
+            if not self._finite:
+                scales = {k: v for k, v in self.params().items() if "scale" in k}
+                raise BenchError(f"{self.name} decoded non-finite pixels (NaN/inf) for request {batch[0].key} with "
+                                 f"{scales} in {self.pipe.transformer.dtype}: the latents overflowed; use smaller "
+                                 f"guidance scales (--param)")
             calls = (self._rows - rows_before) // len(batch)
             for i, r, image, source in zip(index, batch, images, sources):
                 image = image.convert("RGB").resize((self.resolution, self.resolution), Image.BICUBIC) \

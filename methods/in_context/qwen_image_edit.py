@@ -52,6 +52,9 @@ class QwenImageEditMethod(InContextMethod):
     def __init__(self, spec, name: str = "qwen-image-edit", num_inference_steps: int = 50,
                  true_cfg_scale: float = 4.0, negative_prompt: str = " ", prompt_template: str = "{prompt}",
                  edit_template: str = EDIT_TEMPLATE, **common):
+        if not float(true_cfg_scale) >= 1:      # the pipeline runs unguided below 1 (true_cfg_scale > 1 only)
+            raise BenchError(f"--param true_cfg_scale={true_cfg_scale}: method {name!r} needs at least 1 "
+                             f"(1 = no guidance; QwenImageEditPlusPipeline ignores the negative prompt below 1)")
         super().__init__(spec, name, **common)
         self.num_inference_steps = int(spec.num_inference_steps or num_inference_steps)
         self.true_cfg_scale, self.negative_prompt = float(true_cfg_scale), str(negative_prompt)
