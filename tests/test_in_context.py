@@ -156,6 +156,18 @@ def test_overflowing_guidance_is_an_error_not_a_black_image():
     assert np.asarray(build("omnigen", guidance_scale=-3.0).generate([request()])[0]).std() > 1   # finite: works
 
 
+@pytest.mark.parametrize("name, resolution", [("omnigen", 40), ("omnigen", 72), ("flux-kontext", 72),
+                                              ("flux-kontext", 8), ("qwen-image-edit", 32), ("qwen-image-edit", 40)])
+def test_resolutions_the_pipelines_cannot_make_are_one_line_errors(name, resolution):
+    """OmniGen crashed inside the transformer off multiples of 16, Kontext silently generated at
+    another size and resized, Qwen's vision-encoder size rounded to 0 below 48 px."""
+    import importlib
+    module, attr = CLASSES[name]
+    cls = getattr(importlib.import_module(module), attr)
+    with pytest.raises(BenchError, match=f"--resolution {resolution}: method '{name}' generates at multiples of 16"):
+        cls(LoadSpec(preset="tiny", resolution=resolution, num_inference_steps=STEPS), name=name)
+
+
 @pytest.mark.parametrize("scale", [0.0, 0.5, -3.0])
 def test_qwen_refuses_true_cfg_below_one(scale):
     """Below 1 the pipeline silently runs unguided: the record would claim a guidance it did not use."""

@@ -93,6 +93,8 @@ class InContextMethod:
     tiny_kind = ""                       # key of methods.in_context.tiny.BUILDERS
     fetch_note = ""                      # e.g. how to accept a gated model's license
     default_resolution = 1024
+    resolution_multiple = 16             # VAE factor 8 x patch 2: the pipelines refuse or silently resize others
+    min_resolution = 16
     batch_requests = True                # False: one pipeline call per request
     download_bytes: int | None = None    # approximate size of the pipeline folder (bench doctor)
 
@@ -109,6 +111,11 @@ class InContextMethod:
         self.name, self.spec, self.offload = name, spec, offload
         self.max_subject_images, self.edit_composite = int(max_subject_images), bool(edit_composite)
         self.resolution = int(spec.resolution or self.default_resolution)
+        if self.resolution % self.resolution_multiple or self.resolution < self.min_resolution:
+            low = max(self.min_resolution, self.resolution - self.resolution % self.resolution_multiple)
+            raise BenchError(f"--resolution {self.resolution}: method {name!r} generates at multiples of "
+                             f"{self.resolution_multiple} from {self.min_resolution} px (e.g. {low} or "
+                             f"{low + self.resolution_multiple})")
         self.random_weights = spec.preset is not None
         self.pipe, self.model_id, self.revision = self._load(spec)
         self.pipe.set_progress_bar_config(disable=True)

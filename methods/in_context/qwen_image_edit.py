@@ -47,6 +47,7 @@ class QwenImageEditMethod(InContextMethod):
     tasks = frozenset({"generate", "edit"})
     batch_requests = False
     forwards_params_to = "methods.in_context.base:InContextMethod"
+    min_resolution = 48                       # the vision encoder's image side (3/8 of it) must round to >= 32 px
     download_bytes = 58_000_000_000           # bf16 files: parameters x 2 (docs/methods-in-context.md, "Memory")
 
     def __init__(self, spec, name: str = "qwen-image-edit", num_inference_steps: int = 50,
