@@ -258,6 +258,26 @@ def test_missing_weights_name_the_id_and_the_download(tmp_path, monkeypatch, cap
     assert FluxKontextMethod.requirements(LoadSpec(preset="tiny")) == []
 
 
+def test_a_wrong_or_broken_weights_folder_is_one_line(tmp_path):
+    """Another model's pipeline folder was an internal AttributeError (OmniGen given Qwen's), and a
+    local folder with a missing file was told to `hf download` the folder's path."""
+    import shutil
+
+    from methods.in_context.omnigen import OmniGenMethod
+    from methods.in_context.tiny import tiny_pipeline_folder
+    spec = dict(resolution=SIZE, num_inference_steps=STEPS)
+    qwen = tiny_pipeline_folder("qwen-image-edit")
+    with pytest.raises(BenchError, match="holds a QwenImageEditPlusPipeline.*needs a OmniGenPipeline"):
+        OmniGenMethod(LoadSpec(weights=str(qwen), **spec))
+    broken = tmp_path / "omnigen"
+    shutil.copytree(tiny_pipeline_folder("omnigen"), broken)
+    for weights in (broken / "transformer").glob("*.safetensors"):
+        weights.unlink()
+    with pytest.raises(BenchError, match="cannot load it as a OmniGenPipeline folder") as error:
+        OmniGenMethod(LoadSpec(weights=str(broken), **spec))
+    assert "hf download" not in str(error.value) and "\n" not in str(error.value)
+
+
 def test_registered_and_listed_by_family(capsys):
     from bench.cli import main
     from bench.registry import METHODS

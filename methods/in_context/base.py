@@ -84,6 +84,16 @@ def resolve_pipeline_folder(method: str, weights: str, note: str = "") -> tuple[
     return folder, folder.name
 
 
+def _pipeline_class_of(folder: Path) -> str | None:
+    """The pipeline class a diffusers folder declares (model_index.json), if readable."""
+    import json
+    try:
+        name = json.loads((Path(folder) / "model_index.json").read_text(encoding="utf-8")).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
 class InContextMethod:
     family = "in-context"
     tasks = frozenset({"generate"})
@@ -151,10 +161,19 @@ class InContextMethod:
         else:
             model_id = spec.weights if spec.weights != LoadSpec.weights else self.default_weights
             folder, revision = resolve_pipeline_folder(self.name, model_id, self.fetch_note)
+        held = _pipeline_class_of(folder)
+        if held not in (None, self.pipeline_class):
+            raise BenchError(f"--weights {model_id}: the folder holds a {held} (model_index.json), method "
+                             f"{self.name!r} needs a {self.pipeline_class} ({self.default_weights})")
         try:
             pipe = getattr(diffusers, self.pipeline_class).from_pretrained(folder, dtype=DTYPES[spec.dtype])
-        except (OSError, ValueError, KeyError) as exc:
-            raise missing_weights(self.name, model_id, str(exc).splitlines()[0][:200], self.fetch_note) from None
+        except (OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
+            detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            if Path(model_id).expanduser().exists():       # a local folder: nothing to download
+                raise BenchError(f"--weights {model_id}: cannot load it as a {self.pipeline_class} folder "
+                                 f"({detail}); it needs every component of {self.default_weights} in "
+                                 "diffusers layout") from None
+            raise missing_weights(self.name, model_id, detail, self.fetch_note) from None
         if self.offload == "model":
             pipe.enable_model_cpu_offload(device=spec.device)
         elif self.offload == "sequential":
