@@ -400,3 +400,48 @@ def test_missing_instruction_files_fail_before_anything_is_generated(tmp_path, c
     assert "judge instruction files not found" in capsys.readouterr().err
     assert not (out / "images").exists()
     assert main(argv + ["--no-score"]) == 0                    # generation alone does not need them
+
+
+# ---- hostile replies (independent check of issue 22) ------------------------------------------
+def test_replies_without_an_answer_are_failures_never_numbers(prompts, tmp_path):
+    # an error object, a list, an empty choices list or a message that is not an object can hold
+    # the text "Score: 3": it is kept as the raw answer and never parsed into a number
+    script = {"error object": [{"error": {"message": "Score: 3 (server overloaded)"}}],
+              "a list": [["Score: 3"]], "no choices": [{"choices": []}],
+              "string message": [{"choices": [{"message": "Score: 3"}]}],
+              "dict content": [{"choices": [{"message": {"content": {"text": "Score: 3"}}}]}],
+              "text parts": [{"choices": [{"message": {"content": [{"type": "text", "text": "Score: 2"}]}}]}]}
+    items = [make_item(tmp_path, name.replace(" ", "-"), text=name) for name in script]
+    with FakeJudgeServer(script) as server:
+        metric = JudgeMetric(endpoint=server.url, model="j", prompts=str(prompts), kinds="pf")
+        rows = metric.score(items)
+    values = {item.eval_text: row["pf/j"] for item, row in zip(items, rows)}
+    assert values.pop("text parts") == 0.5                 # content as a list of text parts is read as text
+    assert all(math.isnan(v) for v in values.values()), values
+    failures = {a["key"].split("/")[1]: (a["failure"], a["answer"]) for a in metric.answers}
+    assert failures["error-object"][0] == "reply without choices" and "overloaded" in failures["error-object"][1]
+    assert failures["a-list"] == ("reply without choices", '["Score: 3"]')
+    assert failures["string-message"][0] == "message is not an object"
+    assert failures["dict-content"][0] == "content is not text"
+
+
+def test_a_server_that_does_not_speak_http_is_one_line(prompts, tmp_path):
+    import socketserver
+
+    class NotHttp(socketserver.StreamRequestHandler):
+        def handle(self):
+            self.rfile.readline()
+            self.wfile.write(b"NOT HTTP AT ALL\r\n\r\n")
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), NotHttp) as server:
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            metric = JudgeMetric(endpoint=f"http://127.0.0.1:{server.server_address[1]}/v1", model="j",
+                                 prompts=str(prompts), kinds="pf")
+            metric.backend.transport_retries = 1
+            with pytest.raises(BenchError, match="failed 2 times \\(BadStatusLine"):
+                metric.score([make_item(tmp_path, "a", text="t")])
+        finally:
+            server.shutdown()

@@ -64,7 +64,7 @@ MAX_PROMPT_FILE_BYTES = 256 * 1024
 MAX_STORED_ANSWER = 20_000
 REFERENCE_CACHE = 32          # reference images kept resized (items come sorted by subject)
 SCORE_PATTERN = re.compile(r"(score|Score):\s*[a-zA-Z]*\s*(\d+)")
-PARSER_VERSION = "1"
+PARSER_VERSION = "2"          # 2: replies without choices are failures, never parsed
 
 
 # ---- parsing --------------------------------------------------------------------------------
@@ -277,7 +277,7 @@ class JudgeMetric(Metric):
             answers = self.backend.answer([conversations[(i, kind)] for i, kind, _ in pending], seeds, self.temperature)
             failed = []
             for (i, kind, r), seed, answer in zip(pending, seeds, answers):
-                value, why = parse_score(answer.text, answer.refused)
+                value, why = (None, answer.failure) if answer.failure else parse_score(answer.text, answer.refused)
                 self._record(key=items[i].key, metric=f"{kind}/{self.judge_name}", repeat=r, attempt=attempt,
                              seed=seed if self.temperature > 0 else None, answer=answer.text, score=value,
                              failure=why, refused=answer.refused)
