@@ -445,3 +445,23 @@ def test_a_server_that_does_not_speak_http_is_one_line(prompts, tmp_path):
                 metric.score([make_item(tmp_path, "a", text="t")])
         finally:
             server.shutdown()
+
+
+def test_two_judges_in_one_leaderboard_each_get_their_cp_pf_product():
+    from bench.report.leaderboard import leaderboard_table
+
+    rows = []
+    for run, judge, cp, pf in (("a", "j1", 1.0, 0.5), ("b", "j2", 0.75, 0.25)):
+        for subject in ("s1", "s2", "s3"):
+            for kind, value in (("cp", cp), ("pf", pf)):
+                rows.append({"key": f"dreambench-plus/{subject}/000/s42/i0", "seed": 42, "subject": subject,
+                             "category": "object", "prompt_index": 0, "metric": f"{kind}/{judge}",
+                             "metric_version": "1", "value": value, "sha256": "x", "context": "", "run": run,
+                             "suite": "dreambench-plus", "method": "m"})
+    runs = pd.DataFrame([{"run": run, "run_dir": run, "suite": "dreambench-plus", "method": "m", "label": "m",
+                          "base_model": "b", "weights": "w", "random_weights": False, "seeds": [42], "recorded": 3,
+                          "expected": 3, "expected_per_seed": 3} for run in ("a", "b")])
+    table, _, numeric = leaderboard_table(pd.DataFrame(rows), runs, "dreambench-plus", warnings={})
+    ours = table[table[""] == "ours"].set_index("Run")
+    assert ours.loc["a", "CP·PF (j1)"] == "0.500" and ours.loc["b", "CP·PF (j2)"] == "0.188"        # 0.75 x 0.25
+    assert ours.loc["a", "CP·PF (j2)"] == ours.loc["b", "CP·PF (j1)"] == "–"
