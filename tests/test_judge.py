@@ -47,6 +47,17 @@ def prompts(tmp_path):
     ("I'm sorry, I can't help with that.", None, "no score"),
     ("", None, "empty answer"),
     ("   \n ", None, "empty answer"),
+    # formats decided as the release's pattern reads them (docs/judge.md)
+    ("### Score: 3", 3, None),
+    ("**Score: 3**", 3, None),
+    ("Score: 3/4", 3, None),
+    ("Score: \uff13", 3, None),                   # fullwidth digit: Python's \d, as in the release
+    ("Score: \u0663", 3, None),                   # Arabic-Indic digit
+    ("**Score:** 3", None, "no score"),           # the release finds no score here either
+    ("Score: **3**", None, "no score"),
+    ("Score: three", None, "no score"),
+    ("Score: -1", None, "no score"),
+    ("Score: 2.5", None, "not an integer score"),  # the release would keep 2
 ])
 def test_parse_score(text, score, failure):
     assert parse_score(text) == (score, failure)
