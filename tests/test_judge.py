@@ -476,3 +476,19 @@ def test_two_judges_in_one_leaderboard_each_get_their_cp_pf_product():
     ours = table[table[""] == "ours"].set_index("Run")
     assert ours.loc["a", "CP·PF (j1)"] == "0.500" and ours.loc["b", "CP·PF (j2)"] == "0.188"        # 0.75 x 0.25
     assert ours.loc["a", "CP·PF (j2)"] == ours.loc["b", "CP·PF (j1)"] == "–"
+
+
+def test_doctor_lists_the_judge_model_and_instruction_files_with_the_users_parameters(tmp_path, capsys, prompts):
+    from bench.cli import main
+
+    base = ["doctor", "--method", "sd", "--suite", "dreambench-plus", "--metrics", "judge",
+            "--data-root", str(Path(__file__).parents[1] / "datasets/mini-dreambench-plus")]
+    main(base + ["--metric-param", f"judge.model={tmp_path / 'no-judge'}"])
+    out = capsys.readouterr().out
+    assert f"judge model {tmp_path / 'no-judge'}" in out and "no such folder" in out
+    assert "judge instruction files" in out
+    main(base + ["--metric-param", f"judge.prompts={prompts}", "--metric-param", "judge.endpoint=http://127.0.0.1:9/v1"])
+    out = capsys.readouterr().out
+    assert "judge model" not in out                         # the endpoint holds the model
+    line = next(line for line in out.splitlines() if "judge instruction files" in line)
+    assert line.split()[0] == "ok"

@@ -214,6 +214,32 @@ class JudgeMetric(Metric):
         load_instructions(resolve_prompts_dir(prompts if prompts else (TINY_PROMPTS if preset == "tiny"
                                                                        else DEFAULT_PROMPTS)))
 
+    @classmethod
+    def requirements(cls, preset: str | None = None, prompts: str | None = None, model: str = DEFAULT_MODEL,
+                     endpoint: str | None = None, **_) -> list:
+        """For `bench doctor`: the instruction files, and the local judge's weights (none for the
+        tiny preset, which builds its model, or with an endpoint, which holds the model)."""
+        from bench import needs
+
+        folder = Path(prompts).expanduser() if prompts else (TINY_PROMPTS if preset == "tiny" else DEFAULT_PROMPTS)
+        try:
+            folder = resolve_prompts_dir(folder)
+        except BenchError:
+            pass                                   # reported as missing below, in the folder the user named
+        files = tuple(name for pair in PROMPT_FILES.values() for name in pair)
+        out = [needs.local_folder("judge instruction files (DreamBench++ prompts/)", folder, files,
+                                  f"git clone --depth 1 https://github.com/yuangpeng/dreambench_plus {DEFAULT_PROMPTS} "
+                                  "(or pass --metric-param judge.prompts=DIR)")]
+        if preset is None and not endpoint:
+            local = model.startswith(("/", ".", "~")) or Path(model).expanduser().exists()
+            out.append(needs.hf_weights(f"judge model {model}", model,
+                                        ("config.json", "preprocessor_config.json", "*.safetensors"),
+                                        int(16.6 * needs.GB) if model == DEFAULT_MODEL else None,
+                                        f"{model}: a folder holding the judge model (config.json, its processor, "
+                                        "*.safetensors)" if local else
+                                        f'hf download {model} --include "*.json" "*.safetensors" "*.txt"'))
+        return out
+
     @property
     def ids(self) -> tuple[str, ...]:
         """``cp/<judge>``, ``pf/<judge>``, and with several repeats each repeat's own score as
