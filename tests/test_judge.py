@@ -492,3 +492,27 @@ def test_doctor_lists_the_judge_model_and_instruction_files_with_the_users_param
     assert "judge model" not in out                         # the endpoint holds the model
     line = next(line for line in out.splitlines() if "judge instruction files" in line)
     assert line.split()[0] == "ok"
+
+
+def test_a_pass_stopped_by_the_endpoint_keeps_what_it_computed_and_resumes(tmp_path, capsys):
+    from bench.cli import main
+
+    collection = "style_00_pixel_mosaic"
+    prompts = [line for line in (Path(__file__).parents[1] / "datasets/mini-dreambench-plus/captions/style/00.txt")
+               .read_text().splitlines()[1:4]]
+    out = tmp_path / "run"
+    assert main(["run", "--method", "sd", "--suite", "dreambench-plus", "--preset", "smoke", "--subjects", collection,
+                 "--limit", "3", "--no-score", "--out", str(out)]) == 0, capsys.readouterr().err
+    params = ["--metrics", "judge", "--batch-size", "1", "--metric-param", "judge.model=j",
+              "--metric-param", f"judge.prompts={TINY_PROMPTS}", "--metric-param", "judge.kinds=pf"]
+    # the endpoint answers the first prompt, then fails for the third (every retry): the pass stops
+    with FakeJudgeServer({prompts[0]: ["Score: 4"], prompts[1]: ["Score: 2"], prompts[2]: [500]}) as server:
+        assert main(["score", str(out), "--metric-param", f"judge.endpoint={server.url}"] + params) == 2
+    assert "failed 5 times (HTTP 500)" in capsys.readouterr().err
+    kept = pd.read_parquet(out / "scores.parquet").set_index("prompt_index")["value"]
+    assert kept.to_dict() == {0: 1.0, 1: 0.5}                 # the images scored before the endpoint went down
+    with FakeJudgeServer({prompts[2]: ["Score: 1"]}) as server:
+        assert main(["score", str(out), "--metric-param", f"judge.endpoint={server.url}"] + params) == 0
+        assert len(server.requests) == 1                     # only the image the stopped pass lacked
+    scores = pd.read_parquet(out / "scores.parquet").set_index("prompt_index")["value"]
+    assert scores.sort_index().tolist() == [1.0, 0.5, 0.25]
