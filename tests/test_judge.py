@@ -155,8 +155,11 @@ class FakeJudgeServer:
                 topic = final[0]["text"] if final[0]["type"] == "text" else "cp"
                 answers = server.script[topic]
                 reply = answers.pop(0) if len(answers) > 1 else answers[0]
-                if isinstance(reply, int):                  # an HTTP status
-                    self.send_response(reply)
+                if isinstance(reply, (int, tuple)):         # an HTTP status (with headers)
+                    status, extra = reply if isinstance(reply, tuple) else (reply, {})
+                    self.send_response(status)
+                    for name, value in extra.items():
+                        self.send_header(name, value)
                     self.end_headers()
                     return
                 if isinstance(reply, str):
@@ -494,8 +497,10 @@ def test_doctor_lists_the_judge_model_and_instruction_files_with_the_users_param
     assert line.split()[0] == "ok"
 
 
-def test_a_pass_stopped_by_the_endpoint_keeps_what_it_computed_and_resumes(tmp_path, capsys):
+def test_a_pass_stopped_by_the_endpoint_keeps_what_it_computed_and_resumes(tmp_path, capsys, monkeypatch):
     from bench.cli import main
+
+    monkeypatch.setattr("bench.metrics.judge_backends.time.sleep", lambda s: None)   # no waits between retries
 
     collection = "style_00_pixel_mosaic"
     prompts = [line for line in (Path(__file__).parents[1] / "datasets/mini-dreambench-plus/captions/style/00.txt")
@@ -516,3 +521,25 @@ def test_a_pass_stopped_by_the_endpoint_keeps_what_it_computed_and_resumes(tmp_p
         assert len(server.requests) == 1                     # only the image the stopped pass lacked
     scores = pd.read_parquet(out / "scores.parquet").set_index("prompt_index")["value"]
     assert scores.sort_index().tolist() == [1.0, 0.5, 0.25]
+
+
+def test_transport_retries_wait_longer_each_time_or_as_the_server_asks(prompts, tmp_path, monkeypatch):
+    waits = []
+    monkeypatch.setattr("bench.metrics.judge_backends.time.sleep", waits.append)
+    item = make_item(tmp_path, "a", text="t")
+    with FakeJudgeServer({"t": [(429, {"Retry-After": "7"}), (503, {"Retry-After": "soon"}), "Score: 2"]}) as server:
+        metric = JudgeMetric(endpoint=server.url, model="j", prompts=str(prompts), kinds="pf")
+        assert metric.score([item]) == [{"pf/j": 0.5}]
+    assert waits == [7.0, 2.0]                 # the server's Retry-After, else the second step of the ladder
+    waits.clear()
+    with FakeJudgeServer({"t": [(500, {"Retry-After": "3600"})]}) as server:
+        metric = JudgeMetric(endpoint=server.url, model="j", prompts=str(prompts), kinds="pf")
+        with pytest.raises(BenchError, match="failed 5 times"):
+            metric.score([item])
+    assert waits == [30.0] * 4 and len(server.requests) == 5        # bounded: 5 tries, waits capped at 30 s
+    waits.clear()
+    with FakeJudgeServer({"t": [500]}) as server:
+        metric = JudgeMetric(endpoint=server.url, model="j", prompts=str(prompts), kinds="pf")
+        with pytest.raises(BenchError, match="failed 5 times"):
+            metric.score([item])
+    assert waits == [0.5, 2.0, 8.0, 30.0]

@@ -13,6 +13,7 @@ import base64
 import http.client
 import io
 import json
+import math
 import os
 import time
 import urllib.error
@@ -178,6 +179,20 @@ def reply_answer(reply) -> Answer:
     return Answer(text if text or not refusal else str(refusal), refused=refused)
 
 
+#: waits between tries of a request that failed in transport: 0.5, 2, 8, 30 s (a rate limit or a
+#: restarting server gets about 40 s), or the server's Retry-After (HTTP 429/503), at most MAX_WAIT_S
+BACKOFF_S, MAX_WAIT_S = 0.5, 30.0
+
+
+def retry_after(header) -> float | None:
+    """Seconds from an HTTP Retry-After header given in seconds (0-MAX_WAIT_S), else None."""
+    try:
+        value = float(str(header).strip())
+    except (TypeError, ValueError):
+        return None
+    return min(max(value, 0.0), MAX_WAIT_S) if math.isfinite(value) else None
+
+
 class EndpointJudge:
     """POST to an OpenAI-compatible ``/chat/completions`` (GPT-4o, a vLLM or SGLang server) with the
     standard library. The API key is read from the environment variable ``api_key_env``."""
@@ -199,6 +214,7 @@ class EndpointJudge:
         data = json.dumps(body).encode("utf-8")
         last = ""
         for attempt in range(self.transport_retries + 1):
+            wait = None
             request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
@@ -216,10 +232,12 @@ class EndpointJudge:
                     raise BenchError(f"judge endpoint {self.url} answered HTTP {exc.code} ({detail.strip()}): check "
                                      f"judge.endpoint and judge.model={self.model!r}") from None
                 last = f"HTTP {exc.code}"
+                wait = retry_after(exc.headers.get("Retry-After") if exc.headers else None)
             except (OSError, http.client.HTTPException, json.JSONDecodeError) as exc:
                 # URLError, timeouts, resets, and replies that are not HTTP at all (BadStatusLine)
                 last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
-            time.sleep(min(0.1 * 2 ** attempt, 5.0))
+            if attempt < self.transport_retries:
+                time.sleep(wait if wait is not None else min(BACKOFF_S * 4 ** attempt, MAX_WAIT_S))
         raise BenchError(f"judge endpoint {self.url} failed {self.transport_retries + 1} times ({last}); "
                          "check that the server runs and judge.endpoint is right")
 
