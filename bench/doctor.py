@@ -63,9 +63,13 @@ def collect(args) -> list[tuple[Need, list[str]]]:
     pieces += [(need, f"suite {args.suite}") for need in suite_cls.requirements(root, **suite_options)]
     if not args.no_score:
         metric_preset = args.metric_preset or (SMOKE["metric_preset"] if model_preset else None)
+        from bench.plan import metric_param_values
+
+        user_params = metric_param_values(getattr(args, "metric_param", None) or [])
         for name in metrics or suite_cls.default_metrics:
             metric = METRICS.get(name)
-            pieces += [(need, f"metric {name}") for need in metric.load().requirements(metric_preset, **metric.params)]
+            pieces += [(need, f"metric {name}") for need in metric.load().requirements(
+                metric_preset, **{**metric.params, **user_params.get(name, {})})]
     merged: dict[str, tuple[Need, list[str]]] = {}
     for need, user in pieces:
         users = merged.setdefault(need.key, (need, []))[1]

@@ -261,9 +261,28 @@ def score_run(run_dir, metrics=None, device: str = "cpu", batch_size: int = 16, 
             for mid in metric.ids:
                 cache[(sha, context, mid, version)] = float(row.get(mid, math.nan))
 
-    timing = score_images(items, [m for m in instances if todo[m]], todo, store_values, batch_size, device,
-                          progress, workers)
+    try:
+        timing = score_images(items, [m for m in instances if todo[m]], todo, store_values, batch_size, device,
+                              progress, workers)
+    except BenchError:
+        # a pass stopped half way (e.g. a judge endpoint that went down): the values computed so far
+        # are written, so that `bench score` resumes where it stopped instead of asking again
+        _write_scores(pd, store, old, items, contexts, instances, cache, partial=True)
+        raise
     computed = sum(len(p) for p in todo.values())
+    df, requested = _write_scores(pd, store, old, items, contexts, instances, cache)
+    store.update_run(scored={"metrics": names, "metric_preset": preset, "ids": sorted(requested)})
+    if timing is not None and timing.images:
+        print(f"pipeline: {timing.images} images decoded once each, {timing.wait_s:.1f} s waiting for decoded "
+              f"images, {timing.metric_s:.1f} s in the metrics' forwards", file=sys.stderr)
+    print(f"scored {len(items)} images with {', '.join(sorted(requested))}: {computed} (image, metric) pairs "
+          f"computed, {len(items) * len(instances) - computed} from cache -> {store.scores_path}", file=sys.stderr)
+    return df
+
+
+def _write_scores(pd, store, old, items, contexts, instances, cache, partial: bool = False):
+    """scores.parquet from the cache: every item x metric id (``partial``: those computed so far,
+    and the old rows of the others kept); returns (the frame, the metric ids requested)."""
     rows = []
     requested = set()
     for metric in instances:
@@ -271,8 +290,15 @@ def score_run(run_dir, metrics=None, device: str = "cpu", batch_size: int = 16, 
         for mid in metric.ids:
             requested.add(mid)
             for item, sample, sha in items:
+                value = cache.get((sha, contexts[id(sample)], mid, version))
+                if value is None and partial:
+                    continue
                 rows.append((item.key, item.seed, item.subject, sample.category, sample.prompt_index, mid, version,
                              cache[(sha, contexts[id(sample)], mid, version)], sha, contexts[id(sample)]))
+    if partial:
+        written = {(r[0], r[5]) for r in rows}
+        old = old[[(k, m) not in written for k, m in zip(old["key"], old["metric"])]] if len(old) else old
+        requested = set()
     df = pd.DataFrame(rows, columns=SCORE_COLUMNS)
     current = {item.key: sha for item, _, sha in items}
     if len(old):
@@ -282,13 +308,7 @@ def score_run(run_dir, metrics=None, device: str = "cpu", batch_size: int = 16, 
     df = df.astype({"seed": "int64", "prompt_index": "int64", "value": "float64", "metric_version": "string"})
     df = df.sort_values(["metric", "key"], ignore_index=True)
     _write_parquet_atomic(df, store.scores_path)
-    store.update_run(scored={"metrics": names, "metric_preset": preset, "ids": sorted(requested)})
-    if timing is not None and timing.images:
-        print(f"pipeline: {timing.images} images decoded once each, {timing.wait_s:.1f} s waiting for decoded "
-              f"images, {timing.metric_s:.1f} s in the metrics' forwards", file=sys.stderr)
-    print(f"scored {len(items)} images with {', '.join(sorted(requested))}: {computed} (image, metric) pairs "
-          f"computed, {len(items) * len(instances) - computed} from cache -> {store.scores_path}", file=sys.stderr)
-    return df
+    return df, requested
 
 
 # ---- images made elsewhere ------------------------------------------------------------------

@@ -164,3 +164,12 @@ def test_smoke_run_leaderboard_has_every_column_and_counts_the_tiny_judges_failu
     # the tiny random judge never answers with a score: every value is a counted failure, never a number
     assert cells["CP"] == cells["PF"] == cells["CP·PF"] == "–"
     assert "4 judge answers missing" in cells["Check"]
+
+
+def test_data_check_notes_a_copy_smaller_than_the_release(release, capsys):
+    from bench.cli import main
+
+    assert main(["data", "check", "dreambench-plus", "--data-root", str(release)]) == 0
+    assert "note: the released dreambench-plus data has 150 subjects, this copy 7" in capsys.readouterr().out
+    assert main(["data", "check", "dreambench-plus", "--mini"]) == 0          # the mini copy is small on purpose
+    assert "note:" not in capsys.readouterr().out

@@ -47,6 +47,17 @@ def prompts(tmp_path):
     ("I'm sorry, I can't help with that.", None, "no score"),
     ("", None, "empty answer"),
     ("   \n ", None, "empty answer"),
+    # formats decided as the release's pattern reads them (docs/judge.md)
+    ("### Score: 3", 3, None),
+    ("**Score: 3**", 3, None),
+    ("Score: 3/4", 3, None),
+    ("Score: \uff13", 3, None),                   # fullwidth digit: Python's \d, as in the release
+    ("Score: \u0663", 3, None),                   # Arabic-Indic digit
+    ("**Score:** 3", None, "no score"),           # the release finds no score here either
+    ("Score: **3**", None, "no score"),
+    ("Score: three", None, "no score"),
+    ("Score: -1", None, "no score"),
+    ("Score: 2.5", None, "not an integer score"),  # the release would keep 2
 ])
 def test_parse_score(text, score, failure):
     assert parse_score(text) == (score, failure)
@@ -144,8 +155,11 @@ class FakeJudgeServer:
                 topic = final[0]["text"] if final[0]["type"] == "text" else "cp"
                 answers = server.script[topic]
                 reply = answers.pop(0) if len(answers) > 1 else answers[0]
-                if isinstance(reply, int):                  # an HTTP status
-                    self.send_response(reply)
+                if isinstance(reply, (int, tuple)):         # an HTTP status (with headers)
+                    status, extra = reply if isinstance(reply, tuple) else (reply, {})
+                    self.send_response(status)
+                    for name, value in extra.items():
+                        self.send_header(name, value)
                     self.end_headers()
                     return
                 if isinstance(reply, str):
@@ -400,3 +414,132 @@ def test_missing_instruction_files_fail_before_anything_is_generated(tmp_path, c
     assert "judge instruction files not found" in capsys.readouterr().err
     assert not (out / "images").exists()
     assert main(argv + ["--no-score"]) == 0                    # generation alone does not need them
+
+
+# ---- hostile replies (independent check of issue 22) ------------------------------------------
+def test_replies_without_an_answer_are_failures_never_numbers(prompts, tmp_path):
+    # an error object, a list, an empty choices list or a message that is not an object can hold
+    # the text "Score: 3": it is kept as the raw answer and never parsed into a number
+    script = {"error object": [{"error": {"message": "Score: 3 (server overloaded)"}}],
+              "a list": [["Score: 3"]], "no choices": [{"choices": []}],
+              "string message": [{"choices": [{"message": "Score: 3"}]}],
+              "dict content": [{"choices": [{"message": {"content": {"text": "Score: 3"}}}]}],
+              "text parts": [{"choices": [{"message": {"content": [{"type": "text", "text": "Score: 2"}]}}]}]}
+    items = [make_item(tmp_path, name.replace(" ", "-"), text=name) for name in script]
+    with FakeJudgeServer(script) as server:
+        metric = JudgeMetric(endpoint=server.url, model="j", prompts=str(prompts), kinds="pf")
+        rows = metric.score(items)
+    values = {item.eval_text: row["pf/j"] for item, row in zip(items, rows)}
+    assert values.pop("text parts") == 0.5                 # content as a list of text parts is read as text
+    assert all(math.isnan(v) for v in values.values()), values
+    failures = {a["key"].split("/")[1]: (a["failure"], a["answer"]) for a in metric.answers}
+    assert failures["error-object"][0] == "reply without choices" and "overloaded" in failures["error-object"][1]
+    assert failures["a-list"] == ("reply without choices", '["Score: 3"]')
+    assert failures["string-message"][0] == "message is not an object"
+    assert failures["dict-content"][0] == "content is not text"
+
+
+def test_a_server_that_does_not_speak_http_is_one_line(prompts, tmp_path):
+    import socketserver
+
+    class NotHttp(socketserver.StreamRequestHandler):
+        def handle(self):
+            self.rfile.readline()
+            self.wfile.write(b"NOT HTTP AT ALL\r\n\r\n")
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), NotHttp) as server:
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            metric = JudgeMetric(endpoint=f"http://127.0.0.1:{server.server_address[1]}/v1", model="j",
+                                 prompts=str(prompts), kinds="pf")
+            metric.backend.transport_retries = 1
+            with pytest.raises(BenchError, match="failed 2 times \\(BadStatusLine"):
+                metric.score([make_item(tmp_path, "a", text="t")])
+        finally:
+            server.shutdown()
+
+
+def test_two_judges_in_one_leaderboard_each_get_their_cp_pf_product():
+    from bench.report.leaderboard import leaderboard_table
+
+    rows = []
+    for run, judge, cp, pf in (("a", "j1", 1.0, 0.5), ("b", "j2", 0.75, 0.25)):
+        for subject in ("s1", "s2", "s3"):
+            for kind, value in (("cp", cp), ("pf", pf)):
+                rows.append({"key": f"dreambench-plus/{subject}/000/s42/i0", "seed": 42, "subject": subject,
+                             "category": "object", "prompt_index": 0, "metric": f"{kind}/{judge}",
+                             "metric_version": "1", "value": value, "sha256": "x", "context": "", "run": run,
+                             "suite": "dreambench-plus", "method": "m"})
+    runs = pd.DataFrame([{"run": run, "run_dir": run, "suite": "dreambench-plus", "method": "m", "label": "m",
+                          "base_model": "b", "weights": "w", "random_weights": False, "seeds": [42], "recorded": 3,
+                          "expected": 3, "expected_per_seed": 3} for run in ("a", "b")])
+    table, _, numeric = leaderboard_table(pd.DataFrame(rows), runs, "dreambench-plus", warnings={})
+    ours = table[table[""] == "ours"].set_index("Run")
+    assert ours.loc["a", "CP·PF (j1)"] == "0.500" and ours.loc["b", "CP·PF (j2)"] == "0.188"        # 0.75 x 0.25
+    assert ours.loc["a", "CP·PF (j2)"] == ours.loc["b", "CP·PF (j1)"] == "–"
+
+
+def test_doctor_lists_the_judge_model_and_instruction_files_with_the_users_parameters(tmp_path, capsys, prompts):
+    from bench.cli import main
+
+    base = ["doctor", "--method", "sd", "--suite", "dreambench-plus", "--metrics", "judge",
+            "--data-root", str(Path(__file__).parents[1] / "datasets/mini-dreambench-plus")]
+    main(base + ["--metric-param", f"judge.model={tmp_path / 'no-judge'}"])
+    out = capsys.readouterr().out
+    assert f"judge model {tmp_path / 'no-judge'}" in out and "no such folder" in out
+    assert "judge instruction files" in out
+    main(base + ["--metric-param", f"judge.prompts={prompts}", "--metric-param", "judge.endpoint=http://127.0.0.1:9/v1"])
+    out = capsys.readouterr().out
+    assert "judge model" not in out                         # the endpoint holds the model
+    line = next(line for line in out.splitlines() if "judge instruction files" in line)
+    assert line.split()[0] == "ok"
+
+
+def test_a_pass_stopped_by_the_endpoint_keeps_what_it_computed_and_resumes(tmp_path, capsys, monkeypatch):
+    from bench.cli import main
+
+    monkeypatch.setattr("bench.metrics.judge_backends.time.sleep", lambda s: None)   # no waits between retries
+
+    collection = "style_00_pixel_mosaic"
+    prompts = [line for line in (Path(__file__).parents[1] / "datasets/mini-dreambench-plus/captions/style/00.txt")
+               .read_text().splitlines()[1:4]]
+    out = tmp_path / "run"
+    assert main(["run", "--method", "sd", "--suite", "dreambench-plus", "--preset", "smoke", "--subjects", collection,
+                 "--limit", "3", "--no-score", "--out", str(out)]) == 0, capsys.readouterr().err
+    params = ["--metrics", "judge", "--batch-size", "1", "--metric-param", "judge.model=j",
+              "--metric-param", f"judge.prompts={TINY_PROMPTS}", "--metric-param", "judge.kinds=pf"]
+    # the endpoint answers the first prompt, then fails for the third (every retry): the pass stops
+    with FakeJudgeServer({prompts[0]: ["Score: 4"], prompts[1]: ["Score: 2"], prompts[2]: [500]}) as server:
+        assert main(["score", str(out), "--metric-param", f"judge.endpoint={server.url}"] + params) == 2
+    assert "failed 5 times (HTTP 500)" in capsys.readouterr().err
+    kept = pd.read_parquet(out / "scores.parquet").set_index("prompt_index")["value"]
+    assert kept.to_dict() == {0: 1.0, 1: 0.5}                 # the images scored before the endpoint went down
+    with FakeJudgeServer({prompts[2]: ["Score: 1"]}) as server:
+        assert main(["score", str(out), "--metric-param", f"judge.endpoint={server.url}"] + params) == 0
+        assert len(server.requests) == 1                     # only the image the stopped pass lacked
+    scores = pd.read_parquet(out / "scores.parquet").set_index("prompt_index")["value"]
+    assert scores.sort_index().tolist() == [1.0, 0.5, 0.25]
+
+
+def test_transport_retries_wait_longer_each_time_or_as_the_server_asks(prompts, tmp_path, monkeypatch):
+    waits = []
+    monkeypatch.setattr("bench.metrics.judge_backends.time.sleep", waits.append)
+    item = make_item(tmp_path, "a", text="t")
+    with FakeJudgeServer({"t": [(429, {"Retry-After": "7"}), (503, {"Retry-After": "soon"}), "Score: 2"]}) as server:
+        metric = JudgeMetric(endpoint=server.url, model="j", prompts=str(prompts), kinds="pf")
+        assert metric.score([item]) == [{"pf/j": 0.5}]
+    assert waits == [7.0, 2.0]                 # the server's Retry-After, else the second step of the ladder
+    waits.clear()
+    with FakeJudgeServer({"t": [(500, {"Retry-After": "3600"})]}) as server:
+        metric = JudgeMetric(endpoint=server.url, model="j", prompts=str(prompts), kinds="pf")
+        with pytest.raises(BenchError, match="failed 5 times"):
+            metric.score([item])
+    assert waits == [30.0] * 4 and len(server.requests) == 5        # bounded: 5 tries, waits capped at 30 s
+    waits.clear()
+    with FakeJudgeServer({"t": [500]}) as server:
+        metric = JudgeMetric(endpoint=server.url, model="j", prompts=str(prompts), kinds="pf")
+        with pytest.raises(BenchError, match="failed 5 times"):
+            metric.score([item])
+    assert waits == [0.5, 2.0, 8.0, 30.0]

@@ -64,7 +64,7 @@ MAX_PROMPT_FILE_BYTES = 256 * 1024
 MAX_STORED_ANSWER = 20_000
 REFERENCE_CACHE = 32          # reference images kept resized (items come sorted by subject)
 SCORE_PATTERN = re.compile(r"(score|Score):\s*[a-zA-Z]*\s*(\d+)")
-PARSER_VERSION = "1"
+PARSER_VERSION = "2"          # 2: replies without choices are failures, never parsed
 
 
 # ---- parsing --------------------------------------------------------------------------------
@@ -214,6 +214,32 @@ class JudgeMetric(Metric):
         load_instructions(resolve_prompts_dir(prompts if prompts else (TINY_PROMPTS if preset == "tiny"
                                                                        else DEFAULT_PROMPTS)))
 
+    @classmethod
+    def requirements(cls, preset: str | None = None, prompts: str | None = None, model: str = DEFAULT_MODEL,
+                     endpoint: str | None = None, **_) -> list:
+        """For `bench doctor`: the instruction files, and the local judge's weights (none for the
+        tiny preset, which builds its model, or with an endpoint, which holds the model)."""
+        from bench import needs
+
+        folder = Path(prompts).expanduser() if prompts else (TINY_PROMPTS if preset == "tiny" else DEFAULT_PROMPTS)
+        try:
+            folder = resolve_prompts_dir(folder)
+        except BenchError:
+            pass                                   # reported as missing below, in the folder the user named
+        files = tuple(name for pair in PROMPT_FILES.values() for name in pair)
+        out = [needs.local_folder("judge instruction files (DreamBench++ prompts/)", folder, files,
+                                  f"git clone --depth 1 https://github.com/yuangpeng/dreambench_plus {DEFAULT_PROMPTS} "
+                                  "(or pass --metric-param judge.prompts=DIR)")]
+        if preset is None and not endpoint:
+            local = model.startswith(("/", ".", "~")) or Path(model).expanduser().exists()
+            out.append(needs.hf_weights(f"judge model {model}", model,
+                                        ("config.json", "preprocessor_config.json", "*.safetensors"),
+                                        int(16.6 * needs.GB) if model == DEFAULT_MODEL else None,
+                                        f"{model}: a folder holding the judge model (config.json, its processor, "
+                                        "*.safetensors)" if local else
+                                        f'hf download {model} --include "*.json" "*.safetensors" "*.txt"'))
+        return out
+
     @property
     def ids(self) -> tuple[str, ...]:
         """``cp/<judge>``, ``pf/<judge>``, and with several repeats each repeat's own score as
@@ -277,7 +303,7 @@ class JudgeMetric(Metric):
             answers = self.backend.answer([conversations[(i, kind)] for i, kind, _ in pending], seeds, self.temperature)
             failed = []
             for (i, kind, r), seed, answer in zip(pending, seeds, answers):
-                value, why = parse_score(answer.text, answer.refused)
+                value, why = (None, answer.failure) if answer.failure else parse_score(answer.text, answer.refused)
                 self._record(key=items[i].key, metric=f"{kind}/{self.judge_name}", repeat=r, attempt=attempt,
                              seed=seed if self.temperature > 0 else None, answer=answer.text, score=value,
                              failure=why, refused=answer.refused)

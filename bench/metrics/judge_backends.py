@@ -10,8 +10,10 @@ useless, is an answer and the metric decides whether it parses.
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
+import math
 import os
 import time
 import urllib.error
@@ -29,6 +31,7 @@ MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 class Answer:
     text: str
     refused: bool = False          # the backend said so (an endpoint's refusal field or content filter)
+    failure: str | None = None     # the reply holds no answer at all (no choices, no message): never parsed
 
 
 Conversation = list[dict]
@@ -142,6 +145,54 @@ def completions_url(endpoint: str) -> str:
     return endpoint if endpoint.endswith("/chat/completions") else endpoint + "/chat/completions"
 
 
+def _content_text(content) -> str | None:
+    """A message's content as text: a string, nothing (""), or a list of text parts; None otherwise."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, str) or (isinstance(p, dict) and isinstance(p.get("text", ""), str))
+                                         for p in content):
+        return "".join(p if isinstance(p, str) else p.get("text", "") for p in content)
+    return None
+
+
+def reply_answer(reply) -> Answer:
+    """The answer in a chat-completions reply. A reply without ``choices[0].message`` (an error
+    object, a list, anything else) is a failed answer whose raw JSON is kept, never parsed for a
+    score: an error text such as "Score: 3 overloaded" must not become a number."""
+    raw = json.dumps(reply, ensure_ascii=False)[:2000]
+    choices = reply.get("choices") if isinstance(reply, dict) else None
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    if not isinstance(choice, dict):
+        return Answer(raw, failure="reply without choices")
+    message = choice.get("message")
+    if message is None:
+        return Answer(raw, failure="reply without a message")
+    if not isinstance(message, dict):
+        return Answer(raw, failure="message is not an object")
+    text = _content_text(message.get("content"))
+    if text is None:
+        return Answer(raw, failure="content is not text")
+    refusal = message.get("refusal")
+    refused = bool(refusal) or choice.get("finish_reason") == "content_filter"
+    return Answer(text if text or not refusal else str(refusal), refused=refused)
+
+
+#: waits between tries of a request that failed in transport: 0.5, 2, 8, 30 s (a rate limit or a
+#: restarting server gets about 40 s), or the server's Retry-After (HTTP 429/503), at most MAX_WAIT_S
+BACKOFF_S, MAX_WAIT_S = 0.5, 30.0
+
+
+def retry_after(header) -> float | None:
+    """Seconds from an HTTP Retry-After header given in seconds (0-MAX_WAIT_S), else None."""
+    try:
+        value = float(str(header).strip())
+    except (TypeError, ValueError):
+        return None
+    return min(max(value, 0.0), MAX_WAIT_S) if math.isfinite(value) else None
+
+
 class EndpointJudge:
     """POST to an OpenAI-compatible ``/chat/completions`` (GPT-4o, a vLLM or SGLang server) with the
     standard library. The API key is read from the environment variable ``api_key_env``."""
@@ -163,6 +214,7 @@ class EndpointJudge:
         data = json.dumps(body).encode("utf-8")
         last = ""
         for attempt in range(self.transport_retries + 1):
+            wait = None
             request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
@@ -180,27 +232,19 @@ class EndpointJudge:
                     raise BenchError(f"judge endpoint {self.url} answered HTTP {exc.code} ({detail.strip()}): check "
                                      f"judge.endpoint and judge.model={self.model!r}") from None
                 last = f"HTTP {exc.code}"
-            except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError) as exc:
+                wait = retry_after(exc.headers.get("Retry-After") if exc.headers else None)
+            except (OSError, http.client.HTTPException, json.JSONDecodeError) as exc:
+                # URLError, timeouts, resets, and replies that are not HTTP at all (BadStatusLine)
                 last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
-            time.sleep(min(0.1 * 2 ** attempt, 5.0))
+            if attempt < self.transport_retries:
+                time.sleep(wait if wait is not None else min(BACKOFF_S * 4 ** attempt, MAX_WAIT_S))
         raise BenchError(f"judge endpoint {self.url} failed {self.transport_retries + 1} times ({last}); "
                          "check that the server runs and judge.endpoint is right")
 
     def _one(self, messages: list[dict], seed: int, temperature: float) -> Answer:
         body = {"model": self.model, "messages": messages, "temperature": temperature,
                 "seed": seed, "max_tokens": self.max_new_tokens}
-        reply = self._post(body)
-        try:
-            choice = reply["choices"][0]
-            message = choice.get("message") or {}
-        except (KeyError, IndexError, TypeError, AttributeError):
-            return Answer(json.dumps(reply)[:2000], refused=False)
-        text = message.get("content") or ""
-        if not isinstance(text, str):
-            text = json.dumps(text)
-        refusal = message.get("refusal")
-        refused = bool(refusal) or choice.get("finish_reason") == "content_filter"
-        return Answer(text if text or not refusal else str(refusal), refused=refused)
+        return reply_answer(self._post(body))
 
     def answer(self, conversations: Sequence[Conversation], seeds: Sequence[int], temperature: float) -> list[Answer]:
         from concurrent.futures import ThreadPoolExecutor

@@ -167,6 +167,14 @@ def repeat_spread(summary, run: str, metric_id: str) -> float | None:
     return math.sqrt(sum((m - centre) ** 2 for m in means) / (len(means) - 1))
 
 
+def judge_product_title(title: str, values: dict) -> str | None:
+    """The CP·PF column beside a PF column whose CP column is already filled: "CP·PF" for "PF",
+    "CP·PF (judge)" for "PF (judge)" when several judges share a leaderboard."""
+    if title == "PF" or title.startswith("PF ("):
+        return PRODUCT_TITLE + title[2:] if "CP" + title[2:] in values else None
+    return None
+
+
 def leaderboard_table(df, runs, suite: str, paper_dir: Path = PAPER_DIR, warnings: dict | None = None,
                       stats=None):
     """(table, plan, numeric): the leaderboard as display strings, the column plan, and the
@@ -198,9 +206,9 @@ def leaderboard_table(df, runs, suite: str, paper_dir: Path = PAPER_DIR, warning
                 values[title] = (values[title][0], spread)
             ci, mark = stat_cell(stats, info.run, ids[0]) if stat is not None else (None, "")
             row[title] = format_value(*values[title], ci=ci, mark=mark)
-            if title == "PF" and "CP" in values:
-                values[PRODUCT_TITLE] = (values["CP"][0] * values["PF"][0], math.nan)
-                row[PRODUCT_TITLE] = format_value(*values[PRODUCT_TITLE])
+            if (product_title := judge_product_title(title, values)) is not None:
+                values[product_title] = (values["CP" + title[2:]][0] * values[title][0], math.nan)
+                row[product_title] = format_value(*values[product_title])
         rows.append(row)
         numeric.append({"label": f"{info.label} ({info.run})", "paper": False, **values})
     paper = read_paper_rows(suite, paper_dir)
@@ -217,11 +225,11 @@ def leaderboard_table(df, runs, suite: str, paper_dir: Path = PAPER_DIR, warning
             used.add(paper_title)                  # a paper number fills only the first column of its title
             values[title] = (value, math.nan)
             row[title] = format_value(value)
-            if title == "PF" and "CP" in values:
-                product = rec.get(PRODUCT_TITLE)
+            if (product_title := judge_product_title(title, values)) is not None:
+                product = rec.get(PRODUCT_TITLE) if not math.isnan(values[title][0]) else None
                 product = float(product) if product is not None and not pd.isna(product) else math.nan
-                values[PRODUCT_TITLE] = (product, math.nan)
-                row[PRODUCT_TITLE] = format_value(product)
+                values[product_title] = (product, math.nan)
+                row[product_title] = format_value(product)
         rows.append(row)
         numeric.append({"label": rec["method"], "paper": True, **values})
     table = pd.DataFrame(rows)

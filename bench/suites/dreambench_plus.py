@@ -126,6 +126,7 @@ class DreamBenchPlus(Suite):
     aggregate = "seeds"
     scatter_axes = ("PF", "CP")
     prompt_kinds = PROMPT_KINDS            # the leaderboard's "By prompt kind" table
+    released_subjects = 150                # the release's README: 150 images, 9 prompts each
     dataset_id = "yuangpeng/dreambench_plus"
     repository_url = "https://github.com/yuangpeng/dreambench_plus"
 
