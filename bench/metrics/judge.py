@@ -47,6 +47,8 @@ from bench.metrics.base import Metric, ScoreItem
 from bench.suites import REPO_ROOT
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
+#: download sizes of known judge models (bf16 safetensors: 8.3B parameters x 2 bytes)
+JUDGE_SIZES = {DEFAULT_MODEL: int(16.6e9)}
 DEFAULT_PROMPTS = REPO_ROOT / "datasets" / "dreambench-plus" / "dreambench_plus"
 TINY_PROMPTS = REPO_ROOT / "datasets" / "mini-dreambench-plus" / "judge-prompts"
 ANSWERS_FILE = "judge_answers.jsonl"
@@ -207,6 +209,33 @@ class JudgeMetric(Metric):
         self.answers_path: Path | None = None
         self.answers: list[dict] = []            # this session's records (also appended to answers_path)
         self._lock = threading.Lock()
+
+    @classmethod
+    def requirements(cls, preset: str | None = None, model: str = DEFAULT_MODEL, endpoint: str | None = None,
+                     prompts: str | None = None, **params) -> list:
+        """The release's instruction files and, without an endpoint, the judge model (bench/needs.py)."""
+        from bench import needs
+
+        out = []
+        if preset is None or prompts:
+            folder = Path(prompts).expanduser() if prompts else DEFAULT_PROMPTS
+            get = ("pass --metric-param judge.prompts=DIR (a copy of the release's prompts/ folder)" if prompts else
+                   f"git clone --depth 1 https://github.com/yuangpeng/dreambench_plus {DEFAULT_PROMPTS}")
+
+            def problem() -> str | None:
+                try:
+                    resolve_prompts_dir(folder)
+                except BenchError:
+                    return f"no {PROMPT_FILES['subject'][0]} in it, its prompts/ or dreambench_plus/prompts/"
+                return None
+            out.append(needs.probe("judge instruction files (DreamBench++ release, prompts/)", f"judge-prompts:{folder}",
+                                   get, problem, where=str(folder), size=int(3.6 * needs.MB)))
+        if preset is None and not endpoint:
+            out.append(needs.hf_weights(f"judge model {model}", model,
+                                        ("config.json", "preprocessor_config.json", "tokenizer_config.json",
+                                         "model*.safetensors|pytorch_model*.bin"),
+                                        JUDGE_SIZES.get(model), f"hf download {model}"))
+        return out
 
     @classmethod
     def precheck(cls, preset: str | None = None, prompts: str | None = None, **_) -> None:
