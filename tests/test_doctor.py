@@ -203,3 +203,13 @@ def test_every_missing_piece_of_every_method_has_a_size_and_a_way_to_get_it(no_m
             if line.startswith("  MISSING "):
                 assert line.split()[1] != "?", (method, line)
                 assert lines[i + 2].strip().startswith("get it: "), (method, line)
+
+
+def test_the_trained_reference_variants_need_a_trained_folder_even_with_the_smoke_preset(no_metric_homes, capsys):
+    out_dir = str(no_metric_homes / "o")
+    assert main(["doctor", "--method", "ezigen", "--suite", "dreambench", "--preset", "smoke", "--out", out_dir]) == 0
+    capsys.readouterr()
+    assert main(["doctor", "--method", "ezigen-ref-trained-t1", "--suite", "dreambench", "--preset", "smoke",
+                 "--out", out_dir]) == 2
+    text = "\n".join(missing_lines(capsys.readouterr().out))
+    assert "trained reference UNet" in text
