@@ -51,7 +51,8 @@ def collect(args) -> list[tuple[Need, list[str]]]:
     output_dir(args)
     metrics = metric_names(args.metrics)
     metric_params = metric_param_values(getattr(args, "metric_param", None) or [])
-    check_input_dir(args.data_root, "--data-root")
+    if args.data_root is not None and Path(args.data_root).expanduser().exists():
+        check_input_dir(args.data_root, "--data-root")      # a file is an error; a folder still to fetch is a piece
     suite_cls = SUITES.get(args.suite).load()
     tasks = getattr(method_cls, "tasks", frozenset({"generate"}))
     if suite_cls.task not in tasks:          # as the run's plan says it, before any list

@@ -213,3 +213,14 @@ def test_the_trained_reference_variants_need_a_trained_folder_even_with_the_smok
                  "--out", out_dir]) == 2
     text = "\n".join(missing_lines(capsys.readouterr().out))
     assert "trained reference UNet" in text
+
+
+def test_a_data_root_not_fetched_yet_is_a_missing_piece_among_the_others(no_metric_homes, capsys):
+    target = no_metric_homes / "later" / "dreambench"
+    assert main(["doctor", *HEADLINE, "--data-root", str(target)]) == 2
+    captured = capsys.readouterr()
+    assert len(missing_lines(captured.out)) == 7 and str(target) in captured.out
+    assert "7 of 7 pieces missing" in captured.err
+    (no_metric_homes / "file").write_text("x")
+    assert main(["doctor", *HEADLINE, "--data-root", str(no_metric_homes / "file")]) == 2
+    assert "expected a folder" in capsys.readouterr().err
