@@ -16,10 +16,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench import BenchError
 from bench.needs import Need, base_model, hf_weights, human_size
 from bench.options import check_input_dir, parse_params
-from bench.plan import (SMOKE, check_options, configure, method_params, metric_names, output_dir, shard_of,
-                        with_suite_defaults)
+from bench.plan import (SMOKE, check_options, configure, method_params, metric_names, metric_param_values, output_dir,
+                        shard_of, with_suite_defaults)
 from bench.types import LoadSpec
 
 __all__ = ["configure", "run", "collect", "print_checklist"]
@@ -49,8 +50,14 @@ def collect(args) -> list[tuple[Need, list[str]]]:
     suite_options = with_suite_defaults(parse_params(args.suite_option, "--suite-option"), real_run, model_preset)
     output_dir(args)
     metrics = metric_names(args.metrics)
-    check_input_dir(args.data_root, "--data-root")
+    metric_params = metric_param_values(getattr(args, "metric_param", None) or [])
+    if args.data_root is not None and Path(args.data_root).expanduser().exists():
+        check_input_dir(args.data_root, "--data-root")      # a file is an error; a folder still to fetch is a piece
     suite_cls = SUITES.get(args.suite).load()
+    tasks = getattr(method_cls, "tasks", frozenset({"generate"}))
+    if suite_cls.task not in tasks:          # as the run's plan says it, before any list
+        raise BenchError(f"method {args.method!r} cannot do the '{suite_cls.task}' task that suite "
+                         f"{args.suite!r} needs (it does: {', '.join(sorted(tasks))})")
 
     adapter = args.adapter if args.adapter is not None or not smoke else getattr(method_cls, "smoke_adapter", None)
     spec = LoadSpec(weights=args.weights or getattr(method_cls, "default_weights", LoadSpec.weights),
@@ -63,13 +70,10 @@ def collect(args) -> list[tuple[Need, list[str]]]:
     pieces += [(need, f"suite {args.suite}") for need in suite_cls.requirements(root, **suite_options)]
     if not args.no_score:
         metric_preset = args.metric_preset or (SMOKE["metric_preset"] if model_preset else None)
-        from bench.plan import metric_param_values
-
-        user_params = metric_param_values(getattr(args, "metric_param", None) or [])
         for name in metrics or suite_cls.default_metrics:
             metric = METRICS.get(name)
-            pieces += [(need, f"metric {name}") for need in metric.load().requirements(
-                metric_preset, **{**metric.params, **user_params.get(name, {})})]
+            declared = metric.load().requirements(metric_preset, **{**metric.params, **metric_params.get(name, {})})
+            pieces += [(need, f"metric {name}") for need in declared]
     merged: dict[str, tuple[Need, list[str]]] = {}
     for need, user in pieces:
         users = merged.setdefault(need.key, (need, []))[1]

@@ -231,10 +231,11 @@ class BlipDiffusionMethod:
         if spec.preset is not None:
             return []
         weights = spec.weights if spec.weights != LoadSpec.weights else cls.default_weights
+        # sizes of the released files: UNet 3.44 GB, Q-Former 1.98 GB, text encoder and VAE ~0.8 GB
         return [needs.hf_weights(f"BLIP-Diffusion pipeline {weights}", weights, ("model_index.json", "unet/*"),
-                                 None, f"hf download {weights}"),
+                                 int(6.2 * needs.GB) if weights == cls.default_weights else None, f"hf download {weights}"),
                 needs.hf_weights("bert-base-uncased tokenizer (BLIP-Diffusion's Q-Former)", "bert-base-uncased",
-                                 ("vocab.txt", "tokenizer_config.json"), None,
+                                 ("vocab.txt", "tokenizer_config.json"), int(0.3 * needs.MB),
                                  "hf download bert-base-uncased vocab.txt tokenizer_config.json")]
 
     def __init__(self, spec: LoadSpec, name: str = "blip-diffusion", num_inference_steps: int = 25,

@@ -75,6 +75,10 @@ def resolve_ip_adapter(source: str | None, weight_name: str) -> tuple[Path, str]
     return folder, revision
 
 
+#: download sizes (bench doctor): the adapter file (44.6 MB / 98 MB) plus the ViT-H image encoder (2.53 GB)
+IP_ADAPTER_BYTES = {"sd15": int(2.57e9), "plus": int(2.63e9)}
+
+
 class IPAdapterMethod:
     tasks = frozenset({"generate"})
     #: the base model the released weights were trained for (used when --weights is not given)
@@ -96,7 +100,7 @@ class IPAdapterMethod:
         get = f'hf download {IP_ADAPTER_REPO} --include "models/{weight_name}" "models/image_encoder/*"'
         return needs.base_model(replace(spec, weights=weights)) + [
             needs.hf_weights(f"IP-Adapter {weight_name} and its image encoder", spec.adapter or IP_ADAPTER_REPO,
-                             files, None, get)]
+                             files, IP_ADAPTER_BYTES.get(variant), get)]
 
     def __init__(self, spec: LoadSpec, name: str = "ip-adapter-sd15", variant: Literal["sd15", "plus"] = "sd15",
                  scale: float = 0.5, num_inference_steps: int = 50, guidance_scale: float = 7.5,

@@ -222,13 +222,14 @@ class ProjectorMethod:
         """What a run needs on disk (bench/needs.py): EZIGen's pieces, the trained projector folder
         (--adapter) and the ViT encoder's weights."""
         from bench import needs
-        from methods.ezigen.checkpoint import adapter_need
+        from methods.ezigen.checkpoint import ADAPTER_BYTES, adapter_need
         from methods.ezigen.method import EZIGenMethod
 
         method = "clip-projector" if encoder == "clip" else "dino-projector"
         out = EZIGenMethod.requirements(spec, adapter=False, **ezigen_params)
         out += adapter_need(None if spec.adapter == "init" else spec.adapter, f"trained {method} folder (--adapter)",
-                            f"python -m bench train --method {method} ... (see methods/training/README.md)")
+                            f"python -m bench train --method {method} ... (see methods/training/README.md)",
+                            size=ADAPTER_BYTES)
         if not spec.preset:
             name = encoder_model or DEFAULT_ENCODERS[encoder]
             if encoder == "clip":

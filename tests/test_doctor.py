@@ -133,3 +133,94 @@ def test_the_declared_hub_repos_are_where_the_libraries_fetch_from():
         assert get_pretrained_cfg(arch, tag)["hf_hub"].rstrip("/") == repo
     for name in TIMM_SIZES:
         assert timm_cfg(name).hf_hub_id == f"timm/{name}"
+
+
+# ---- every piece of every combination, with its size -------------------------------------------
+@pytest.fixture
+def no_metric_homes(empty_home, monkeypatch):
+    """DreamSim's and insightface's folders inside the temporary home too."""
+    monkeypatch.setenv("DREAMSIM_HOME", str(empty_home / "dreamsim"))
+    monkeypatch.setenv("HOME", str(empty_home / "home"))
+    return empty_home
+
+
+def missing_lines(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith("  MISSING ")]
+
+
+def test_the_dreambench_plus_protocol_lists_the_judge_and_dreamsim_pieces(no_metric_homes, capsys):
+    assert main(["doctor", "--method", "sd", "--suite", "dreambench-plus"]) == 2
+    text = "\n".join(missing_lines(capsys.readouterr().out))
+    for piece in ("dreambench-plus data", "DreamSim ensemble weights", "judge instruction files",
+                  "judge model Qwen/Qwen2.5-VL-7B-Instruct"):
+        assert piece in text, piece
+
+
+def test_metric_params_change_what_is_needed(no_metric_homes, capsys):
+    prompts = no_metric_homes / "prompts"
+    prompts.mkdir()
+    for name in ("user_prompt_subject_full.txt", "gpt_prompt_subject_full.txt"):
+        (prompts / name).write_text("x")
+    dreamsim = no_metric_homes / "ds"
+    from bench.metrics.dreamsim import REQUIRED_FILES
+    for name in REQUIRED_FILES["dino_vitb16"]:
+        (dreamsim / name).mkdir(parents=True)
+    argv = ["doctor", "--method", "sd", "--suite", "dreambench-plus", "--metrics", "judge,dreamsim",
+            "--metric-param", "judge.endpoint=http://localhost:8000/v1", "--metric-param", f"judge.prompts={prompts}",
+            "--metric-param", "dreamsim.variant=dino_vitb16", "--metric-param", f"dreamsim.cache_dir={dreamsim}"]
+    assert main(argv) == 2
+    out = capsys.readouterr().out
+    assert "Qwen2.5-VL" not in out                       # an endpoint judges: no local model
+    assert "judge instruction files" in out and "DreamSim dino_vitb16 weights" in out
+    assert not any("judge" in line or "DreamSim" in line for line in missing_lines(out))
+
+
+def test_a_method_that_cannot_do_the_suites_task_is_one_error_before_any_list(no_metric_homes, capsys):
+    assert main(["doctor", "--method", "sd", "--suite", "dreamedit"]) == 2
+    captured = capsys.readouterr()
+    assert "cannot do the 'edit' task" in captured.err and "MISSING" not in captured.out
+
+
+def test_dreamedit_names_the_dreambench_data_it_reads_too(no_metric_homes, capsys):
+    assert main(["doctor", "--method", "ezigen", "--suite", "dreamedit"]) == 2
+    text = "\n".join(missing_lines(capsys.readouterr().out))
+    assert "dreamedit data" in text and "dreambench data" in text and "tianleliphoebe/DreamEditBench" not in text
+
+
+@pytest.mark.parametrize("suite", ["dreambench", "dreamedit", "fastcomposer", "dreambench-plus"])
+def test_every_missing_piece_of_every_method_has_a_size_and_a_way_to_get_it(no_metric_homes, capsys, suite):
+    from bench.registry import METHODS, SUITES
+
+    task = SUITES.get(suite).load().task
+    methods = [m for m in METHODS.names() if task in getattr(METHODS.get(m).load(), "tasks", {"generate"})]
+    for method in methods:
+        metrics = "judge,dreamsim,faceid,arcface" if method == methods[0] else None
+        assert main(["doctor", "--method", method, "--suite", suite, *(["--metrics", metrics] if metrics else [])]) == 2
+        captured = capsys.readouterr()
+        assert len(captured.err.strip().splitlines()) == 1
+        lines = captured.out.splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("  MISSING "):
+                assert line.split()[1] != "?", (method, line)
+                assert lines[i + 2].strip().startswith("get it: "), (method, line)
+
+
+def test_the_trained_reference_variants_need_a_trained_folder_even_with_the_smoke_preset(no_metric_homes, capsys):
+    out_dir = str(no_metric_homes / "o")
+    assert main(["doctor", "--method", "ezigen", "--suite", "dreambench", "--preset", "smoke", "--out", out_dir]) == 0
+    capsys.readouterr()
+    assert main(["doctor", "--method", "ezigen-ref-trained-t1", "--suite", "dreambench", "--preset", "smoke",
+                 "--out", out_dir]) == 2
+    text = "\n".join(missing_lines(capsys.readouterr().out))
+    assert "trained reference UNet" in text
+
+
+def test_a_data_root_not_fetched_yet_is_a_missing_piece_among_the_others(no_metric_homes, capsys):
+    target = no_metric_homes / "later" / "dreambench"
+    assert main(["doctor", *HEADLINE, "--data-root", str(target)]) == 2
+    captured = capsys.readouterr()
+    assert len(missing_lines(captured.out)) == 7 and str(target) in captured.out
+    assert "7 of 7 pieces missing" in captured.err
+    (no_metric_homes / "file").write_text("x")
+    assert main(["doctor", *HEADLINE, "--data-root", str(no_metric_homes / "file")]) == 2
+    assert "expected a folder" in capsys.readouterr().err

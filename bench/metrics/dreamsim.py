@@ -48,6 +48,10 @@ REQUIRED_FILES = {
     "dinov2_vitb14_patch": ["dinov2_vitb14_pretrain.pth", "dinov2_vitb14_patch_lora", "facebookresearch_dinov2_main"],
 }
 
+#: approximate download sizes (bench doctor): the ensemble holds three ViT-B backbones in fp32, a
+#: single variant one, plus their LoRA weights
+DOWNLOAD_SIZES = {variant: int(1.05e9) if variant == "ensemble" else int(0.35e9) for variant in REQUIRED_FILES}
+
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("DREAMSIM_HOME", Path.home() / ".cache" / "dreamsim")).expanduser()
@@ -109,6 +113,27 @@ class DreamSimMetric(Metric):
         self.transform = dreamsim_transform()
         self.references = EmbeddingCache()
         self._model = None
+
+    @classmethod
+    def requirements(cls, preset: str | None = None, variant: str = "ensemble", cache_dir: str | None = None,
+                     **params) -> list:
+        """The package and, for real scores, the variant's files in the cache folder (bench/needs.py)."""
+        from bench import needs
+
+        out = [needs.package("dreamsim", "dreamsim", "pip install 'dreamsim>=0.2.1'")]
+        if preset is None and variant in REQUIRED_FILES:
+            folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+            base, patch = (variant[:-len("_patch")], True) if variant.endswith("_patch") else (variant, False)
+            get = (f"HF_HUB_OFFLINE=0 python -c \"from dreamsim import dreamsim; dreamsim(pretrained=True, device='cpu', "
+                   f"cache_dir='{folder}', dreamsim_type='{base}'{', use_patch_model=True' if patch else ''})\"  "
+                   "(once, online)")
+
+            def problem() -> str | None:
+                missing = missing_files(folder, variant)
+                return f"lacks {', '.join(missing)}" if missing else None
+            out.append(needs.probe(f"DreamSim {variant} weights", f"dreamsim:{folder}:{variant}", get, problem,
+                                   where=str(folder), size=DOWNLOAD_SIZES.get(variant), measure=folder))
+        return out
 
     @classmethod
     def precheck(cls, preset: str | None = None, variant: str = "ensemble", cache_dir: str | None = None, **_) -> None:

@@ -287,7 +287,8 @@ class ArcFaceIdentity(_FaceIdentity):
             url = f"https://github.com/deepinsight/insightface/releases/download/v0.7/{pack}.zip"
             out.append(needs.local_folder(
                 f"insightface model pack {pack}", folder, ("det_*.onnx", "w600k*.onnx|glintr*.onnx|webface*.onnx|*arcface*.onnx"),
-                f"mkdir -p {folder} && curl -L -o {pack}.zip {url} && unzip {pack}.zip -d {folder}"))
+                f"mkdir -p {folder} && curl -L -o {pack}.zip {url} && unzip {pack}.zip -d {folder}",
+                int(0.28 * needs.GB) if pack == DEFAULT_PACK else None))           # buffalo_l.zip: ~0.28 GB
         return out
     version = "2"         # 2: files read with bench.images.load_rgb (EXIF, alpha on white, 16-bit)
 

@@ -47,6 +47,8 @@ from bench.metrics.base import Metric, ScoreItem
 from bench.suites import REPO_ROOT
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
+#: download sizes of known judge models (bf16 safetensors: 8.3B parameters x 2 bytes)
+JUDGE_SIZES = {DEFAULT_MODEL: int(16.6e9)}
 DEFAULT_PROMPTS = REPO_ROOT / "datasets" / "dreambench-plus" / "dreambench_plus"
 TINY_PROMPTS = REPO_ROOT / "datasets" / "mini-dreambench-plus" / "judge-prompts"
 ANSWERS_FILE = "judge_answers.jsonl"
@@ -215,29 +217,35 @@ class JudgeMetric(Metric):
                                                                        else DEFAULT_PROMPTS)))
 
     @classmethod
-    def requirements(cls, preset: str | None = None, prompts: str | None = None, model: str = DEFAULT_MODEL,
-                     endpoint: str | None = None, **_) -> list:
-        """For `bench doctor`: the instruction files, and the local judge's weights (none for the
-        tiny preset, which builds its model, or with an endpoint, which holds the model)."""
+    def requirements(cls, preset: str | None = None, model: str = DEFAULT_MODEL, endpoint: str | None = None,
+                     prompts: str | None = None, **params) -> list:
+        """The release's instruction files and, without an endpoint, the judge model (bench/needs.py)."""
         from bench import needs
 
-        folder = Path(prompts).expanduser() if prompts else (TINY_PROMPTS if preset == "tiny" else DEFAULT_PROMPTS)
-        try:
-            folder = resolve_prompts_dir(folder)
-        except BenchError:
-            pass                                   # reported as missing below, in the folder the user named
-        files = tuple(name for pair in PROMPT_FILES.values() for name in pair)
-        out = [needs.local_folder("judge instruction files (DreamBench++ prompts/)", folder, files,
-                                  f"git clone --depth 1 https://github.com/yuangpeng/dreambench_plus {DEFAULT_PROMPTS} "
-                                  "(or pass --metric-param judge.prompts=DIR)")]
+        out = []
+        if preset is None or prompts:
+            folder = Path(prompts).expanduser() if prompts else DEFAULT_PROMPTS
+            get = ("pass --metric-param judge.prompts=DIR (a copy of the release's prompts/ folder)" if prompts else
+                   f"git clone --depth 1 https://github.com/yuangpeng/dreambench_plus {DEFAULT_PROMPTS}")
+
+            def problem() -> str | None:
+                try:
+                    resolve_prompts_dir(folder)
+                except BenchError:
+                    return f"no {PROMPT_FILES['subject'][0]} in it, its prompts/ or dreambench_plus/prompts/"
+                return None
+            out.append(needs.probe("judge instruction files (DreamBench++ release, prompts/)", f"judge-prompts:{folder}",
+                                   get, problem, where=str(folder), size=int(3.6 * needs.MB)))
         if preset is None and not endpoint:
-            local = model.startswith(("/", ".", "~")) or Path(model).expanduser().exists()
-            out.append(needs.hf_weights(f"judge model {model}", model,
-                                        ("config.json", "preprocessor_config.json", "*.safetensors"),
-                                        int(16.6 * needs.GB) if model == DEFAULT_MODEL else None,
-                                        f"{model}: a folder holding the judge model (config.json, its processor, "
-                                        "*.safetensors)" if local else
-                                        f'hf download {model} --include "*.json" "*.safetensors" "*.txt"'))
+            files = ("config.json", "preprocessor_config.json", "tokenizer_config.json",
+                     "model*.safetensors|pytorch_model*.bin")
+            if model.startswith(("/", ".", "~")) or Path(model).expanduser().exists():     # a local folder
+                out.append(needs.local_folder(f"judge model {model}", Path(model), files,
+                                              f"{model}: a folder holding the judge model (config.json, its "
+                                              "processor, *.safetensors)", JUDGE_SIZES.get(model)))
+            else:
+                out.append(needs.hf_weights(f"judge model {model}", model, files, JUDGE_SIZES.get(model),
+                                            f'hf download {model} --include "*.json" "*.safetensors" "*.txt"'))
         return out
 
     @property

@@ -45,6 +45,12 @@ class Suite(ABC):
     download_size: int | None = None
 
     @classmethod
+    def fetch_command(cls, root: Path) -> str | None:
+        """The command that puts the data at ``root``, for `bench doctor` when `bench data fetch`
+        cannot download it (None: `bench data fetch` does)."""
+        return None
+
+    @classmethod
     def requirements(cls, root: Path, **options) -> list:
         """What a run on this suite needs on disk (bench/needs.py): its data at ``root``, in place
         when the suite loads from it (its sample list; images are decoded by the run's plan)."""
@@ -62,8 +68,9 @@ class Suite(ABC):
         from bench.suites import REPO_ROOT
 
         default = Path(root).resolve() == (REPO_ROOT / cls.default_root).resolve()
-        get = (f"python -m bench data fetch {cls.name}" + ("" if default else f" --dest {root}")
-               + f"  (by hand: `python -m bench data where {cls.name}`)")
+        get = cls.fetch_command(Path(root)) or (
+            f"python -m bench data fetch {cls.name}" + ("" if default else f" --dest {root}")
+            + f"  (by hand: `python -m bench data where {cls.name}`)")
         return [probe(f"{cls.name} data", str(root), get, problem, size=cls.download_size, measure=Path(root))]
 
     @classmethod

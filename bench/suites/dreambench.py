@@ -217,6 +217,7 @@ class DreamBench(Suite):
     default_metrics = ("clip", "dino")
     default_root = "datasets/dreambench"
     mini_root = "datasets/mini-dreambench"
+    download_size = 112_000_000           # the files of a depth-1 clone of google/dreambooth
     leaderboard_columns = {"clip_t": "CLIP-T", "clip_i": "CLIP-I", "dino": "DINO"}
     repository_url = "https://github.com/google/dreambooth"
     clone_timeout_s = 300

@@ -128,6 +128,12 @@ class DreamBenchPlus(Suite):
     prompt_kinds = PROMPT_KINDS            # the leaderboard's "By prompt kind" table
     released_subjects = 150                # the release's README: 150 images, 9 prompts each
     dataset_id = "yuangpeng/dreambench_plus"
+    download_size = 15_100_000            # the dataset's data.zip
+
+    @classmethod
+    def fetch_command(cls, root: Path) -> str:
+        return (f"hf download {cls.dataset_id} data.zip --repo-type dataset --local-dir {root} && "
+                f"unzip -q {root}/data.zip -d {root}")
     repository_url = "https://github.com/yuangpeng/dreambench_plus"
 
     def __init__(self, root: Path, subjects: Iterable[str] | str | None = None, **unknown):

@@ -122,6 +122,12 @@ class DreamEdit(Suite):
     default_metrics = ("masked", "dreamedit-official")
     default_root = "datasets/dreamedit"
     mini_root = "datasets/mini-dreamedit"
+    dataset_id = "tianleliphoebe/DreamEditBench"
+    download_size = 60_000_000            # an estimate: about 440 JPEG sources of 20 KB to 1.5 MB
+
+    @classmethod
+    def fetch_command(cls, root: Path) -> str:
+        return f"hf download {cls.dataset_id} --repo-type dataset --include 'data/*' --local-dir {root}"
     # docs/protocols.md section 5 column order: DINO-sub / DINO-back / CLIP-I-sub / CLIP-I-back.
     # Then the official protocol's scores and the no-detection rate of the masked protocol.
     scatter_axes = ("DINO-back", "DINO-sub")
@@ -327,8 +333,29 @@ class DreamEdit(Suite):
         annotate = str(options.get("annotate", True)).lower() not in ("0", "false", "no")
         is_mini = Path(root).resolve() == (REPO_ROOT / cls.mini_root).resolve()
         real_annotator = options.get("annotator_preset", "tiny" if is_mini else None) is None
-        data = super().requirements(root, **{**options, "annotate": False})     # loading it segments nothing
-        return data + (grounded_sam() if annotate and real_annotator else [])
+        dreambench = cls._dreambench_requirements(root, options)
+        if dreambench[0].check().present:
+            data = super().requirements(root, **{**options, "annotate": False})     # loading it segments nothing
+        else:                     # without DreamBench the suite cannot load: check the folder layout alone
+            from bench.needs import probe
+
+            sources = [Path(root) / "data" / f"{kind}_source" for kind in ("replacement", "addition")]
+            data = [probe(f"{cls.name} data", str(root), cls.fetch_command(Path(root)),
+                          lambda: None if any(p.is_dir() for p in sources) else f"no {sources[0]} or {sources[1]}",
+                          size=cls.download_size, measure=Path(root))]
+        return data + dreambench + (grounded_sam() if annotate and real_annotator else [])
+
+    @classmethod
+    def _dreambench_requirements(cls, root: Path, options: dict) -> list:
+        """DreamBench's subjects and images (option ``dreambench_root``, default the DreamBench suite's folder)."""
+        from bench.registry import SUITES
+        from bench.suites import REPO_ROOT
+
+        dreambench = SUITES.get("dreambench").load()
+        is_mini = Path(root).resolve() == (REPO_ROOT / cls.mini_root).resolve()
+        default = REPO_ROOT / (dreambench.mini_root if is_mini else dreambench.default_root)
+        dreambench_root = Path(options["dreambench_root"]).expanduser() if options.get("dreambench_root") else default
+        return dreambench.requirements(dreambench_root)
 
     @classmethod
     def fetch_instructions(cls, dest: Path) -> str:

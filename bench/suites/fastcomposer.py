@@ -91,6 +91,12 @@ class FastComposer(Suite):
     default_metrics = ("faceid", "clip-t-l14")
     default_root = "datasets/fastcomposer"
     mini_root = "datasets/mini-fastcomposer"
+    download_size = 463_000               # data/celeba_test_single: 15 JPEG files
+
+    @classmethod
+    def fetch_command(cls, root: Path) -> str:
+        return ("git clone --depth 1 https://github.com/mit-han-lab/fastcomposer /tmp/fastcomposer && "
+                f"mkdir -p {root}/data && cp -r /tmp/fastcomposer/data/celeba_test_single {root}/data/")
     scatter_axes = ("Prompt", "ID")
     leaderboard_columns = {"faceid": "ID", "clip_t": "Prompt", "arcface": "ID (ArcFace)",
                            "faceid_no_face": "No face (rate)", "arcface_no_face": "No face, ArcFace (rate)"}

@@ -207,8 +207,13 @@ def save_checkpoint(adapter, folder: str | Path, reference_unet=None, metadata: 
     return folder
 
 
+#: The adapter's weights in fp32 (bench doctor): per SD 2.1 transformer block a copy of attn1's
+#: q/k/v/out (4 d^2; 16 blocks, d = 320/640/1280) = 49.6M parameters. The official zip may hold more.
+ADAPTER_BYTES = 198_000_000
+
+
 def adapter_need(adapter: str | None, what: str = "EZIGen adapter weights (--adapter)",
-                 get: str = OFFICIAL_CHECKPOINT_GET) -> list:
+                 get: str = OFFICIAL_CHECKPOINT_GET, size: int | None = ADAPTER_BYTES) -> list:
     """The --adapter piece of a run (bench/needs.py): nothing for ``init`` (the untrained adapter),
     a missing piece when no --adapter is given, else the weight files the path names."""
     from bench.files import weight_files
@@ -217,7 +222,7 @@ def adapter_need(adapter: str | None, what: str = "EZIGen adapter weights (--ada
     if adapter == "init":
         return []
     if adapter is None:
-        return [probe(what, "--adapter", get, lambda: "no --adapter given", where="--adapter")]
+        return [probe(what, "--adapter", get, lambda: "no --adapter given", where="--adapter", size=size)]
 
     def problem() -> str | None:
         try:
@@ -225,4 +230,4 @@ def adapter_need(adapter: str | None, what: str = "EZIGen adapter weights (--ada
         except BenchError as exc:
             return str(exc)
         return None
-    return [probe(what, str(Path(adapter).expanduser()), get, problem, measure=Path(adapter).expanduser())]
+    return [probe(what, str(Path(adapter).expanduser()), get, problem, size=size, measure=Path(adapter).expanduser())]

@@ -31,6 +31,9 @@ from methods.ezigen.reference import ReferenceEncoder
 from methods.ezigen.sampler import EZIGenSampler, SamplerConfig
 from methods.ezigen.similarity import ImageSimilarity
 
+#: A trained reference UNet in fp32 (SD 2.1's UNet: 865.9M parameters), for bench doctor.
+REFERENCE_UNET_BYTES = 3_464_000_000
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -81,13 +84,24 @@ class EZIGenMethod:
 
     @classmethod
     def requirements(cls, spec: LoadSpec, subject_background: str = "remove", iterative: bool = True,
-                     loops: int = 0, adapter: bool = True, **params) -> list:
-        """What a run needs on disk (bench/needs.py): the base model, the adapter, Grounded-SAM for
-        the subject's background and CLIP ViT-B/32 for the loops' stop rule (real weights only)."""
+                     loops: int = 0, adapter: bool = True, reference_trained: bool = False, **params) -> list:
+        """What a run needs on disk (bench/needs.py): the base model, the adapter (with a trained
+        reference UNet for the ``ezigen-ref-trained-*`` variants, which ``--adapter init`` lacks),
+        Grounded-SAM for the subject's background and CLIP ViT-B/32 for the loops' stop rule (real
+        weights only)."""
         from bench import needs
-        from methods.ezigen.checkpoint import adapter_need
+        from methods.ezigen.checkpoint import ADAPTER_BYTES, adapter_need
 
-        out = needs.base_model(spec) + (adapter_need(spec.adapter) if adapter else [])
+        if not adapter:
+            out = needs.base_model(spec)
+        elif _as_bool("reference_trained", reference_trained):
+            out = needs.base_model(spec) + adapter_need(
+                None if spec.adapter == "init" else spec.adapter, "EZIGen adapter + trained reference UNet (--adapter)",
+                "python -m bench train --method ezigen-ref-trained-t1 (or -adaptive) ... (methods/training/README.md), "
+                "then --adapter OUT (its adapter.safetensors + reference_unet.safetensors)",
+                ADAPTER_BYTES + REFERENCE_UNET_BYTES)
+        else:
+            out = needs.base_model(spec) + adapter_need(spec.adapter)
         if not spec.preset:
             if subject_background == "remove":
                 out += needs.grounded_sam()

@@ -42,6 +42,7 @@ class OmniGenMethod(InContextMethod):
     tasks = frozenset({"generate", "edit"})
     batch_requests = False
     forwards_params_to = "methods.in_context.base:InContextMethod"
+    download_bytes = 7_700_000_000            # bf16 files: parameters x 2 (docs/methods-in-context.md, "Memory")
 
     def __init__(self, spec, name: str = "omnigen", num_inference_steps: int = 50, guidance_scale: float = 2.5,
                  img_guidance_scale: float = 1.6, max_input_image_size: int = 1024,
