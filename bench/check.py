@@ -143,6 +143,10 @@ def read_baseline(path: Path) -> dict:
     if not isinstance(keys, list) or not all(isinstance(k, list) and len(k) == 4 and all(isinstance(x, str) and x
                                                                                           for x in k) for k in keys):
         raise BenchError(f"baseline {path}: 'keys' must be a list of [subject, prompt, seed, image]; rerun {update}")
+    repeated = len(keys) - len({tuple(k) for k in keys})
+    if repeated:
+        raise BenchError(f"baseline {path}: {repeated} key(s) repeat an earlier [subject, prompt, seed, image] key; "
+                         f"each key needs one value per metric: rerun {update}")
     if not keys or not data["metrics"]:
         raise BenchError(f"baseline {path} is empty (no keys or no metrics): a check against it cannot fail; "
                          f"rerun {update} on a scored run")
