@@ -154,3 +154,10 @@ def test_power_from_scored_run_directories(tmp_path, capsys):
     # the runs share their subjects: the paired differences hold no subject effect
     line = next(x for x in out.splitlines() if x.startswith("other · "))
     assert "sd subject 0.0000" in line or float(line.split("sd subject ")[1].split(",")[0]) < 0.01
+
+
+def test_an_unwritable_json_file_is_one_line_and_leaves_nothing(scores, capsys, tmp_path):
+    _, csv, _ = scores
+    for target in (tmp_path, tmp_path / "no" / "such" / "dir" / "out.json"):
+        assert "--json" in error_line(capsys, csv, "--json", target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []        # no temporary file left behind
