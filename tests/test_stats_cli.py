@@ -161,3 +161,13 @@ def test_an_unwritable_json_file_is_one_line_and_leaves_nothing(scores, capsys, 
     for target in (tmp_path, tmp_path / "no" / "such" / "dir" / "out.json"):
         assert "--json" in error_line(capsys, csv, "--json", target)
     assert sorted(p.name for p in tmp_path.iterdir()) == []        # no temporary file left behind
+
+
+def test_versus_is_read_like_the_table_s_run_names(scores, capsys, tmp_path):
+    """Identifiers in the table are stripped of surrounding spaces, so --versus is too."""
+    df, _, _ = scores
+    path = tmp_path / "spaced.csv"
+    df.assign(run=df["run"].replace({"ref": " ref run "})).to_csv(path, index=False)
+    rows = run_json(capsys, path, "--versus", " ref run ", "--json")
+    assert {r["versus"] for r in rows if r["run"] != "ref run"} == {"ref run"}
+    assert all(r["delta"] is not None for r in rows if r["run"] != "ref run")

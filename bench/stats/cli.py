@@ -139,7 +139,8 @@ def run(args) -> int:
     if table_arg is None:
         raise BenchError("give a score table: python -m bench stats TABLE (see --help)")
     settings = settings_from(args)
-    rows = analyse(read_table(table_arg), settings, versus=args.versus)
+    versus = None if args.versus is None else args.versus.strip()      # as the table's identifiers are read
+    rows = analyse(read_table(table_arg), settings, versus=versus)
     if json_target == "-":
         write_json(rows, "-")
         for note in key_notes(rows):
@@ -151,10 +152,10 @@ def run(args) -> int:
     print(f"mean: {'per seed the mean over images, then the mean over seeds' if settings.aggregate == 'seeds' else 'the mean over all images'}; "
           "std: over the seeds' means; n: scores.")
     print()
-    print(format_rows(rows, args.versus))
+    print(format_rows(rows, versus))
     notes = key_notes(rows)
-    if args.versus is not None:
-        print(f"\n▲/▼: significantly higher/lower than {args.versus!r} (Holm-adjusted p < {settings.alpha:g}); "
+    if versus is not None:
+        print(f"\n▲/▼: significantly higher/lower than {versus!r} (Holm-adjusted p < {settings.alpha:g}); "
               f"MDE: the smallest difference this design detects with power {settings.power:g}.")
     for note in notes:
         print(f"note: {note}")
