@@ -197,6 +197,9 @@ def test_nan_or_inf_in_the_baseline_is_refused(scored, tmp_path, capsys):
         path.write_text(text.replace(repr(first), bad, 1))
         assert check(store.root, "--baseline", path) == 2
         assert "finite" in error_line(capsys)
+    path.write_text(text.replace(repr(first), "1e308", 1))        # finite, but sums of it overflow
+    assert check(store.root, "--baseline", path) == 2
+    assert "too large" in error_line(capsys)
     path = rewrite(baseline, tmp_path, lambda d: d.update(tolerance=None))
     assert check(store.root, "--baseline", path) == 2
     assert "tolerance" in error_line(capsys)

@@ -106,6 +106,7 @@ def test_keys_one_run_lacks_are_named(scores, capsys, tmp_path):
     (lambda d: d.assign(subject=d["subject"].where(d["run"] != "same", "subject00")), "repeat"),
     (lambda d: d[(d["run"] != "same") | (d["subject"] == "subject01")], "has 1 subject"),
     (lambda d: d.assign(run=d["run"].where(d.index != 3, "")), "column run is empty"),
+    (lambda d: d.assign(value=d["value"] * 1e308), "too large"),        # finite, but their sums overflow
 ])
 def test_bad_tables_are_one_line_errors(scores, capsys, tmp_path, edit, words):
     df, _, _ = scores
