@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from bench import BenchError
+from bench.stats.table import MAX_ABS_VALUE
 
 BASELINE_FORMAT = 2
 DEFAULT_TOL = 0.005
@@ -143,6 +144,10 @@ def read_baseline(path: Path) -> dict:
     if not isinstance(keys, list) or not all(isinstance(k, list) and len(k) == 4 and all(isinstance(x, str) and x
                                                                                           for x in k) for k in keys):
         raise BenchError(f"baseline {path}: 'keys' must be a list of [subject, prompt, seed, image]; rerun {update}")
+    repeated = len(keys) - len({tuple(k) for k in keys})
+    if repeated:
+        raise BenchError(f"baseline {path}: {repeated} key(s) repeat an earlier [subject, prompt, seed, image] key; "
+                         f"each key needs one value per metric: rerun {update}")
     if not keys or not data["metrics"]:
         raise BenchError(f"baseline {path} is empty (no keys or no metrics): a check against it cannot fail; "
                          f"rerun {update} on a scored run")
@@ -157,6 +162,9 @@ def read_baseline(path: Path) -> dict:
             raise BenchError(f"baseline {path}: metric {metric!r} holds a value that is not a number; rerun {update}")
         if not all(math.isfinite(v) for v in numbers):
             raise BenchError(f"baseline {path}: metric {metric!r} holds NaN or infinite values (values must be finite); rerun {update}")
+        if any(abs(v) > MAX_ABS_VALUE for v in numbers):
+            raise BenchError(f"baseline {path}: metric {metric!r} holds a value too large to be a score "
+                             f"(|value| > {MAX_ABS_VALUE:g}); rerun {update}")
     tol = data.get("tolerance", DEFAULT_TOL)
     if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not math.isfinite(tol) or tol < 0:
         raise BenchError(f"baseline {path}: 'tolerance' must be a finite number >= 0, not {tol!r}")

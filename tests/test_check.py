@@ -197,6 +197,9 @@ def test_nan_or_inf_in_the_baseline_is_refused(scored, tmp_path, capsys):
         path.write_text(text.replace(repr(first), bad, 1))
         assert check(store.root, "--baseline", path) == 2
         assert "finite" in error_line(capsys)
+    path.write_text(text.replace(repr(first), "1e308", 1))        # finite, but sums of it overflow
+    assert check(store.root, "--baseline", path) == 2
+    assert "too large" in error_line(capsys)
     path = rewrite(baseline, tmp_path, lambda d: d.update(tolerance=None))
     assert check(store.root, "--baseline", path) == 2
     assert "tolerance" in error_line(capsys)
@@ -237,7 +240,7 @@ def test_old_baselines_without_values_are_refused(scored, tmp_path, capsys):
 
 def test_no_common_keys_is_refused(scored, tmp_path, capsys):
     store, baseline = scored
-    path = rewrite(baseline, tmp_path, lambda d: d.update(keys=[["cat", *k[1:]] for k in d["keys"]]))
+    path = rewrite(baseline, tmp_path, lambda d: d.update(keys=[["cat " + k[0], *k[1:]] for k in d["keys"]]))
     assert check(store.root, "--baseline", path) == 2
     assert "share no" in error_line(capsys)
 
@@ -270,3 +273,14 @@ def test_bad_baseline_files_are_one_line(scored, tmp_path, capsys, monkeypatch):
     assert "MiB" in error_line(capsys)
     assert check(store.root, "--baseline", tmp_path / "none.json") == 2
     assert "--update" in error_line(capsys)
+
+
+def test_a_baseline_with_a_repeated_key_is_refused(scored, tmp_path, capsys):
+    """A hand-edited baseline naming one key twice is one line, not an internal error."""
+    store, baseline = scored
+
+    def repeat_first_key(data):
+        data["keys"][1] = list(data["keys"][0])
+
+    assert check(store.root, "--baseline", rewrite(baseline, tmp_path, repeat_first_key)) == 2
+    assert "repeat" in error_line(capsys)

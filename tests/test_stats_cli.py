@@ -106,6 +106,7 @@ def test_keys_one_run_lacks_are_named(scores, capsys, tmp_path):
     (lambda d: d.assign(subject=d["subject"].where(d["run"] != "same", "subject00")), "repeat"),
     (lambda d: d[(d["run"] != "same") | (d["subject"] == "subject01")], "has 1 subject"),
     (lambda d: d.assign(run=d["run"].where(d.index != 3, "")), "column run is empty"),
+    (lambda d: d.assign(value=d["value"] * 1e308), "too large"),        # finite, but their sums overflow
 ])
 def test_bad_tables_are_one_line_errors(scores, capsys, tmp_path, edit, words):
     df, _, _ = scores
@@ -154,3 +155,20 @@ def test_power_from_scored_run_directories(tmp_path, capsys):
     # the runs share their subjects: the paired differences hold no subject effect
     line = next(x for x in out.splitlines() if x.startswith("other · "))
     assert "sd subject 0.0000" in line or float(line.split("sd subject ")[1].split(",")[0]) < 0.01
+
+
+def test_an_unwritable_json_file_is_one_line_and_leaves_nothing(scores, capsys, tmp_path):
+    _, csv, _ = scores
+    for target in (tmp_path, tmp_path / "no" / "such" / "dir" / "out.json"):
+        assert "--json" in error_line(capsys, csv, "--json", target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []        # no temporary file left behind
+
+
+def test_versus_is_read_like_the_table_s_run_names(scores, capsys, tmp_path):
+    """Identifiers in the table are stripped of surrounding spaces, so --versus is too."""
+    df, _, _ = scores
+    path = tmp_path / "spaced.csv"
+    df.assign(run=df["run"].replace({"ref": " ref run "})).to_csv(path, index=False)
+    rows = run_json(capsys, path, "--versus", " ref run ", "--json")
+    assert {r["versus"] for r in rows if r["run"] != "ref run"} == {"ref run"}
+    assert all(r["delta"] is not None for r in rows if r["run"] != "ref run")

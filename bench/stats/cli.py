@@ -121,8 +121,13 @@ def write_json(rows: list[dict], target: str) -> None:
         return
     path = Path(target)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise BenchError(f"--json {target}: cannot write the file ({exc.strerror or exc}); give a writable file "
+                         f"path, or --json alone for stdout") from None
 
 
 def run(args) -> int:
@@ -134,24 +139,26 @@ def run(args) -> int:
     if table_arg is None:
         raise BenchError("give a score table: python -m bench stats TABLE (see --help)")
     settings = settings_from(args)
-    rows = analyse(read_table(table_arg), settings, versus=args.versus)
+    versus = None if args.versus is None else args.versus.strip()      # as the table's identifiers are read
+    rows = analyse(read_table(table_arg), settings, versus=versus)
     if json_target == "-":
         write_json(rows, "-")
         for note in key_notes(rows):
             print(f"note: {note}", file=sys.stderr)
         return 0
+    if json_target is not None:
+        write_json(rows, json_target)          # before the table: a bad path fails with nothing printed
     print(f"{table_arg}: {settings.describe()}.")
     print(f"mean: {'per seed the mean over images, then the mean over seeds' if settings.aggregate == 'seeds' else 'the mean over all images'}; "
           "std: over the seeds' means; n: scores.")
     print()
-    print(format_rows(rows, args.versus))
+    print(format_rows(rows, versus))
     notes = key_notes(rows)
-    if args.versus is not None:
-        print(f"\n▲/▼: significantly higher/lower than {args.versus!r} (Holm-adjusted p < {settings.alpha:g}); "
+    if versus is not None:
+        print(f"\n▲/▼: significantly higher/lower than {versus!r} (Holm-adjusted p < {settings.alpha:g}); "
               f"MDE: the smallest difference this design detects with power {settings.power:g}.")
     for note in notes:
         print(f"note: {note}")
     if json_target is not None:
-        write_json(rows, json_target)
         print(f"wrote {json_target}")
     return 0

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 ID_COLUMNS = ("run", "subject", "prompt", "seed", "image", "metric")
 COLUMNS = ID_COLUMNS + ("value",)
 KEY_COLUMNS = ("subject", "prompt", "seed", "image")
+#: Largest |score| accepted: far above any metric's scale, far enough below the float maximum
+#: (1.8e308) that sums over millions of scores and bootstrap weights cannot overflow to inf.
+MAX_ABS_VALUE = 1e100
 
 
 def read_table(path: Path | str) -> "pd.DataFrame":
@@ -89,6 +92,11 @@ def check_table(df: "pd.DataFrame", source: str = "score table", first_line: int
         i = int(np.flatnonzero(nonfinite)[0])
         raise BenchError(f"{source}: column value is NaN, empty or infinite in {int(nonfinite.sum())} row(s), first at "
                          f"{where(i)}: drop the rows whose score could not be computed")
+    huge = np.abs(values) > MAX_ABS_VALUE
+    if huge.any():
+        i = int(np.flatnonzero(huge)[0])
+        raise BenchError(f"{source}: column value is too large (|value| > {MAX_ABS_VALUE:g}) in {int(huge.sum())} "
+                         f"row(s), first at {where(i)}: {values[i]:g}; rescale the scores")
     df["value"] = values
     dup = df.duplicated(list(ID_COLUMNS), keep="first").to_numpy()
     if dup.any():
