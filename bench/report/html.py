@@ -282,7 +282,8 @@ h1{font-size:1.5em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-to
 table.leaderboard{border-collapse:collapse;font-size:13px;margin:.6em 0}
 table.leaderboard th{background:#eee;cursor:pointer;user-select:none;padding:.3em .6em;text-align:left;white-space:nowrap}
 table.leaderboard th.asc:after{content:" \\25B2"}table.leaderboard th.desc:after{content:" \\25BC"}
-table.leaderboard td{border-top:1px solid #e4e4e4;padding:.25em .6em;white-space:nowrap}
+table.leaderboard td{border-top:1px solid #e4e4e4;padding:.25em .6em;max-width:22em}
+table.leaderboard td[data-value]{white-space:nowrap}
 tr.paper td{color:#666}tr.ours td:first-child{font-weight:bold;color:#1f5fa8}tr.flagged td{background:#fff4cc}
 .scroll{overflow-x:auto}.warnings{background:#fff4cc;padding:.4em 1em;border-left:4px solid #e0a800}
 img.scatter{max-width:760px;width:100%;border:1px solid #ddd}
