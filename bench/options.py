@@ -37,8 +37,11 @@ def as_list(value, option: str = "--suite-option") -> list[str] | None:
     """A list option given as a list or as one comma-separated string (``--param subjects=a,b``);
     one value that the option parser turned into a number is a list of one. An empty item
     (``a,,b``) is refused (bench.options.split_list)."""
-    if value is None or value == "":
+    if value is None:
         return None
+    if isinstance(value, str) and not value.strip():
+        # `prompt_indices=` must not silently mean "all of them": leave the option out for that.
+        raise BenchError(f"{option} {value!r}: the list is empty (leave the option out to use all)")
     if isinstance(value, str):
         return split_list(value, option)
     if not isinstance(value, (list, tuple)):

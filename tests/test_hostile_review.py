@@ -1,0 +1,66 @@
+"""Hostile inputs found by the independent review of the hardening work (issue 19): each case
+was accepted silently or failed badly before its fix."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+MINI = REPO / "datasets"
+
+
+def one_line_error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in err[0], err
+    return err[0]
+
+
+@pytest.mark.parametrize("make_entry", ["dangling link", "looping link", "folder"])
+def test_a_subject_entry_named_like_an_image_that_is_no_file_is_refused(tmp_path, capsys, make_entry):
+    """Dropping it silently would change the subject's reference images (CLIP-I, DINO)."""
+    root = tmp_path / "db"
+    shutil.copytree(MINI / "mini-dreambench", root)
+    entry = root / "dataset" / "dog" / "00.jpg"
+    entry.unlink()
+    if make_entry == "dangling link":
+        os.symlink(tmp_path / "nowhere.jpg", entry)
+    elif make_entry == "looping link":
+        os.symlink(entry, entry)
+    else:
+        entry.mkdir()
+    err = one_line_error(capsys, ["data", "check", "dreambench", "--data-root", str(root)])
+    assert str(entry) in err and "not a regular image file" in err
+
+
+@pytest.mark.parametrize("value, expected", [("false", False), ("no", False), ("0", False), ("true", True),
+                                             ("yes", True)])
+def test_dreamedit_annotate_takes_yes_and_no_words(value, expected):
+    from bench.suites.dreamedit import annotate_flag
+
+    assert annotate_flag(value) is expected
+
+
+@pytest.mark.parametrize("value", ["maybe", "nope", "2", ""])
+def test_dreamedit_annotate_refuses_other_words(tmp_path, capsys, value):
+    err = one_line_error(capsys, ["data", "check", "dreamedit", "--mini", "--suite-option", f"annotate={value}"])
+    assert "annotate" in err
+
+
+@pytest.mark.parametrize("suite, option", [("fastcomposer", "prompt_indices"), ("fastcomposer", "subjects"),
+                                           ("dreambench", "subjects"), ("dreamedit", "subjects"),
+                                           ("dreambench-plus", "subjects")])
+def test_an_empty_list_option_is_refused_not_read_as_all(capsys, suite, option):
+    err = one_line_error(capsys, ["data", "check", suite, "--mini", "--suite-option", f"{option}="])
+    assert option in err and "empty" in err
+
+
+def test_dreambench_plus_subjects_with_an_empty_item_are_refused(capsys):
+    err = one_line_error(capsys, ["data", "check", "dreambench-plus", "--mini", "--suite-option", "subjects=kitten,,x"])
+    assert "subjects" in err and "empty" in err
