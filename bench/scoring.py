@@ -235,6 +235,9 @@ def score_run(run_dir, metrics=None, device: str = "cpu", batch_size: int = 16, 
     preset = metric_preset if metric_preset is not None else run.get("metric_preset")
     params = {**(run.get("metric_params") or {}), **(metric_params or {})}
     items = build_items(store, cells, verify)          # refuse stale images before any model loads
+    if not items:       # an empty scores file would read as a scored run: refuse instead
+        raise BenchError(f"{store.root}: no recorded image to score (no valid line in {store.root / 'generations'}); "
+                         "generate first with `python -m bench run` and the run's options")
     for name, defaults in getattr(suite, "metric_params", dict)().items():   # the suite's protocol settings
         params[name] = {**defaults, **params.get(name, {})}
     instances = build_metrics(names, device, preset, params)

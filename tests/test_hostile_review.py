@@ -64,3 +64,41 @@ def test_an_empty_list_option_is_refused_not_read_as_all(capsys, suite, option):
 def test_dreambench_plus_subjects_with_an_empty_item_are_refused(capsys):
     err = one_line_error(capsys, ["data", "check", "dreambench-plus", "--mini", "--suite-option", "subjects=kitten,,x"])
     assert "subjects" in err and "empty" in err
+
+
+@pytest.fixture(scope="module")
+def unscored_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("review-run") / "run"
+    assert main(["run", "--method", "sd", "--suite", "dreambench", "--preset", "smoke", "--limit", "1",
+                 "--images-per-prompt", "1", "--no-score", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("damage", ["records of the wrong types", "generations is a file"])
+def test_scoring_a_run_without_one_valid_record_is_refused(unscored_run, tmp_path, capsys, damage):
+    """It used to write an empty scores.parquet and exit 0 ("scored 0 images")."""
+    import json
+
+    run = tmp_path / "run"
+    shutil.copytree(unscored_run, run)
+    generations = run / "generations"
+    if damage == "generations is a file":
+        shutil.rmtree(generations)
+        generations.write_text("x")
+    else:
+        for f in generations.glob("*.jsonl"):
+            f.write_text("".join(json.dumps({**json.loads(line), "seed": "zero"}) + "\n"
+                                 for line in f.read_text().splitlines()))
+    assert main(["score", str(run), "--metric-preset", "tiny", "--no-progress"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(err) == 1 and "no recorded image to score" in err[0], err
+    assert not (run / "scores.parquet").exists()
+
+
+@pytest.mark.parametrize("out", ["a file", "/dev/null"])
+def test_report_out_that_is_a_file_is_named(unscored_run, tmp_path, capsys, out):
+    target = tmp_path / "afile" if out == "a file" else Path(out)
+    if out == "a file":
+        target.write_text("x")
+    err = one_line_error(capsys, ["report", str(unscored_run), "--out", str(target)])
+    assert f"--out {target}: is a file, expected a folder" in err

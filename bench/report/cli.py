@@ -52,10 +52,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from bench.options import unique_paths
+    from bench.options import check_output_dir, unique_paths
     from bench.stats.cli import settings_from
 
     settings = settings_from(args)
+    check_output_dir(args.out)          # a file or /dev/null as --out: one line before any work
     run_dirs = unique_paths(args.run_dirs, "bench report")     # RUN RUN would count every image twice
     runs = load_runs(run_dirs)
     df = load_scores(run_dirs)
