@@ -153,6 +153,26 @@ def check_output_dir(path: Path | str, option: str = "--out") -> Path:
     return path
 
 
+def check_output_file(path: Path | str, option: str) -> Path:
+    """A file we may replace by an atomic rename: absent or a regular file (a rename over
+    /dev/null, a FIFO or a folder would replace the device or fail half way), in a folder that
+    exists or can be created. Nothing is created here."""
+    import stat
+
+    path = Path(path).expanduser()
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise BenchError(f"{option} {path}: {exc.strerror or exc}") from None
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a device, FIFO or socket)"
+        raise BenchError(f"{option} {path}: is {kind}; name a file to write")
+    check_output_dir(path.parent, option)
+    return path
+
+
 def unique_paths(paths, option: str) -> list[Path]:
     """Paths in their given order without repeats (the same folder named twice, also through
     another spelling or a symlink, would count its contents twice): a repeat is dropped with

@@ -102,3 +102,36 @@ def test_report_out_that_is_a_file_is_named(unscored_run, tmp_path, capsys, out)
         target.write_text("x")
     err = one_line_error(capsys, ["report", str(unscored_run), "--out", str(target)])
     assert f"--out {target}: is a file, expected a folder" in err
+
+
+def _not_a_regular_file(tmp_path: Path, kind: str) -> Path:
+    target = tmp_path / kind
+    if kind == "fifo":
+        os.mkfifo(target)           # stands for /dev/null, which a rename would replace (as root)
+    else:
+        target.mkdir()
+    return target
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_baseline_update_never_renames_over_a_device_or_folder(unscored_run, tmp_path, capsys, kind):
+    """`bench check --update --baseline /dev/null` replaced /dev/null by a regular file."""
+    run = tmp_path / "run"
+    shutil.copytree(unscored_run, run)
+    assert main(["score", str(run), "--metric-preset", "tiny", "--no-progress"]) == 0
+    capsys.readouterr()
+    target = _not_a_regular_file(tmp_path, kind)
+    err = one_line_error(capsys, ["check", str(run), "--baseline", str(target), "--update"])
+    assert f"--baseline {target}: is " in err
+    assert (target.is_fifo() if kind == "fifo" else target.is_dir())
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_stats_json_never_renames_over_a_device_or_folder(tmp_path, capsys, kind):
+    table = tmp_path / "t.csv"
+    table.write_text("run,subject,prompt,seed,image,metric,value\n"
+                     + "".join(f"a,s{i},0,0,0,m,{i / 10}\n" for i in range(4)))
+    target = _not_a_regular_file(tmp_path, kind)
+    err = one_line_error(capsys, ["stats", str(table), "--json", str(target), "--resamples", "100"])
+    assert f"--json {target}: is " in err
+    assert (target.is_fifo() if kind == "fifo" else target.is_dir())
