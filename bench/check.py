@@ -143,6 +143,8 @@ def read_baseline(path: Path) -> dict:
     if not isinstance(keys, list) or not all(isinstance(k, list) and len(k) == 4 and all(isinstance(x, str) and x
                                                                                           for x in k) for k in keys):
         raise BenchError(f"baseline {path}: 'keys' must be a list of [subject, prompt, seed, image]; rerun {update}")
+    if len({tuple(k) for k in keys}) != len(keys):
+        raise BenchError(f"baseline {path}: 'keys' holds a key twice; rerun {update}")
     if not keys or not data["metrics"]:
         raise BenchError(f"baseline {path} is empty (no keys or no metrics): a check against it cannot fail; "
                          f"rerun {update} on a scored run")
@@ -201,6 +203,10 @@ def compare(base_table, table, mode: str, tol: float, settings) -> tuple[list[di
     keyed = {name: frame.set_index(list(KEY_FIELDS) + ["metric"])["value"] for name, frame in
              (("baseline", base_table), ("current", table))}
     paired = keyed["current"].index.intersection(keyed["baseline"].index)
+    if not common_metrics:
+        raise BenchError(f"the run and the baseline share no metric (baseline: {', '.join(sorted(base_metrics))}; run: "
+                         f"{', '.join(sorted(run_metrics)) or 'none'}): score the run with the baseline's metrics, "
+                         "or make a baseline for this run with --update")
     if common_metrics and len(paired) == 0:
         raise BenchError("the run and the baseline share no (subject, prompt, seed, image) key: they are not runs "
                          "of the same plan; make a baseline for this run with --update")

@@ -135,3 +135,31 @@ def test_stats_json_never_renames_over_a_device_or_folder(tmp_path, capsys, kind
     err = one_line_error(capsys, ["stats", str(table), "--json", str(target), "--resamples", "100"])
     assert f"--json {target}: is " in err
     assert (target.is_fifo() if kind == "fifo" else target.is_dir())
+
+
+@pytest.fixture(scope="module")
+def scored_run_and_baseline(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("review-check")
+    run, baseline = folder / "run", folder / "baseline.json"
+    assert main(["run", "--method", "sd", "--suite", "dreambench", "--preset", "smoke", "--subjects", "dog,vase",
+                 "--limit", "2", "--images-per-prompt", "1", "--metric-preset", "tiny", "--out", str(run)]) == 0
+    assert main(["check", str(run), "--baseline", str(baseline), "--update", "--mode", "exact"]) == 0
+    return run, baseline
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda b: b.__setitem__("keys", [b["keys"][0]] * len(b["keys"])), "holds a key twice"),    # was IndexError
+    (lambda b: b.__setitem__("metrics", {"zzz": next(iter(b["metrics"].values()))}), "share no metric"),
+])
+def test_hostile_baselines_are_one_line(scored_run_and_baseline, tmp_path, capsys, edit, words):
+    import json
+
+    run, baseline = scored_run_and_baseline
+    data = json.loads(baseline.read_text())
+    edit(data)
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert main(["check", str(run), "--baseline", str(baseline)]) == 0      # the untouched one passes
+    err = one_line_error(capsys, ["check", str(run), "--baseline", str(edited)])
+    assert words in err
