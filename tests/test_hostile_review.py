@@ -163,3 +163,16 @@ def test_hostile_baselines_are_one_line(scored_run_and_baseline, tmp_path, capsy
     assert main(["check", str(run), "--baseline", str(baseline)]) == 0      # the untouched one passes
     err = one_line_error(capsys, ["check", str(run), "--baseline", str(edited)])
     assert words in err
+
+
+@pytest.mark.parametrize("param, words", [("clip.mode=nan", "clip"), ("dino.precision=fp64", "dino"),
+                                          ("dinov2.mode=x", "dinov2"), ("clip.backbone=zz:nope", "CLIP backbone"),
+                                          ("dino.backbone=hf:x", "DINO backbone")])
+def test_bad_metric_param_values_fail_before_anything_is_generated(tmp_path, capsys, param, words):
+    """They used to fail only at scoring, after every image had been generated."""
+    out = tmp_path / "run"
+    err = one_line_error(capsys, ["run", "--method", "sd", "--suite", "dreambench", "--preset", "smoke", "--limit", "1",
+                                  "--images-per-prompt", "1", "--metric-preset", "tiny", "--out", str(out),
+                                  "--metric-param", param])
+    assert words in err
+    assert not out.exists()
