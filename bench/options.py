@@ -153,6 +153,26 @@ def check_output_dir(path: Path | str, option: str = "--out") -> Path:
     return path
 
 
+#: What a run directory holds before its run.json is written (a shard starting beside another).
+RUN_DIR_ENTRIES = frozenset({"run.json", ".run.lock", "generations", "images", "scores.parquet"})
+
+
+def check_run_dir(path: Path | str, option: str = "--out") -> Path:
+    """check_output_dir, and a folder that already exists is either a run directory (it has a
+    run.json, or only what a starting run writes) or empty: a run is never spread over a folder
+    that holds other files (``--out /`` or ``--out ~`` would write run.json and generations/
+    among them). Nothing is created here."""
+    path = check_output_dir(path, option)
+    if path.is_dir() and not (path / "run.json").exists():
+        foreign = sorted(p.name for p in path.iterdir()
+                         if p.name not in RUN_DIR_ENTRIES and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise BenchError(f"{option} {path}: the folder holds other files ({shown}) and no run.json, so it is "
+                             "not a run directory; name a new or empty folder")
+    return path
+
+
 def check_output_file(path: Path | str, option: str) -> Path:
     """A file we may replace by an atomic rename: absent or a regular file (a rename over
     /dev/null, a FIFO or a folder would replace the device or fail half way), in a folder that

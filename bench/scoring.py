@@ -439,8 +439,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from bench.options import (check_device, check_input_dir, check_int, check_output_dir, default_device,
-                               parse_params)
+    from bench.options import (check_device, check_input_dir, check_int, check_run_dir,
+                               default_device, parse_params)
 
     check_int(args.batch_size, "--batch-size", 1, 4096)
     check_int(args.workers, "--workers", 0, 256)
@@ -464,7 +464,7 @@ def run(args) -> int:
         check_path_part(label, "--name" if args.name else f"--images {images}", "run name")
         if args.out is not None and not args.out.strip():
             raise BenchError("--out is empty: name the run directory")
-        out = check_output_dir(Path(args.out) if args.out else Path("runs") / f"external-{label}")
+        out = check_run_dir(Path(args.out) if args.out else Path("runs") / f"external-{label}")
         check_input_dir(args.data_root, "--data-root")
         store = prepare_external_run(args.suite, images, out, data_root=args.data_root, mini=args.mini,
                                      suite_options=parse_params(args.suite_option), name=label,

@@ -176,3 +176,25 @@ def test_bad_metric_param_values_fail_before_anything_is_generated(tmp_path, cap
                                   "--metric-param", param])
     assert words in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["run", "score --images"])
+def test_a_run_is_never_spread_over_a_folder_of_other_files(tmp_path, capsys, command):
+    """`bench score --images IMGS --out /` wrote run.json, generations/ and scores.parquet into /."""
+    from PIL import Image
+
+    target = tmp_path / "home"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    if command == "run":
+        argv = ["run", "--method", "sd", "--suite", "dreambench", "--preset", "smoke", "--limit", "1",
+                "--images-per-prompt", "1", "--no-score", "--out", str(target)]
+    else:
+        images = tmp_path / "imgs" / "dog" / "000" / "s0"
+        images.mkdir(parents=True)
+        Image.new("RGB", (64, 64)).save(images / "i0.png")
+        argv = ["score", "--images", str(tmp_path / "imgs"), "--suite", "dreambench", "--mini", "--metric-preset",
+                "tiny", "--out", str(target)]
+    err = one_line_error(capsys, argv)
+    assert "not a run directory" in err and "notes.txt" in err
+    assert sorted(p.name for p in target.iterdir()) == ["notes.txt"]
