@@ -237,7 +237,7 @@ def test_old_baselines_without_values_are_refused(scored, tmp_path, capsys):
 
 def test_no_common_keys_is_refused(scored, tmp_path, capsys):
     store, baseline = scored
-    path = rewrite(baseline, tmp_path, lambda d: d.update(keys=[["cat", *k[1:]] for k in d["keys"]]))
+    path = rewrite(baseline, tmp_path, lambda d: d.update(keys=[["cat-" + k[0], *k[1:]] for k in d["keys"]]))
     assert check(store.root, "--baseline", path) == 2
     assert "share no" in error_line(capsys)
 

@@ -198,3 +198,23 @@ def test_a_run_is_never_spread_over_a_folder_of_other_files(tmp_path, capsys, co
     err = one_line_error(capsys, argv)
     assert "not a run directory" in err and "notes.txt" in err
     assert sorted(p.name for p in target.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("param, words", [("nope=1", "has no parameter 'nope'"),
+                                          ("reference_timestep=nan", "reference_timestep"),
+                                          ("reference_trained=maybe", "reference_trained")])
+def test_train_params_it_would_ignore_or_cannot_use_are_refused(tmp_path, capsys, param, words):
+    """`bench train --param nope=1` trained as if the option were not there."""
+    out = tmp_path / "train"
+    err = one_line_error(capsys, ["train", "--preset", "smoke", "--out", str(out), "--no-progress", "--param", param])
+    assert words in err
+    assert not out.exists()
+
+
+def test_a_deeply_nested_youtube_vis_meta_file_is_one_line(tmp_path, capsys):
+    """It was an internal RecursionError."""
+    (tmp_path / "yt").mkdir()
+    (tmp_path / "yt" / "meta.json").write_text("[" * 50_000)
+    err = one_line_error(capsys, ["train", "--preset", "tiny", "--data", f"ytvis:{tmp_path / 'yt'}",
+                                  "--out", str(tmp_path / "out"), "--max-steps", "1", "--no-progress"])
+    assert "meta.json" in err
