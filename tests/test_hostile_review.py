@@ -218,3 +218,10 @@ def test_a_deeply_nested_youtube_vis_meta_file_is_one_line(tmp_path, capsys):
     err = one_line_error(capsys, ["train", "--preset", "tiny", "--data", f"ytvis:{tmp_path / 'yt'}",
                                   "--out", str(tmp_path / "out"), "--max-steps", "1", "--no-progress"])
     assert "meta.json" in err
+
+
+def test_report_paper_dir_that_is_no_folder_is_named(unscored_run, tmp_path, capsys):
+    """A misspelt --paper-dir silently dropped every paper row."""
+    err = one_line_error(capsys, ["report", str(unscored_run), "--out", str(tmp_path / "rep"),
+                                  "--paper-dir", str(tmp_path / "no-such-folder")])
+    assert "--paper-dir" in err and "not a folder" in err
