@@ -225,3 +225,15 @@ def test_report_paper_dir_that_is_no_folder_is_named(unscored_run, tmp_path, cap
     err = one_line_error(capsys, ["report", str(unscored_run), "--out", str(tmp_path / "rep"),
                                   "--paper-dir", str(tmp_path / "no-such-folder")])
     assert "--paper-dir" in err and "not a folder" in err
+
+
+@pytest.mark.parametrize("command", [["doctor"], ["run", "--dry-run"]])
+def test_a_bad_suite_option_is_named_not_listed_as_missing_data(capsys, command):
+    """It was a 'MISSING fastcomposer data' line telling to fetch the data again."""
+    argv = [command[0], "--method", "sd", "--suite", "fastcomposer", "--preset", "smoke", *command[1:],
+            "--suite-option", "prompt_indices=-1"]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert err == ["error: fastcomposer: prompt index -1 is outside 0-39"], err
+    assert "MISSING" not in captured.out
