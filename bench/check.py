@@ -104,7 +104,7 @@ def write_baseline(run_dir, path: Path, tol: float | None, mode: str | None) -> 
             **run_facts(run_dir), "tolerance": DEFAULT_TOL if tol is None else tol, "mode": mode or "test",
             "keys": [list(k) for k in keys.itertuples(index=False, name=None)], "metrics": metrics}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")     # path checked by run() before any work
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return data
@@ -209,6 +209,10 @@ def compare(base_table, table, mode: str, tol: float, settings) -> tuple[list[di
     keyed = {name: frame.set_index(list(KEY_FIELDS) + ["metric"])["value"] for name, frame in
              (("baseline", base_table), ("current", table))}
     paired = keyed["current"].index.intersection(keyed["baseline"].index)
+    if not common_metrics:
+        raise BenchError(f"the run and the baseline share no metric (baseline: {', '.join(sorted(base_metrics))}; run: "
+                         f"{', '.join(sorted(run_metrics)) or 'none'}): score the run with the baseline's metrics, "
+                         "or make a baseline for this run with --update")
     if common_metrics and len(paired) == 0:
         raise BenchError("the run and the baseline share no (subject, prompt, seed, image) key: they are not runs "
                          "of the same plan; make a baseline for this run with --update")
@@ -314,6 +318,9 @@ def run(args) -> int:
         raise BenchError(f"--tol must be a finite number >= 0, not {args.tol}")
     settings = settings_from(args, suite_aggregate(run_facts(args.run_dir)["suite"]))
     if args.update:
+        from bench.options import check_output_file
+
+        check_output_file(path, "--baseline")      # /dev/null would be replaced by a file
         data = write_baseline(args.run_dir, path, args.tol, args.mode)
         print(f"wrote baseline {path} ({len(data['metrics'])} metrics, {len(data['keys'])} keys, mode {data['mode']}, "
               f"tolerance {data['tolerance']})")

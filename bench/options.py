@@ -37,8 +37,11 @@ def as_list(value, option: str = "--suite-option") -> list[str] | None:
     """A list option given as a list or as one comma-separated string (``--param subjects=a,b``);
     one value that the option parser turned into a number is a list of one. An empty item
     (``a,,b``) is refused (bench.options.split_list)."""
-    if value is None or value == "":
+    if value is None:
         return None
+    if isinstance(value, str) and not value.strip():
+        # `prompt_indices=` must not silently mean "all of them": leave the option out for that.
+        raise BenchError(f"{option} {value!r}: the list is empty (leave the option out to use all)")
     if isinstance(value, str):
         return split_list(value, option)
     if not isinstance(value, (list, tuple)):
@@ -147,6 +150,46 @@ def check_output_dir(path: Path | str, option: str = "--out") -> Path:
         raise BenchError(f"{option} {path}: {probe} is a file, so the folder cannot be created")
     if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
         raise BenchError(f"{option} {path}: {probe} is not writable")
+    return path
+
+
+#: What a run directory holds before its run.json is written (a shard starting beside another).
+RUN_DIR_ENTRIES = frozenset({"run.json", ".run.lock", "generations", "images", "scores.parquet"})
+
+
+def check_run_dir(path: Path | str, option: str = "--out") -> Path:
+    """check_output_dir, and a folder that already exists is either a run directory (it has a
+    run.json, or only what a starting run writes) or empty: a run is never spread over a folder
+    that holds other files (``--out /`` or ``--out ~`` would write run.json and generations/
+    among them). Nothing is created here."""
+    path = check_output_dir(path, option)
+    if path.is_dir() and not (path / "run.json").exists():
+        foreign = sorted(p.name for p in path.iterdir()
+                         if p.name not in RUN_DIR_ENTRIES and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise BenchError(f"{option} {path}: the folder holds other files ({shown}) and no run.json, so it is "
+                             "not a run directory; name a new or empty folder")
+    return path
+
+
+def check_output_file(path: Path | str, option: str) -> Path:
+    """A file we may replace by an atomic rename: absent or a regular file (a rename over
+    /dev/null, a FIFO or a folder would replace the device or fail half way), in a folder that
+    exists or can be created. Nothing is created here."""
+    import stat
+
+    path = Path(path).expanduser()
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise BenchError(f"{option} {path}: {exc.strerror or exc}") from None
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a device, FIFO or socket)"
+        raise BenchError(f"{option} {path}: is {kind}; name a file to write")
+    check_output_dir(path.parent, option)
     return path
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from bench import BenchError
 from bench.files import weight_files
 from bench.images import check_image
-from bench.options import (check_device, check_input_dir, check_int, check_output_dir, parse_params, parse_seeds,
-                           split_list)
+from bench.options import (check_device, check_input_dir, check_int, check_run_dir, parse_params,
+                           parse_seeds, split_list)
 from bench.registry import check_method_params
 from bench.types import GenRequest, Sample, request_key, request_seed
 
@@ -290,7 +290,7 @@ def output_dir(args) -> Path:
     if args.out is not None and not str(args.out).strip():
         raise BenchError("--out is empty: name the run directory")
     out = Path(args.out) if args.out else Path("runs") / args.suite / (args.method + (f"-{args.preset}" if args.preset else ""))
-    return check_output_dir(out)
+    return check_run_dir(out)
 
 
 def metric_param_values(items: list[str]) -> dict[str, dict]:

@@ -235,6 +235,9 @@ def score_run(run_dir, metrics=None, device: str = "cpu", batch_size: int = 16, 
     preset = metric_preset if metric_preset is not None else run.get("metric_preset")
     params = {**(run.get("metric_params") or {}), **(metric_params or {})}
     items = build_items(store, cells, verify)          # refuse stale images before any model loads
+    if not items:       # an empty scores file would read as a scored run: refuse instead
+        raise BenchError(f"{store.root}: no recorded image to score (no valid line in {store.root / 'generations'}); "
+                         "generate first with `python -m bench run` and the run's options")
     for name, defaults in getattr(suite, "metric_params", dict)().items():   # the suite's protocol settings
         params[name] = {**defaults, **params.get(name, {})}
     instances = build_metrics(names, device, preset, params)
@@ -456,8 +459,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from bench.options import (check_device, check_input_dir, check_int, check_output_dir, default_device,
-                               parse_params)
+    from bench.options import (check_device, check_input_dir, check_int, check_run_dir,
+                               default_device, parse_params)
 
     check_int(args.batch_size, "--batch-size", 1, 4096)
     check_int(args.workers, "--workers", 0, 256)
@@ -481,7 +484,7 @@ def run(args) -> int:
         check_path_part(label, "--name" if args.name else f"--images {images}", "run name")
         if args.out is not None and not args.out.strip():
             raise BenchError("--out is empty: name the run directory")
-        out = check_output_dir(Path(args.out) if args.out else Path("runs") / f"external-{label}")
+        out = check_run_dir(Path(args.out) if args.out else Path("runs") / f"external-{label}")
         check_input_dir(args.data_root, "--data-root")
         store = prepare_external_run(args.suite, images, out, data_root=args.data_root, mini=args.mini,
                                      suite_options=parse_params(args.suite_option), name=label,

@@ -345,9 +345,14 @@ class ClipMetric(Metric):
     # with bench.images.load_rgb (EXIF, alpha on white, 16-bit scaled).
     version = "2"
 
+    @classmethod
+    def precheck(cls, backbone: str = DEFAULT_BACKBONE, **_) -> None:
+        """The backbone's spelling, checked before a run generates anything."""
+        parse_clip_backbone(str(backbone))
+
     def __init__(self, device: str = "cpu", preset: str | None = None, backbone: str = DEFAULT_BACKBONE,
-                 mode: str = "all-pairs", image_metric: bool = True, text_metric: bool = True,
-                 preprocessing: Literal["pil", "fastcomposer"] = "pil", precision: str = "fp32"):
+                 mode: Literal["all-pairs", "paired"] = "all-pairs", image_metric: bool = True, text_metric: bool = True,
+                 preprocessing: Literal["pil", "fastcomposer"] = "pil", precision: Literal["fp32", "fp16"] = "fp32"):
         if preset not in (None, "tiny"):
             raise BenchError(f"unknown metric preset {preset!r} (only 'tiny')")
         self.precision = check_precision(precision, device, "clip")

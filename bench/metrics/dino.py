@@ -16,7 +16,7 @@ Image input rules are those of :mod:`bench.metrics.clip` (uint8 or [0, 1] floats
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 
@@ -99,14 +99,20 @@ class DinoMetric(_EmbeddingSimilarity):
     version = "2"          # 2: files read with bench.images.load_rgb (EXIF, alpha on white, 16-bit scaled)
     prefix = "dino"
 
+    @classmethod
+    def precheck(cls, backbone: str = DEFAULT_DINO, **_) -> str:
+        """The backbone's spelling (checked before a run generates anything); its model name."""
+        kind, _, model_name = str(backbone).partition(":")
+        if kind != "timm" or not model_name:
+            raise BenchError(f"bad DINO backbone {backbone!r}: use timm:<model name> (default {DEFAULT_DINO})")
+        return model_name
+
     def __init__(self, device: str = "cpu", preset: str | None = None, backbone: str = DEFAULT_DINO,
-                 mode: str = "all-pairs", precision: str = "fp32"):
+                 mode: Literal["all-pairs", "paired"] = "all-pairs", precision: Literal["fp32", "fp16"] = "fp32"):
         self.precision = check_precision(precision, device, "dino")
         if self.precision != "fp32":
             self.version = f"{type(self).version}-{self.precision}"
-        kind, _, self.model_name = backbone.partition(":")
-        if kind != "timm" or not self.model_name:
-            raise BenchError(f"bad DINO backbone {backbone!r}: use timm:<model name> (default {DEFAULT_DINO})")
+        self.model_name = self.precheck(backbone)
         super().__init__(device, preset, backbone, mode, _KNOWN_NAMES.get(self.model_name, self.model_name))
         self._transform = None
 
@@ -178,7 +184,7 @@ class Dinov2Metric(_EmbeddingSimilarity):
     prefix = "dinov2"
 
     def __init__(self, device: str = "cpu", preset: str | None = None, backbone: str = DEFAULT_DINOV2,
-                 mode: str = "all-pairs"):
+                 mode: Literal["all-pairs", "paired"] = "all-pairs"):
         kind, _, self.source = backbone.partition(":")
         if kind != "hf" or not self.source:
             raise BenchError(f"bad DINOv2 backbone {backbone!r}: use hf:<model id or folder> (default {DEFAULT_DINOV2})")

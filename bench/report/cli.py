@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench import BenchError
 from bench.report.aggregate import resolve_versus, summarize
 from bench.report.html import write_html
 from bench.report.leaderboard import format_value, print_warnings, write_leaderboard
@@ -52,10 +53,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from bench.options import unique_paths
+    from bench.options import check_output_dir, unique_paths
     from bench.stats.cli import settings_from
 
     settings = settings_from(args)
+    check_output_dir(args.out)          # a file or /dev/null as --out: one line before any work
+    if not Path(args.paper_dir).is_dir():  # a misspelt --paper-dir would silently drop the paper rows
+        raise BenchError(f"--paper-dir {args.paper_dir}: not a folder (the paper reference csvs, default "
+                         f"{PAPER_DIR})")
     run_dirs = unique_paths(args.run_dirs, "bench report")     # RUN RUN would count every image twice
     runs = load_runs(run_dirs)
     df = load_scores(run_dirs)

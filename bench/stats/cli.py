@@ -119,7 +119,9 @@ def write_json(rows: list[dict], target: str) -> None:
     if target == "-":
         sys.stdout.write(text + "\n")
         return
-    path = Path(target)
+    from bench.options import check_output_file
+
+    path = check_output_file(target, "--json")      # /dev/null would be replaced by a file
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(text + "\n", encoding="utf-8")
@@ -139,6 +141,10 @@ def run(args) -> int:
     if table_arg is None:
         raise BenchError("give a score table: python -m bench stats TABLE (see --help)")
     settings = settings_from(args)
+    if json_target not in (None, "-"):
+        from bench.options import check_output_file
+
+        check_output_file(json_target, "--json")        # before the bootstrap, not after it
     versus = None if args.versus is None else args.versus.strip()      # as the table's identifiers are read
     rows = analyse(read_table(table_arg), settings, versus=versus)
     if json_target == "-":

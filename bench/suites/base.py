@@ -56,6 +56,11 @@ class Suite(ABC):
         when the suite loads from it (its sample list; images are decoded by the run's plan)."""
         from bench import BenchError
         from bench.needs import probe
+        from bench.suites import REPO_ROOT
+
+        mini = getattr(cls, "mini_root", None)
+        if mini and (REPO_ROOT / mini).is_dir():
+            cls(REPO_ROOT / mini, **options)    # a bad option is the option's error, not "data missing"
 
         def problem() -> str | None:
             if not Path(root).is_dir():
@@ -65,7 +70,6 @@ class Suite(ABC):
             except BenchError as exc:
                 return str(exc)
             return None
-        from bench.suites import REPO_ROOT
 
         default = Path(root).resolve() == (REPO_ROOT / cls.default_root).resolve()
         get = cls.fetch_command(Path(root)) or (

@@ -181,8 +181,15 @@ def resolve_dataset_dir(root: Path) -> Path:
 
 
 def subject_images(folder: Path) -> tuple[Path, ...]:
-    return tuple(sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
-                        key=lambda p: p.name))
+    """The subject's image files; an entry named like an image that is not a readable regular
+    file (a folder, a broken or looping link) is refused, never silently dropped (it would
+    change the subject's reference set)."""
+    found = tuple(sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: p.name))
+    for p in found:
+        if not p.is_file():
+            raise BenchError(f"{p}: not a regular image file (a folder, or a broken or looping link); "
+                             "replace it by the image or remove it")
+    return found
 
 
 def verify_image(path: Path) -> None:

@@ -105,11 +105,10 @@ def read_caption(path: Path) -> tuple[str, tuple[str, ...]]:
 
 
 def _as_list(value) -> list[str] | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        value = value.split(",")
-    return [str(v).strip() for v in value if str(v).strip()]
+    """The subjects option as a list; empty items and an empty list are refused (bench.options)."""
+    from bench.options import as_list
+
+    return as_list(value, "dreambench-plus option subjects")
 
 
 class DreamBenchPlus(Suite):

@@ -62,6 +62,17 @@ FOLDER_OF_SUBJECT = {
 }
 
 
+def annotate_flag(value) -> bool:
+    """The ``annotate`` option as a bool; anything but a yes/no word is refused (``annotate=maybe``
+    must not silently mean yes)."""
+    word = str(value).strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise BenchError(f"dreamedit option annotate={value!r}: expected true or false")
+
+
 def _data_dir(root: Path) -> Path:
     """``root/data`` when root is the repository, ``root`` when it is ``data/`` itself."""
     for candidate in (root / "data", root):
@@ -175,7 +186,7 @@ class DreamEdit(Suite):
                              "Grounded-SAM weights)")
         from bench.options import check_device
         check_device(str(device), "dreamedit option device")
-        self.selected_subjects = as_list(subjects)
+        self.selected_subjects = as_list(subjects, "dreamedit option subjects")
         from bench.suites import REPO_ROOT
         is_mini = self.root.resolve() == (REPO_ROOT / self.mini_root).resolve()
         if dreambench_root is None:
@@ -184,7 +195,7 @@ class DreamEdit(Suite):
         # The mini copy is procedurally drawn: a real detector finds nothing in it, so smoke runs
         # annotate with the tiny random preset unless told otherwise.
         self.annotator_preset = annotator_preset if annotator_preset is not None else ("tiny" if is_mini else None)
-        self.annotate = str(annotate).lower() not in ("0", "false", "no")
+        self.annotate = annotate_flag(annotate)
         self.device = device
 
     def metric_params(self) -> dict[str, dict]:
@@ -330,7 +341,7 @@ class DreamEdit(Suite):
         from bench.needs import grounded_sam
         from bench.suites import REPO_ROOT
 
-        annotate = str(options.get("annotate", True)).lower() not in ("0", "false", "no")
+        annotate = annotate_flag(options.get("annotate", True))
         is_mini = Path(root).resolve() == (REPO_ROOT / cls.mini_root).resolve()
         real_annotator = options.get("annotator_preset", "tiny" if is_mini else None) is None
         dreambench = cls._dreambench_requirements(root, options)

@@ -116,7 +116,7 @@ class FastComposer(Suite):
         self.is_mini = self.root.resolve() == (REPO_ROOT / self.mini_root).resolve()
         from bench.options import as_list
         # CelebA ids are six digits; `--suite-option subjects=000001` arrives as the number 1.
-        subjects = [f"{int(s):06d}" if str(s).isdigit() else s for s in as_list(subjects) or []]
+        subjects = [f"{int(s):06d}" if str(s).isdigit() else s for s in as_list(subjects, "fastcomposer option subjects") or []]
         indices = as_list(prompt_indices, "fastcomposer option prompt_indices")   # 5 -> ["5"], "0,3" -> ["0", "3"]
         if subjects:
             unknown = [s for s in subjects if s not in IDENTITIES]

@@ -94,13 +94,14 @@ def check_train_options(args) -> None:
 
 def run(args) -> int:
     from bench.options import parse_params
-    from methods.training.train import TrainConfig, train
+    from methods.training.train import TrainConfig, check_train_params, train
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out = args.out or Path("runs") / "train" / (args.method + (f"-{args.preset}" if args.preset else ""))
     if args.preset and args.weights:
         raise BenchError("--weights and --preset exclude each other: a preset builds random weights")
     check_train_options(args)
+    check_train_params(args.method, parse_params(args.param))
     if not args.data and args.preset != "smoke":
         raise BenchError("no training data: pass --data coco:DIR and/or --data ytvis:DIR (or --preset smoke)")
     cfg = TrainConfig(

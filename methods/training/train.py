@@ -117,6 +117,30 @@ class TrainState:
 
 # ---- building -------------------------------------------------------------------------------
 
+#: The --param keys `bench train` reads, per kind of method (anything else would be ignored).
+TRAIN_PARAMS = {"methods.projector:ProjectorMethod": ("encoder", "encoder_model"),
+                "ezigen": ("reference_timestep", "reference_trained")}
+
+
+def check_train_params(method: str, params: dict) -> None:
+    """Refuse a --param of `bench train` that it would ignore or could not use, before any model
+    loads (`--param nope=1` used to train as if it were not there)."""
+    from bench.registry import METHODS
+
+    entry = METHODS.get(method)
+    known = TRAIN_PARAMS.get(entry.target, TRAIN_PARAMS["ezigen"])
+    for key, value in params.items():
+        if key not in known:
+            raise BenchError(f"--param {key}: `bench train --method {method}` has no parameter {key!r}; "
+                             f"its parameters: {', '.join(known)}")
+    timestep = params.get("reference_timestep")
+    if timestep is not None and timestep != "adaptive" and not (
+            isinstance(timestep, int) and not isinstance(timestep, bool) and 0 <= timestep <= 999):
+        raise BenchError(f"--param reference_timestep={timestep!r}: expected an integer 0..999 or 'adaptive'")
+    if "reference_trained" in params and not isinstance(params["reference_trained"], bool):
+        raise BenchError(f"--param reference_trained={params['reference_trained']!r}: expected true or false")
+
+
 def build_trainee(cfg: TrainConfig, components, device: str):
     """The Trainee for ``cfg.method`` (registry parameters + ``--param`` overrides)."""
     from bench.registry import METHODS

@@ -35,7 +35,6 @@ subject prompt ``a photo of a {category}.``. A pair that fails a check is skippe
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -180,11 +179,10 @@ def find_root(root: Path) -> Path:
 
 
 def read_objects(root: Path) -> list[VideoObject]:
-    try:
-        meta = json.loads((root / "meta.json").read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise BenchError(f"YouTube-VIS: {root / 'meta.json'} is not valid json ({exc})") from None
-    if not isinstance(meta.get("videos"), dict):
+    from bench.files import read_json
+
+    meta = read_json(root / "meta.json", "the YouTube-VIS meta.json")    # bounded: size, depth, UTF-8
+    if not isinstance(meta, dict) or not isinstance(meta.get("videos"), dict):
         raise BenchError(f"YouTube-VIS: {root / 'meta.json'} has no 'videos' mapping")
     objects = []
     for video, info in meta["videos"].items():
