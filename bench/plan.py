@@ -230,7 +230,7 @@ def print_plan(config: RunConfig) -> None:
     """What `bench run --dry-run` prints: the plan's counts and where the run goes."""
     plan = config.plan
     if config.smoke_note:
-        print(config.smoke_note, file=sys.stderr)
+        print(config.smoke_note)          # part of the plan (stderr keeps to the one error line)
     print(f"method     {config.method} ({config.method_target}"
           f"{', ' + str(config.method_defaults) if config.method_defaults else ''})")
     print(f"suite      {config.suite_name} at {config.suite.root}")

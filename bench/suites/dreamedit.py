@@ -365,7 +365,8 @@ class DreamEdit(Suite):
         dreambench = SUITES.get("dreambench").load()
         is_mini = Path(root).resolve() == (REPO_ROOT / cls.mini_root).resolve()
         default = REPO_ROOT / (dreambench.mini_root if is_mini else dreambench.default_root)
-        dreambench_root = Path(options["dreambench_root"]).expanduser() if options.get("dreambench_root") else default
+        given = options.get("dreambench_root")      # a path, whatever KEY=VALUE parsing made of it ('nan', '1')
+        dreambench_root = Path(str(given)).expanduser() if given not in (None, "") else default
         return dreambench.requirements(dreambench_root)
 
     @classmethod
