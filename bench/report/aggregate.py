@@ -111,6 +111,16 @@ def _isnan(value) -> bool:
 
 
 # ---- uncertainty (bench/stats, docs/statistics.md) -------------------------------------------
+def suite_summary(df, runs, suite: str, settings=None, versus: str | None = None):
+    """One suite's share of a report, as the markdown and the HTML leaderboards both need it: its
+    score rows, its runs, their warnings, the comparison run (``versus`` if it is one of the
+    suite's runs, else None) and the intervals (:func:`intervals`)."""
+    mine = df[df["suite"] == suite]
+    suite_runs = runs[runs["suite"] == suite]
+    versus = versus if versus in set(suite_runs["run"]) else None
+    return mine, suite_runs, run_warnings(mine, suite_runs), versus, intervals(mine, settings, versus)
+
+
 def intervals(df, settings=None, versus: str | None = None) -> "pd.DataFrame":
     """Per (run, metric) of the scores: the protocol's mean with its cluster-bootstrap interval
     (se, ci_low, ci_high over ``settings.resample`` units), and with ``versus`` (a run label) the

@@ -36,7 +36,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from bench.files import write_atomic
-from bench.report.aggregate import aggregation_text, interval_text, intervals, run_warnings
+from bench.report.aggregate import aggregation_text, interval_text, suite_summary
 from bench.report.figures import scatter_plot, suite_scatter_axes
 from bench.report.leaderboard import (RANDOM_STAMP, column_plan, comparison_table, leaderboard_table, stat_notes,
                                       suite_columns)
@@ -431,11 +431,7 @@ def write_html(df, runs, out: Path, paper_dir: Path = PAPER_DIR, copy_images: bo
         _page(path, title, body, random)
     sections = []
     for suite in sorted(runs["suite"].unique()):
-        mine = df[df["suite"] == suite]
-        suite_runs = runs[runs["suite"] == suite]
-        warnings = run_warnings(mine, suite_runs)
-        against = versus if versus in set(suite_runs["run"]) else None
-        stats = intervals(mine, settings, against)
+        mine, suite_runs, warnings, against, stats = suite_summary(df, runs, suite, settings, versus)
         table, plan, numeric = leaderboard_html(df, runs, suite, paper_dir, warnings, stats)
         x, y = suite_scatter_axes(suite)
         scatter = out / f"{suite}-scatter.png"

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from bench import BenchError
-from bench.report.aggregate import aggregation_text, interval_text, intervals, run_warnings, summarize
+from bench.report.aggregate import (aggregation_text, interval_text, intervals, run_warnings, suite_summary,
+                                    summarize)
 from bench.report.figures import sample_grid, scatter_plot, suite_scatter_axes
 from bench.report.load import BACKGROUND_MARK, DASH, PAPER_DIR, read_paper_rows
 
@@ -271,11 +272,7 @@ def write_leaderboard(df, runs, suite: str, out: Path, paper_dir: Path = PAPER_D
     """``settings``: bench.stats.analysis.Settings of the intervals; ``versus``: the run label the
     other runs are compared with (paired, docs/statistics.md)."""
     out.mkdir(parents=True, exist_ok=True)
-    mine = df[df["suite"] == suite]
-    suite_runs = runs[runs["suite"] == suite]
-    warnings = run_warnings(mine, suite_runs)
-    versus = versus if versus in set(suite_runs["run"]) else None
-    stats = intervals(mine, settings, versus)
+    mine, suite_runs, warnings, versus, stats = suite_summary(df, runs, suite, settings, versus)
     table, plan, numeric = leaderboard_table(df, runs, suite, paper_dir, warnings, stats)
     stem = f"leaderboard-{suite}"
     x, y = suite_scatter_axes(suite)
