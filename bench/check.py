@@ -318,9 +318,9 @@ def run(args) -> int:
         raise BenchError(f"--tol must be a finite number >= 0, not {args.tol}")
     settings = settings_from(args, suite_aggregate(run_facts(args.run_dir)["suite"]))
     if args.update:
-        from bench.options import check_output_file
+        from bench.output_guard import baseline, guard_file
 
-        check_output_file(path, "--baseline")      # /dev/null would be replaced by a file
+        guard_file(path, "--baseline", [args.run_dir], baseline, "a baseline")     # not the run, not another file
         data = write_baseline(args.run_dir, path, args.tol, args.mode)
         print(f"wrote baseline {path} ({len(data['metrics'])} metrics, {len(data['keys'])} keys, mode {data['mode']}, "
               f"tolerance {data['tolerance']})")

@@ -115,11 +115,24 @@ def describe_os_error(exc: OSError) -> str:
     return f"{where}: {reason}{hint}" if where else f"{reason}{hint}"
 
 
+def safe_console() -> None:
+    """Under an ASCII locale (LC_ALL=C with PYTHONUTF8=0, PYTHONIOENCODING=ascii) printing '±' or a
+    subject's name would raise UnicodeEncodeError: write such characters as escapes instead."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+        if encoding not in ("utf8", "utf8sig") and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):          # a closed or detached stream: nothing to do
+                pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand. User and environment errors are one line on stderr and exit status 2;
     an unexpected exception (a bug) is one line and exit status 1, with the traceback when
     BENCH_DEBUG=1."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    safe_console()
     debug = os.environ.get("BENCH_DEBUG", "") not in ("", "0")
     try:
         parser, modules = build_parser(argv)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterable
@@ -251,7 +252,10 @@ def read_json(path: Path | str, what: str = "JSON file", max_bytes: int | None =
     max_bytes = MAX_JSON_BYTES if max_bytes is None else max_bytes
     max_depth = MAX_JSON_DEPTH if max_depth is None else max_depth
     try:
-        size = path.stat().st_size
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):    # a FIFO blocks, a device never ends
+            raise _bench_error(f"cannot read {what} {path}: not a regular file (a FIFO, device or socket)")
+        size = st.st_size
         if size > max_bytes:
             raise _bench_error(f"cannot read {what} {path}: {size} bytes, more than the limit of {max_bytes} (bench.limits)")
         raw = path.read_bytes()

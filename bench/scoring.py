@@ -39,6 +39,7 @@ from typing import Iterable
 
 from bench import BenchError
 from bench.files import check_path_part, file_sha256, temporary_name, write_atomic
+from bench.output_guard import guard_folder, require_regular
 from bench.images import check_image
 from bench.metrics.base import ScoreItem
 from bench.store import RunStore
@@ -133,6 +134,7 @@ def read_scores(path: Path):
 
     if not path.exists():
         return pd.DataFrame(columns=SCORE_COLUMNS)
+    require_regular(path, "scores file")           # a FIFO would block the read
     try:
         df = pd.read_parquet(path)
     except Exception as exc:  # a truncated or foreign file: rescore rather than fail
@@ -484,7 +486,8 @@ def run(args) -> int:
         check_path_part(label, "--name" if args.name else f"--images {images}", "run name")
         if args.out is not None and not args.out.strip():
             raise BenchError("--out is empty: name the run directory")
-        out = check_run_dir(Path(args.out) if args.out else Path("runs") / f"external-{label}")
+        out = guard_folder(check_run_dir(Path(args.out) if args.out else Path("runs") / f"external-{label}"),
+                           "--out", [images], run_ok=True)
         check_input_dir(args.data_root, "--data-root")
         store = prepare_external_run(args.suite, images, out, data_root=args.data_root, mini=args.mini,
                                      suite_options=parse_params(args.suite_option), name=label,

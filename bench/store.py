@@ -44,6 +44,7 @@ from PIL import Image
 from bench import BenchError
 from bench.limits import MAX_JSONL_LINE_BYTES
 from bench.files import check_path_part, file_sha256, read_json, remove_stale_temporaries, write_atomic
+from bench.output_guard import require_regular
 from bench.shard_lock import LEASE_EXPIRY_S, LEASE_HEARTBEAT_S, ShardLock, lease_is_live  # noqa: F401 (their home was here)
 
 RUN_FORMAT = 1
@@ -238,6 +239,7 @@ class RunStore:
             size = path.stat().st_size
         except FileNotFoundError:
             raise BenchError(f"{self.root} has no scores.parquet: run `python -m bench score {self.root}` first") from None
+        require_regular(path, "scores file")
         if size > MAX_PARQUET_BYTES:
             raise BenchError(f"{path}: {size} bytes, over the limit of {MAX_PARQUET_BYTES} (bench.limits); {fix}")
         try:
@@ -298,6 +300,7 @@ class RunStore:
         out: dict[str, dict] = {}
         malformed = 0
         for path in sorted(self.generations_dir.glob("rank-*.jsonl")):
+            require_regular(path, "records file")       # a FIFO would block the read forever
             try:
                 raw = path.read_bytes()
             except OSError as exc:

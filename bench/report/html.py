@@ -113,9 +113,25 @@ def leaderboard_html(df, runs, suite: str, paper_dir: Path, warnings: dict, stat
 
 
 # ---- the gallery ----------------------------------------------------------------------------
+#: A page or folder name of the gallery, percent-encoded, stays within this many bytes (file
+#: systems allow 255): a longer name is cut and made unique by a digest of the whole name.
+MAX_PAGE_NAME = 120
+
+
+def _page_name(name: str) -> str:
+    encoded = quote(name, safe="")
+    if len(encoded) <= MAX_PAGE_NAME:
+        return encoded
+    import hashlib
+
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    cut = name[:MAX_PAGE_NAME // 9]          # at most 9 encoded bytes per character ('%XX' x 3)
+    return f"{quote(cut, safe='')}~{digest}"
+
+
 def _subject_page(suite: str, subject: str) -> str:
     """The gallery page of one subject, relative to the report folder."""
-    return f"gallery/{quote(suite, safe='')}/{quote(subject, safe='')}.html"
+    return f"gallery/{_page_name(suite)}/{_page_name(subject)}.html"
 
 
 def gallery_images(df, runs, suite: str, plan) -> "pd.DataFrame":
@@ -392,7 +408,7 @@ def statistics_html(stats, settings, versus: str | None) -> str:
                    f'their intervals, sign-flip p-values (Holm-adjusted over the table) and the minimum detectable '
                    f'effect (power 0.8).</p><div class="scroll"><table class="comparison"><thead><tr>{head}</tr>'
                    f'</thead><tbody>{body}</tbody></table></div>')
-    notes = stat_notes(stats)
+    notes = stat_notes(stats, markdown=False)
     if notes:
         markup += "<ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>"
     return markup
