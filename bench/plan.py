@@ -53,7 +53,9 @@ PARAM_RANGES = {"num_inference_steps": (1, MAX_STEPS), "loops": (0, MAX_LOOPS), 
 def configure(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--method", required=True, help="method name (see `python -m bench ls methods`)")
-    add("--suite", required=True, help="suite name: dreambench, dreamedit or fastcomposer")
+    from bench.registry import SUITES
+
+    add("--suite", required=True, help=f"suite name: {', '.join(SUITES.names())} (python -m bench ls suites)")
     add("--data-root", type=Path, help="a copy of the suite's data (for DreamBench the dreambooth "
         "repository root or its dataset/ folder); default: datasets/<suite> as `bench data fetch` lays it")
     add("--weights", default=None, help="base model: a Hugging Face id or a local diffusers folder "

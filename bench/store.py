@@ -43,7 +43,8 @@ from PIL import Image
 
 from bench import BenchError
 from bench.limits import MAX_JSONL_LINE_BYTES
-from bench.files import check_path_part, file_sha256, read_json, remove_stale_temporaries, write_atomic
+from bench.files import (check_path_part, file_sha256, name_os_error, read_json, remove_stale_temporaries,
+                         write_atomic)
 from bench.output_guard import require_regular
 from bench.shard_lock import LEASE_EXPIRY_S, LEASE_HEARTBEAT_S, ShardLock, lease_is_live  # noqa: F401 (their home was here)
 
@@ -401,9 +402,12 @@ class GenerationWriter:
                   "mtime_ns": path.stat().st_mtime_ns, "seconds": round(seconds, 4), **(extras or {})}
         if iterations:
             record["iterations"] = iterations
-        self._file.write((json.dumps(record, default=str) + "\n").encode("utf-8"))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            self._file.write((json.dumps(record, default=str) + "\n").encode("utf-8"))
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as exc:                 # a full disk: the error names the records file
+            raise name_os_error(exc, self.path)
         return record
 
     def _write_iterations(self, path: Path, images) -> list[dict]:

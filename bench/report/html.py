@@ -432,6 +432,9 @@ def write_html(df, runs, out: Path, paper_dir: Path = PAPER_DIR, copy_images: bo
     with ``copy_images`` the full images too; ``settings`` and ``versus`` as for the markdown
     leaderboard (docs/statistics.md). Returns the index."""
     out = Path(out)
+    from bench.output_guard import guard_folder
+
+    guard_folder(out, "--out")
     out.mkdir(parents=True, exist_ok=True)
     images = ImageSources(out, copy_images)
     random = bool(runs["random_weights"].any())

@@ -303,6 +303,10 @@ def write_leaderboard(df, runs, suite: str, out: Path, paper_dir: Path = PAPER_D
                       versus: str | None = None) -> Path:
     """``settings``: bench.stats.analysis.Settings of the intervals; ``versus``: the run label the
     other runs are compared with (paired, docs/statistics.md)."""
+    from bench.output_guard import guard_file
+
+    for name in ("", "-summary.csv", "-by-subject.csv", "-scatter.png", "-samples.png"):     # no FIFO, no run file
+        guard_file(out / f"leaderboard-{suite}{name or '.md'}", "--out")
     out.mkdir(parents=True, exist_ok=True)
     mine, suite_runs, warnings, versus, stats = suite_summary(df, runs, suite, settings, versus)
     table, plan, numeric = leaderboard_table(df, runs, suite, paper_dir, warnings, stats)
