@@ -379,7 +379,7 @@ class GenerationWriter:
     def __init__(self, store: RunStore, rank: int):
         self.store = store
         store.generations_dir.mkdir(parents=True, exist_ok=True)
-        self.path = store.generations_dir / f"rank-{rank:05d}.jsonl"
+        self.path = require_regular(store.generations_dir / f"rank-{rank:05d}.jsonl", "records file")
         self._file = open(self.path, "a+b")
         self._file.seek(0, os.SEEK_END)
         if self._file.tell() > 0:

@@ -191,4 +191,7 @@ def read_paper_rows(suite: str, paper_dir: Path = PAPER_DIR) -> "pd.DataFrame":
     path = Path(paper_dir) / f"{suite}.csv"
     if not path.exists():
         return pd.DataFrame(columns=["method", "source"])
+    from bench.output_guard import require_regular
+
+    require_regular(path, "paper table")          # a FIFO would block the read
     return pd.read_csv(path, dtype={"method": str, "source": str})
