@@ -189,6 +189,7 @@ class RunStore:
     @classmethod
     def open_existing(cls, root: Path | str) -> "RunStore":
         store = cls(root)
+        require_regular(store.run_json, "the run file")        # a FIFO would block the read
         if not store.run_json.is_file():
             raise BenchError(f"{store.root} is not a run directory: {store.run_json} is missing")
         return store
