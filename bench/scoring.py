@@ -39,7 +39,7 @@ from typing import Iterable
 
 from bench import BenchError
 from bench.files import check_path_part, file_sha256, temporary_name, write_atomic
-from bench.output_guard import guard_folder, require_regular
+from bench.output_guard import check_library_path, guard_folder, require_regular
 from bench.images import check_image
 from bench.metrics.base import ScoreItem
 from bench.store import RunStore
@@ -496,7 +496,7 @@ def run(args) -> int:
     elif args.run_dir:
         if args.suite or args.data_root or args.suite_option or args.name or args.out or args.mini:
             raise BenchError("--suite/--data-root/--suite-option/--name/--out/--mini go with --images only")
-        run_dir = Path(args.run_dir)
+        run_dir = check_library_path(Path(args.run_dir), "RUN_DIR")     # pyarrow writes its scores.parquet
     else:
         raise BenchError("give a RUN_DIR to score, or --suite NAME --images DIR")
     df = score_run(run_dir, metrics=args.metrics, device=device, batch_size=args.batch_size,

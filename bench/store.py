@@ -245,7 +245,8 @@ class RunStore:
         if size > MAX_PARQUET_BYTES:
             raise BenchError(f"{path}: {size} bytes, over the limit of {MAX_PARQUET_BYTES} (bench.limits); {fix}")
         try:
-            df = pd.read_parquet(path)
+            with open(path, "rb") as handle:        # Python opens it: a non-UTF-8 name under LC_ALL=C still works
+                df = pd.read_parquet(handle)
         except OSError as exc:
             if getattr(exc, "errno", None) is not None:
                 raise

@@ -407,3 +407,15 @@ def test_run_help_lists_every_registered_suite(capsys, monkeypatch):
     text = " ".join(capsys.readouterr().out.split())
     assert "dreambench-plus" in text and "my-new-suite" in text
     assert all(name in text for name in names)
+
+
+def test_run_with_an_undecodable_name_still_reads_its_scores(tmp_path):
+    """A run folder whose name is not UTF-8 (what a non-ASCII name is under LC_ALL=C): its scores
+    are read through a file Python opened, not a path pyarrow must encode."""
+    from bench.store import RunStore
+
+    made = synthetic_run(tmp_path / "plain", subjects=2, prompts=1, seeds=1)
+    odd = Path(str(tmp_path) + "/r\udcff")
+    made.rename(odd)
+    scores = RunStore(odd).read_scores()
+    assert len(scores) == 2 * 3 and scores["value"].notna().all()

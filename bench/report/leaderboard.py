@@ -321,8 +321,11 @@ def write_leaderboard(df, runs, suite: str, out: Path, paper_dir: Path = PAPER_D
     if len(stats):
         extra = [c for c in stats.columns if c not in summary.columns and not c.endswith("_keys") and c != "suite"]
         summary = summary.merge(stats[["run", "metric"] + extra], on=["run", "metric"], how="left")
-    summary.to_csv(out / f"{stem}-summary.csv", index=False)
-    summarize(mine, by="subject").to_csv(out / f"{stem}-by-subject.csv", index=False)
+    from bench.files import write_atomic          # a rename: a symlink or hard link named like our file is
+                                                  # replaced, never written through
+    write_atomic(out / f"{stem}-summary.csv", summary.to_csv(index=False).encode("utf-8"), fsync=False)
+    write_atomic(out / f"{stem}-by-subject.csv", summarize(mine, by="subject").to_csv(index=False).encode("utf-8"),
+                 fsync=False)
 
     lines = [f"# Leaderboard: {suite}", "",
              f"Written by `python -m bench report` on {time.strftime('%Y-%m-%d %H:%M')} from "
@@ -370,7 +373,7 @@ def write_leaderboard(df, runs, suite: str, out: Path, paper_dir: Path = PAPER_D
     lines += [f"Per-subject numbers: [{stem}-by-subject.csv]({stem}-by-subject.csv); "
               f"per-run summary: [{stem}-summary.csv]({stem}-summary.csv).", ""]
     path = out / f"{stem}.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
+    write_atomic(path, "\n".join(lines).encode("utf-8"), fsync=False)
     return path
 
 
