@@ -325,7 +325,9 @@ def run(args) -> int:
         print(f"wrote baseline {path} ({len(data['metrics'])} metrics, {len(data['keys'])} keys, mode {data['mode']}, "
               f"tolerance {data['tolerance']})")
         return 0
-    baseline = read_baseline(path)
+    from bench.output_guard import require_regular
+
+    baseline = read_baseline(require_regular(path, "--baseline"))      # a FIFO would block the read
     mode = args.mode or baseline.get("mode", "test")
     tol = args.tol if args.tol is not None else float(baseline.get("tolerance", DEFAULT_TOL))
     check_facts(baseline, run_facts(args.run_dir), path)

@@ -148,7 +148,7 @@ def test_report_files_that_are_fifos_are_refused_before_writing(world, capsys, t
 
 # ---- what the harness reads: never a FIFO or a device ----------------------------------------
 @pytest.mark.parametrize("name, command", [
-    ("generations/rank-00000.jsonl", "store"), ("generations/rank-00001.jsonl", "report"),
+    ("generations/rank-00000.jsonl", "store"), ("baseline.json", "check-baseline"), ("generations/rank-00001.jsonl", "report"),
     ("scores.parquet", "report"), ("run.json", "report"), ("run.json", "score"), ("run.json", "check"),
 ])
 def test_fifo_inside_a_run_is_one_line(tmp_path, capsys, name, command):
@@ -166,8 +166,9 @@ def test_fifo_inside_a_run_is_one_line(tmp_path, capsys, name, command):
             RunStore(run).writer(0)
     else:
         extra = {"report": ["--out", tmp_path / "r"], "score": ["--metric-preset", "tiny"],
-                 "check": ["--baseline", tmp_path / "b.json", "--update"]}[command]
-        err = one_line(capsys, [command, run, *extra])
+                 "check": ["--baseline", tmp_path / "b.json", "--update"],
+                 "check-baseline": ["--baseline", run / name]}[command]
+        err = one_line(capsys, [command.split("-")[0], run, *extra])
     assert name.split("/")[-1] in err and ("FIFO" in err or "not a regular file" in err), err
 
 
@@ -419,3 +420,14 @@ def test_run_with_an_undecodable_name_still_reads_its_scores(tmp_path):
     made.rename(odd)
     scores = RunStore(odd).read_scores()
     assert len(scores) == 2 * 3 and scores["value"].notna().all()
+
+
+def test_paper_rows_named_like_missing_values_are_names(tmp_path):
+    from bench.report.load import read_paper_rows
+
+    (tmp_path / "dreambench.csv").write_text("method,source,base_model,CLIP-T,CLIP-I,DINO\n"
+                                             "None,paper A,,0.3,NA,\nnan,paper B,SD 1.5,-,0.7,0.5\n")
+    rows = read_paper_rows("dreambench", tmp_path)
+    assert list(rows["method"]) == ["None", "nan"] and list(rows["source"]) == ["paper A", "paper B"]
+    assert rows["CLIP-T"].isna().tolist() == [False, True] and rows["CLIP-I"].isna().tolist() == [True, False]
+    assert rows["DINO"].tolist()[1] == 0.5 and pd.isna(rows["DINO"].tolist()[0])
