@@ -287,8 +287,8 @@ def test_subjects_named_like_missing_values_are_names(tmp_path, capsys, names):
     assert "column subject is empty" in one_line(capsys, ["stats", empty])       # the neighbour: truly empty
 
 
-@pytest.mark.parametrize("subject, ok", [("a" * 200, True), ("a" * 201, False), ("é" * 100, True),
-                                         ("é" * 101, False), ("a" * 300, False), ("dog", True)])
+@pytest.mark.parametrize("subject, ok", [("a" * 240, True), ("a" * 241, False), ("é" * 120, True),
+                                         ("é" * 121, False), ("a" * 300, False), ("dog", True)])
 def test_subject_names_are_bounded_at_planning(subject, ok):
     from bench.plan import check_subject_names
 
@@ -300,12 +300,15 @@ def test_subject_names_are_bounded_at_planning(subject, ok):
             check_subject_names(samples, "dreambench")
 
 
-@pytest.mark.parametrize("name", ["é" * 100, "a" * 200, "名" * 66, "x/y?#%", "dog"])
+@pytest.mark.parametrize("name", ["é" * 100, "a" * 200, "名" * 66, "x/y?#%", "dog", ".hidden", "a" * 100, "%41"])
 def test_gallery_page_names_fit_and_stay_unique(name):
     from bench.report.html import _subject_page
 
+    from urllib.parse import unquote
+
     page = _subject_page("dreambench-plus", name)
-    assert all(len(part.encode()) <= 255 for part in page.split("/"))
+    assert all(len(part.encode()) <= 255 for part in page.split("/")) and page.endswith(".html")
+    assert unquote(page) == page and page.count("/") == 2       # a link to it finds the file as named
     assert _subject_page("dreambench-plus", name + "2") != page
     assert page == _subject_page("dreambench-plus", name)
 
@@ -431,3 +434,20 @@ def test_paper_rows_named_like_missing_values_are_names(tmp_path):
     assert list(rows["method"]) == ["None", "nan"] and list(rows["source"]) == ["paper A", "paper B"]
     assert rows["CLIP-T"].isna().tolist() == [False, True] and rows["CLIP-I"].isna().tolist() == [True, False]
     assert rows["DINO"].tolist()[1] == 0.5 and pd.isna(rows["DINO"].tolist()[0])
+
+
+@pytest.mark.parametrize("name, ok", [("x" * 300, False), ("é" * 109, False), ("é" * 100, True), ("kitten", True)])
+def test_long_collection_names_are_refused_at_the_dry_run(tmp_path, capsys, name, ok):
+    """DreamBench++ collection ids hold the caption's subject name: a long one is refused by the dry
+    run (bench.limits.MAX_NAME_BYTES), not by the file system after the model has loaded."""
+    from test_dreambench_plus import write_release
+
+    root = write_release(tmp_path / "dbp" / "data", [("animal", "00", name), ("object", "00", "backpack")])
+    argv = ["run", "--method", "sd", "--suite", "dreambench-plus", "--preset", "tiny", "--data-root", root,
+            "--dry-run", "--out", tmp_path / "out", "--no-score"]
+    if ok:
+        assert main([str(a) for a in argv]) == 0
+        capsys.readouterr()
+    else:
+        assert "MAX_NAME_BYTES" in one_line(capsys, argv)
+    assert not (tmp_path / "out").exists()

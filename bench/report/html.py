@@ -30,6 +30,7 @@ from __future__ import annotations
 import html
 import math
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -113,20 +114,22 @@ def leaderboard_html(df, runs, suite: str, paper_dir: Path, warnings: dict, stat
 
 
 # ---- the gallery ----------------------------------------------------------------------------
-#: A page or folder name of the gallery, percent-encoded, stays within this many bytes (file
-#: systems allow 255): a longer name is cut and made unique by a digest of the whole name.
-MAX_PAGE_NAME = 120
+#: A page or folder name of the gallery: a plain name (letters, digits, '.', '_', '-') of at most
+#: this many characters is used as it is; any other name becomes its plain characters (others
+#: replaced by '_', cut to fit) plus '~' and a 16-digit digest of the whole name, so every page
+#: name fits a file system's 255 bytes, stays unique, and needs no percent-encoding in a link
+#: (a file named '%C3%A9.html' would be looked up as 'é.html').
+MAX_PAGE_NAME = 100
+_PLAIN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
 def _page_name(name: str) -> str:
-    encoded = quote(name, safe="")
-    if len(encoded) <= MAX_PAGE_NAME:
-        return encoded
+    if len(name) <= MAX_PAGE_NAME and _PLAIN.fullmatch(name):
+        return name
     import hashlib
 
     digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    cut = name[:MAX_PAGE_NAME // 9]          # at most 9 encoded bytes per character ('%XX' x 3)
-    return f"{quote(cut, safe='')}~{digest}"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name[:MAX_PAGE_NAME - 20]).lstrip(".") + "~" + digest
 
 
 def _subject_page(suite: str, subject: str) -> str:
