@@ -52,6 +52,8 @@ def _stat(path: Path, option: str):
         return None
     except OSError as exc:          # a symlink loop, a name too long, a permission
         raise BenchError(f"{option} {path}: {exc.strerror or exc}") from None
+    except ValueError:              # a NUL byte in the name
+        raise BenchError(f"{option} {path!r}: not a valid file name") from None
 
 
 def require_regular(path: Path | str, what: str) -> Path:

@@ -451,3 +451,16 @@ def test_long_collection_names_are_refused_at_the_dry_run(tmp_path, capsys, name
     else:
         assert "MAX_NAME_BYTES" in one_line(capsys, argv)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["a\0b", "x" * 300, "loop/out.json", "t.csv/out.json"])
+def test_impossible_target_names_are_one_line(world, name):
+    from bench.output_guard import guard_file, guard_folder
+
+    loop = world.root / "loop"
+    if not loop.is_symlink():
+        loop.symlink_to(loop)
+    target = name if name.startswith("a\0") else str(world.root / name)
+    for guard in (guard_file, guard_folder):
+        with pytest.raises(BenchError):
+            guard(target, "--out")
