@@ -436,7 +436,7 @@ def test_paper_rows_named_like_missing_values_are_names(tmp_path):
     assert rows["DINO"].tolist()[1] == 0.5 and pd.isna(rows["DINO"].tolist()[0])
 
 
-@pytest.mark.parametrize("name, ok", [("x" * 300, False), ("é" * 109, False), ("é" * 100, True), ("kitten", True)])
+@pytest.mark.parametrize("name, ok", [("x" * 300, False), ("é" * 100, True)])       # neighbours: MAX_NAME_BYTES above
 def test_long_collection_names_are_refused_at_the_dry_run(tmp_path, capsys, name, ok):
     """DreamBench++ collection ids hold the caption's subject name: a long one is refused by the dry
     run (bench.limits.MAX_NAME_BYTES), not by the file system after the model has loaded."""
