@@ -318,14 +318,16 @@ def run(args) -> int:
         raise BenchError(f"--tol must be a finite number >= 0, not {args.tol}")
     settings = settings_from(args, suite_aggregate(run_facts(args.run_dir)["suite"]))
     if args.update:
-        from bench.options import check_output_file
+        from bench.output_guard import baseline, guard_file
 
-        check_output_file(path, "--baseline")      # /dev/null would be replaced by a file
+        guard_file(path, "--baseline", [args.run_dir], baseline, "a baseline")     # not the run, not another file
         data = write_baseline(args.run_dir, path, args.tol, args.mode)
         print(f"wrote baseline {path} ({len(data['metrics'])} metrics, {len(data['keys'])} keys, mode {data['mode']}, "
               f"tolerance {data['tolerance']})")
         return 0
-    baseline = read_baseline(path)
+    from bench.output_guard import require_regular
+
+    baseline = read_baseline(require_regular(path, "--baseline"))      # a FIFO would block the read
     mode = args.mode or baseline.get("mode", "test")
     tol = args.tol if args.tol is not None else float(baseline.get("tolerance", DEFAULT_TOL))
     check_facts(baseline, run_facts(args.run_dir), path)

@@ -115,12 +115,49 @@ def describe_os_error(exc: OSError) -> str:
     return f"{where}: {reason}{hint}" if where else f"{reason}{hint}"
 
 
+#: What helps against running out of memory, in the order it is suggested; each command's
+#: advice names only the options that command has.
+OOM_OPTIONS = {"--batch-size": "a smaller --batch-size", "--resolution": "a smaller --resolution",
+               "--resamples": "fewer --resamples", "--workers": "fewer --workers"}
+GPU_OOM_OPTIONS = {"--batch-size": "a smaller --batch-size", "--resolution": "a smaller --resolution",
+                   "--dtype": "--dtype fp16", "--device": "--device cpu"}
+
+
+def memory_advice(parser, argv: list[str], options: dict[str, str]) -> str:
+    """`` (try a smaller --batch-size or ...)`` with only the options the running subcommand
+    accepts; empty when it has none of them."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    try:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+        known = set(sub._option_string_actions)
+    except (AttributeError, KeyError, StopIteration):
+        return ""
+    advice = [text for option, text in options.items() if option in known]
+    if not advice:
+        return ""
+    return " (try " + (", ".join(advice[:-1]) + " or " + advice[-1] if len(advice) > 1 else advice[0]) + ")"
+
+
+def safe_console() -> None:
+    """Under an ASCII locale (LC_ALL=C with PYTHONUTF8=0, PYTHONIOENCODING=ascii) printing '±' or a
+    subject's name would raise UnicodeEncodeError: write such characters as escapes instead."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+        if encoding not in ("utf8", "utf8sig") and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):          # a closed or detached stream: nothing to do
+                pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand. User and environment errors are one line on stderr and exit status 2;
     an unexpected exception (a bug) is one line and exit status 1, with the traceback when
     BENCH_DEBUG=1."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    safe_console()
     debug = os.environ.get("BENCH_DEBUG", "") not in ("", "0")
+    parser = None
     try:
         parser, modules = build_parser(argv)
         args = parser.parse_args(argv)
@@ -135,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except MemoryError:
-        print("error: out of memory (try a smaller --batch-size or --resolution)", file=sys.stderr)
+        print(f"error: out of memory{memory_advice(parser, argv, OOM_OPTIONS)}", file=sys.stderr)
         return 2
     except OSError as exc:                     # a full disk, a permission, a vanished file
         if debug:
@@ -146,8 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         if type(exc).__name__ == "OutOfMemoryError":          # torch's CUDA out of memory
-            print("error: out of GPU memory (try a smaller --batch-size or --resolution, or "
-                  "--dtype fp16)", file=sys.stderr)
+            print(f"error: out of GPU memory{memory_advice(parser, argv, GPU_OOM_OPTIONS)}", file=sys.stderr)
             return 2
         print(f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:500]} "
               "(a bug; run again with BENCH_DEBUG=1 for the traceback and report it)", file=sys.stderr)

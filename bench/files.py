@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterable
@@ -72,7 +73,12 @@ def hostname() -> str:
     import socket
 
     name = os.environ.get("BENCH_HOSTNAME") or socket.gethostname() or "localhost"
-    return re.sub(r"[^A-Za-z0-9_-]", "-", name)[:64]
+    clean = re.sub(r"[^A-Za-z0-9_-]", "-", name)
+    if len(clean) <= 64:
+        return clean
+    # two long names that share their first 64 characters must stay two hosts: cut, plus a digest
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return f"{clean[:47]}-{digest}"
 
 
 def temporary_name(path: Path) -> Path:
@@ -83,6 +89,10 @@ def temporary_name(path: Path) -> Path:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists here. 0 and negative numbers name process groups
+    (kill(0) and kill(-1) would "succeed"), never a writer: they count as gone."""
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return False
     if pid == os.getpid():
         return True
     try:
@@ -104,7 +114,7 @@ def writer_gone(pid: int, host: str | None, mtime: float, now: float | None = No
 
     if host is None or host == hostname():
         return not pid_alive(pid)
-    return (time.time() if now is None else now) - mtime > STALE_TEMPORARY_AGE_S
+    return abs((time.time() if now is None else now) - mtime) > STALE_TEMPORARY_AGE_S   # a future mtime too
 
 
 def remove_stale_temporaries(folder: Path, recursive: bool = False) -> int:
@@ -141,9 +151,18 @@ def write_atomic(path: Path, data: bytes, fsync: bool = True) -> None:
             if fsync:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        name_os_error(exc, path)
         raise
+
+
+def name_os_error(exc: BaseException, path) -> BaseException:
+    """Give an OSError raised while writing ``path`` (a full disk in ``write()`` names no file)
+    that file's name, so the one-line error says which file could not be written."""
+    if isinstance(exc, OSError) and not exc.filename:
+        exc.filename = str(path)
+    return exc
 
 
 # ---- weight files ---------------------------------------------------------------------------
@@ -251,7 +270,10 @@ def read_json(path: Path | str, what: str = "JSON file", max_bytes: int | None =
     max_bytes = MAX_JSON_BYTES if max_bytes is None else max_bytes
     max_depth = MAX_JSON_DEPTH if max_depth is None else max_depth
     try:
-        size = path.stat().st_size
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):    # a FIFO blocks, a device never ends
+            raise _bench_error(f"cannot read {what} {path}: not a regular file (a FIFO, device or socket)")
+        size = st.st_size
         if size > max_bytes:
             raise _bench_error(f"cannot read {what} {path}: {size} bytes, more than the limit of {max_bytes} (bench.limits)")
         raw = path.read_bytes()

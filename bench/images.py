@@ -71,6 +71,9 @@ def open_image(path: Path | str) -> Image.Image:
     """Check the header's size (bench.limits), decode the file fully and apply its EXIF
     orientation; keep its mode. One-line error if bad."""
     path = Path(path)
+    from bench.output_guard import require_regular
+
+    require_regular(path, "image")                # a FIFO would block Image.open, a device never ends
     try:
         with Image.open(path) as opened:
             check_dimensions(opened.size, path)

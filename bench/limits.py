@@ -13,6 +13,10 @@ from __future__ import annotations
 #: One line of a prompts file (DreamBench's longest is under 100 characters). Checked before
 #: any regular expression sees the line.
 MAX_PROMPT_LINE_CHARS = 2_000
+#: A subject (collection) name in UTF-8 bytes: it becomes a folder of the run and a page of the
+#: HTML report, and file systems allow 255 bytes a name (DreamBench's longest is 19 characters;
+#: a DreamBench++ collection id adds a prefix of up to 23 bytes to its subject name).
+MAX_NAME_BYTES = 240
 #: A prompt after its template is filled in (what a method's tokenizer receives).
 MAX_PROMPT_CHARS = 2_000
 #: Text handed to a tokenizer: CLIP keeps 77 tokens and a token of its vocabulary is at most a

@@ -53,7 +53,9 @@ PARAM_RANGES = {"num_inference_steps": (1, MAX_STEPS), "loops": (0, MAX_LOOPS), 
 def configure(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--method", required=True, help="method name (see `python -m bench ls methods`)")
-    add("--suite", required=True, help="suite name: dreambench, dreamedit or fastcomposer")
+    from bench.registry import SUITES
+
+    add("--suite", required=True, help=f"suite name: {', '.join(SUITES.names())} (python -m bench ls suites)")
     add("--data-root", type=Path, help="a copy of the suite's data (for DreamBench the dreambooth "
         "repository root or its dataset/ folder); default: datasets/<suite> as `bench data fetch` lays it")
     add("--weights", default=None, help="base model: a Hugging Face id or a local diffusers folder "
@@ -290,7 +292,9 @@ def output_dir(args) -> Path:
     if args.out is not None and not str(args.out).strip():
         raise BenchError("--out is empty: name the run directory")
     out = Path(args.out) if args.out else Path("runs") / args.suite / (args.method + (f"-{args.preset}" if args.preset else ""))
-    return check_run_dir(out)
+    from bench.output_guard import guard_folder
+
+    return guard_folder(check_run_dir(out), "--out", [args.data_root, args.adapter], run_ok=True)
 
 
 def metric_param_values(items: list[str]) -> dict[str, dict]:
@@ -361,6 +365,7 @@ def select_samples(samples: list[Sample], subjects: str | None, limit: int | Non
 def chosen_samples(suite, all_samples: list[Sample], args) -> tuple[list[Sample], list[str]]:
     """The selected samples whose files all decode, and the edit cells skipped for lack of a mask."""
     samples = select_samples(all_samples, args.subjects, args.limit)
+    check_subject_names(samples, args.suite)
     unmasked = [s.cell for s in samples if suite.task == "edit" and s.mask is None]
     if unmasked:
         # e.g. Grounded-SAM found no object in a replacement source: nothing to edit
@@ -371,6 +376,21 @@ def chosen_samples(suite, all_samples: list[Sample], args) -> tuple[list[Sample]
     if not samples:
         raise BenchError(f"nothing to generate: the selection leaves no sample of suite {args.suite!r}")
     return samples, unmasked
+
+
+def check_subject_names(samples: list[Sample], suite: str) -> None:
+    """Every subject name becomes a folder of the run (images/<subject>/) and a page of the HTML
+    report: refuse, at planning, one that is not a plain folder name or is longer than
+    bench.limits.MAX_NAME_BYTES in UTF-8 (file systems allow 255 bytes a name)."""
+    from bench.files import check_path_part
+    from bench.limits import MAX_NAME_BYTES
+
+    for subject in sorted({s.subject for s in samples}):
+        check_path_part(subject, f"suite {suite}", "subject name")
+        size = len(subject.encode("utf-8", "surrogateescape"))
+        if size > MAX_NAME_BYTES:
+            raise BenchError(f"suite {suite}: the subject name {subject[:40]!r}... is {size} bytes in UTF-8, more than "
+                             f"the limit of {MAX_NAME_BYTES} (bench.limits.MAX_NAME_BYTES): rename its folder")
 
 
 def check_request_images(samples: list[Sample]) -> None:

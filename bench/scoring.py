@@ -39,6 +39,7 @@ from typing import Iterable
 
 from bench import BenchError
 from bench.files import check_path_part, file_sha256, temporary_name, write_atomic
+from bench.output_guard import check_library_path, guard_folder, require_regular
 from bench.images import check_image
 from bench.metrics.base import ScoreItem
 from bench.store import RunStore
@@ -133,6 +134,7 @@ def read_scores(path: Path):
 
     if not path.exists():
         return pd.DataFrame(columns=SCORE_COLUMNS)
+    require_regular(path, "scores file")           # a FIFO would block the read
     try:
         df = pd.read_parquet(path)
     except Exception as exc:  # a truncated or foreign file: rescore rather than fail
@@ -484,7 +486,8 @@ def run(args) -> int:
         check_path_part(label, "--name" if args.name else f"--images {images}", "run name")
         if args.out is not None and not args.out.strip():
             raise BenchError("--out is empty: name the run directory")
-        out = check_run_dir(Path(args.out) if args.out else Path("runs") / f"external-{label}")
+        out = guard_folder(check_run_dir(Path(args.out) if args.out else Path("runs") / f"external-{label}"),
+                           "--out", [images], run_ok=True)
         check_input_dir(args.data_root, "--data-root")
         store = prepare_external_run(args.suite, images, out, data_root=args.data_root, mini=args.mini,
                                      suite_options=parse_params(args.suite_option), name=label,
@@ -493,7 +496,7 @@ def run(args) -> int:
     elif args.run_dir:
         if args.suite or args.data_root or args.suite_option or args.name or args.out or args.mini:
             raise BenchError("--suite/--data-root/--suite-option/--name/--out/--mini go with --images only")
-        run_dir = Path(args.run_dir)
+        run_dir = check_library_path(Path(args.run_dir), "RUN_DIR")     # pyarrow writes its scores.parquet
     else:
         raise BenchError("give a RUN_DIR to score, or --suite NAME --images DIR")
     df = score_run(run_dir, metrics=args.metrics, device=device, batch_size=args.batch_size,

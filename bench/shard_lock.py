@@ -38,24 +38,34 @@ def _read_lease(path: Path) -> dict | None:
     return data
 
 
+def heartbeat_age(lease: dict, now: float | None = None) -> float:
+    """Seconds between now and the lease's last heartbeat, either way: a heartbeat in the future
+    (the writer's clock or the file server's runs ahead) ages as fast as one in the past, so a
+    future mtime blocks the shard for at most LEASE_EXPIRY_S, never for the whole clock skew."""
+    return abs((time.time() if now is None else now) - lease["heartbeat"])
+
+
 def lease_is_live(lease: dict) -> bool:
     """Whether a lease's writer may still be running: on this host its pid exists; on another
-    host its heartbeat is younger than LEASE_EXPIRY_S. A lease without host/pid (torn while it
-    was written) counts as live until it is that old."""
+    host its heartbeat is within LEASE_EXPIRY_S of now (heartbeat_age). A lease without
+    host/pid (torn while it was written) counts as live until it is that old; a pid of 0 or
+    below (no process) never does."""
     pid, host = lease.get("pid"), lease.get("host")
+    if isinstance(pid, int) and not isinstance(pid, bool) and pid <= 0:
+        return False
     if not isinstance(pid, int) or not isinstance(host, str):
-        return time.time() - lease["heartbeat"] < LEASE_EXPIRY_S
+        return heartbeat_age(lease) < LEASE_EXPIRY_S
     if host == hostname():
         return pid_alive(pid)
-    return time.time() - lease["heartbeat"] < LEASE_EXPIRY_S
+    return heartbeat_age(lease) < LEASE_EXPIRY_S
 
 
 def _holder(lease: dict) -> str:
     shard = (f"shard {lease['rank']}/{lease['world']}, " if isinstance(lease.get("rank"), int)
              and isinstance(lease.get("world"), int) else "")
     age = time.time() - lease["heartbeat"]
-    return (f"process {lease.get('pid', '?')} on host {lease.get('host', '?')} ({shard}"
-            f"heartbeat {max(age, 0):.0f} s ago)")
+    when = f"heartbeat {age:.0f} s ago" if age >= 0 else f"heartbeat {-age:.0f} s in the future: clocks disagree"
+    return f"process {lease.get('pid', '?')} on host {lease.get('host', '?')} ({shard}{when})"
 
 
 class ShardLock:

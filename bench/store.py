@@ -43,7 +43,9 @@ from PIL import Image
 
 from bench import BenchError
 from bench.limits import MAX_JSONL_LINE_BYTES
-from bench.files import check_path_part, file_sha256, read_json, remove_stale_temporaries, write_atomic
+from bench.files import (check_path_part, file_sha256, name_os_error, read_json, remove_stale_temporaries,
+                         write_atomic)
+from bench.output_guard import require_regular
 from bench.shard_lock import LEASE_EXPIRY_S, LEASE_HEARTBEAT_S, ShardLock, lease_is_live  # noqa: F401 (their home was here)
 
 RUN_FORMAT = 1
@@ -187,6 +189,7 @@ class RunStore:
     @classmethod
     def open_existing(cls, root: Path | str) -> "RunStore":
         store = cls(root)
+        require_regular(store.run_json, "the run file")        # a FIFO would block the read
         if not store.run_json.is_file():
             raise BenchError(f"{store.root} is not a run directory: {store.run_json} is missing")
         return store
@@ -238,10 +241,12 @@ class RunStore:
             size = path.stat().st_size
         except FileNotFoundError:
             raise BenchError(f"{self.root} has no scores.parquet: run `python -m bench score {self.root}` first") from None
+        require_regular(path, "scores file")
         if size > MAX_PARQUET_BYTES:
             raise BenchError(f"{path}: {size} bytes, over the limit of {MAX_PARQUET_BYTES} (bench.limits); {fix}")
         try:
-            df = pd.read_parquet(path)
+            with open(path, "rb") as handle:        # Python opens it: a non-UTF-8 name under LC_ALL=C still works
+                df = pd.read_parquet(handle)
         except OSError as exc:
             if getattr(exc, "errno", None) is not None:
                 raise
@@ -298,6 +303,7 @@ class RunStore:
         out: dict[str, dict] = {}
         malformed = 0
         for path in sorted(self.generations_dir.glob("rank-*.jsonl")):
+            require_regular(path, "records file")       # a FIFO would block the read forever
             try:
                 raw = path.read_bytes()
             except OSError as exc:
@@ -375,7 +381,7 @@ class GenerationWriter:
     def __init__(self, store: RunStore, rank: int):
         self.store = store
         store.generations_dir.mkdir(parents=True, exist_ok=True)
-        self.path = store.generations_dir / f"rank-{rank:05d}.jsonl"
+        self.path = require_regular(store.generations_dir / f"rank-{rank:05d}.jsonl", "records file")
         self._file = open(self.path, "a+b")
         self._file.seek(0, os.SEEK_END)
         if self._file.tell() > 0:
@@ -398,9 +404,12 @@ class GenerationWriter:
                   "mtime_ns": path.stat().st_mtime_ns, "seconds": round(seconds, 4), **(extras or {})}
         if iterations:
             record["iterations"] = iterations
-        self._file.write((json.dumps(record, default=str) + "\n").encode("utf-8"))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            self._file.write((json.dumps(record, default=str) + "\n").encode("utf-8"))
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as exc:                 # a full disk: the error names the records file
+            raise name_os_error(exc, self.path)
         return record
 
     def _write_iterations(self, path: Path, images) -> list[dict]:

@@ -101,7 +101,8 @@ def test_report_out_that_is_a_file_is_named(unscored_run, tmp_path, capsys, out)
     if out == "a file":
         target.write_text("x")
     err = one_line_error(capsys, ["report", str(unscored_run), "--out", str(target)])
-    assert f"--out {target}: is a file, expected a folder" in err
+    kind = "a file" if out == "a file" else "a device"
+    assert f"--out {target}: is {kind}, expected a folder" in err
 
 
 def _not_a_regular_file(tmp_path: Path, kind: str) -> Path:

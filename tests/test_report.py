@@ -87,7 +87,7 @@ def test_leaderboard_rows_values_and_marks(two_runs):
     table, plan, _ = leaderboard_table(df, runs, "dreambench")
     ours = table[table[""] == "ours"].set_index("Method")
     assert list(ours.index) == ["sd", "ezigen"]
-    assert ours.loc["sd", "Seeds"] == "0,1" and ours.loc["ezigen", "Seeds"] == "0-2"
+    assert ours.loc["sd", "Seeds"] == "2 (0,1)" and ours.loc["ezigen", "Seeds"] == "3 (0-2)"
     assert ours.loc["sd", "Images"] == 24 and ours.loc["ezigen", "Images"] == 36
     assert ours.loc["sd", "Weights"] == "random weights"
     assert ours.loc["ezigen", "Weights"] == "random weights, untrained adapter"

@@ -21,6 +21,9 @@ def write_reports(run_dirs, out: Path | str = "reports", paper_dir: Path = PAPER
     intervals and the paired comparison (docs/statistics.md)."""
     from bench.options import unique_paths
 
+    from bench.output_guard import guard_folder
+
+    guard_folder(out, "--out", [*run_dirs, paper_dir])
     run_dirs = unique_paths(run_dirs, "bench report")     # RUN RUN would count every image twice
     runs = load_runs(run_dirs)
     df = load_scores(run_dirs)
@@ -53,11 +56,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from bench.options import check_output_dir, unique_paths
+    from bench.options import unique_paths
+    from bench.output_guard import guard_folder
     from bench.stats.cli import settings_from
 
     settings = settings_from(args)
-    check_output_dir(args.out)          # a file or /dev/null as --out: one line before any work
+    guard_folder(args.out, "--out", [*args.run_dirs, args.paper_dir])    # not a file, an input or a run: before work
     if not Path(args.paper_dir).is_dir():  # a misspelt --paper-dir would silently drop the paper rows
         raise BenchError(f"--paper-dir {args.paper_dir}: not a folder (the paper reference csvs, default "
                          f"{PAPER_DIR})")

@@ -30,6 +30,7 @@ from __future__ import annotations
 import html
 import math
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -113,9 +114,27 @@ def leaderboard_html(df, runs, suite: str, paper_dir: Path, warnings: dict, stat
 
 
 # ---- the gallery ----------------------------------------------------------------------------
+#: A page or folder name of the gallery: a plain name (letters, digits, '.', '_', '-') of at most
+#: this many characters is used as it is; any other name becomes its plain characters (others
+#: replaced by '_', cut to fit) plus '~' and a 16-digit digest of the whole name, so every page
+#: name fits a file system's 255 bytes, stays unique, and needs no percent-encoding in a link
+#: (a file named '%C3%A9.html' would be looked up as 'é.html').
+MAX_PAGE_NAME = 100
+_PLAIN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+def _page_name(name: str) -> str:
+    if len(name) <= MAX_PAGE_NAME and _PLAIN.fullmatch(name):
+        return name
+    import hashlib
+
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name[:MAX_PAGE_NAME - 20]).lstrip(".") + "~" + digest
+
+
 def _subject_page(suite: str, subject: str) -> str:
     """The gallery page of one subject, relative to the report folder."""
-    return f"gallery/{quote(suite, safe='')}/{quote(subject, safe='')}.html"
+    return f"gallery/{_page_name(suite)}/{_page_name(subject)}.html"
 
 
 def gallery_images(df, runs, suite: str, plan) -> "pd.DataFrame":
@@ -392,7 +411,7 @@ def statistics_html(stats, settings, versus: str | None) -> str:
                    f'their intervals, sign-flip p-values (Holm-adjusted over the table) and the minimum detectable '
                    f'effect (power 0.8).</p><div class="scroll"><table class="comparison"><thead><tr>{head}</tr>'
                    f'</thead><tbody>{body}</tbody></table></div>')
-    notes = stat_notes(stats)
+    notes = stat_notes(stats, markdown=False)
     if notes:
         markup += "<ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>"
     return markup
@@ -416,6 +435,9 @@ def write_html(df, runs, out: Path, paper_dir: Path = PAPER_DIR, copy_images: bo
     with ``copy_images`` the full images too; ``settings`` and ``versus`` as for the markdown
     leaderboard (docs/statistics.md). Returns the index."""
     out = Path(out)
+    from bench.output_guard import guard_folder
+
+    guard_folder(out, "--out")
     out.mkdir(parents=True, exist_ok=True)
     images = ImageSources(out, copy_images)
     random = bool(runs["random_weights"].any())

@@ -128,8 +128,10 @@ def comparison_table(stats, versus: str):
     return pd.DataFrame(rows) if rows else None
 
 
-def stat_notes(stats) -> list[str]:
-    """Lines naming keys one run of a comparison lacks, and cells without an interval."""
+def stat_notes(stats, markdown: bool = True) -> list[str]:
+    """Lines naming keys one run of a comparison lacks, and cells without an interval; names
+    escaped for markdown (``markdown=False``: plain text, for a page that escapes it)."""
+    code, md_text = (md_code, md_escape) if markdown else ((lambda t: f"`{t}`"), str)
     notes = []
     if stats is None:
         return notes
@@ -138,10 +140,10 @@ def stat_notes(stats) -> list[str]:
             count = r.get(f"only_in_{side}")
             if isinstance(count, (int, float)) and not _missing(count) and count > 0:
                 names = ", ".join(r[f"only_in_{side}_keys"]) + (", …" if count > len(r[f"only_in_{side}_keys"]) else "")
-                notes.append(f"`{r['metric']}`: {int(count)} key(s) of `{r[side]}` are not in `{r[other]}` and are "
-                             f"left out of the comparison: {names}")
+                notes.append(f"{code(r['metric'])}: {int(count)} key(s) of {code(r[side])} are not in "
+                             f"{code(r[other])} and are left out of the comparison: {md_text(names)}")
         if isinstance(r.get("note"), str):
-            notes.append(r["note"])
+            notes.append(md_text(r["note"]))
     small = sorted({(int(r["paired_units"]), r["min_p"]) for r in stats.to_dict("records")
                     if not _missing(r.get("min_p")) and r["min_p"] >= r["alpha"]})
     for units, min_p in small:
@@ -151,10 +153,40 @@ def stat_notes(stats) -> list[str]:
 
 
 def seeds_text(seeds) -> str:
+    """The number of seeds, then which: ``6 (0-5)``, ``1 (0)``, ``3 (0,2,7)`` (a bare ``0``
+    read as "no seeds")."""
     seeds = sorted(set(int(s) for s in seeds))
     if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
-        return f"{seeds[0]}-{seeds[-1]}"
-    return ",".join(map(str, seeds))
+        return f"{len(seeds)} ({seeds[0]}-{seeds[-1]})"
+    return f"{len(seeds)} ({','.join(map(str, seeds))})"
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def md_escape(value) -> str:
+    """Text from a run or data file made safe for a markdown table cell or line: control
+    characters (a newline ends the row) become a space, '|' and '\\' are escaped, and '<', '>', '&'
+    are HTML entities, so no name carries markup into the page."""
+    import html
+
+    text = _CONTROL.sub(" ", str(value)).replace("\\", "\\\\")
+    return html.escape(text, quote=False).replace("|", "\\|")
+
+
+def md_code(value) -> str:
+    """A name in backticks, or escaped text when a backtick, control character or '|' would break the span."""
+    text = str(value)
+    return f"`{text}`" if not re.search(r"[`|\x00-\x1f\x7f]", text) else md_escape(text)
+
+
+def md_table(table) -> str:
+    """A DataFrame as a markdown table with every header and cell escaped (md_escape)."""
+    table = table.copy()
+    table.columns = [md_escape(c) for c in table.columns]
+    for column in table.columns:
+        table[column] = table[column].map(md_escape)
+    return table.to_markdown(index=False, disable_numparse=True)
 
 
 
@@ -271,6 +303,10 @@ def write_leaderboard(df, runs, suite: str, out: Path, paper_dir: Path = PAPER_D
                       versus: str | None = None) -> Path:
     """``settings``: bench.stats.analysis.Settings of the intervals; ``versus``: the run label the
     other runs are compared with (paired, docs/statistics.md)."""
+    from bench.output_guard import guard_file
+
+    for name in ("", "-summary.csv", "-by-subject.csv", "-scatter.png", "-samples.png"):     # no FIFO, no run file
+        guard_file(out / f"leaderboard-{suite}{name or '.md'}", "--out")
     out.mkdir(parents=True, exist_ok=True)
     mine, suite_runs, warnings, versus, stats = suite_summary(df, runs, suite, settings, versus)
     table, plan, numeric = leaderboard_table(df, runs, suite, paper_dir, warnings, stats)
@@ -285,8 +321,11 @@ def write_leaderboard(df, runs, suite: str, out: Path, paper_dir: Path = PAPER_D
     if len(stats):
         extra = [c for c in stats.columns if c not in summary.columns and not c.endswith("_keys") and c != "suite"]
         summary = summary.merge(stats[["run", "metric"] + extra], on=["run", "metric"], how="left")
-    summary.to_csv(out / f"{stem}-summary.csv", index=False)
-    summarize(mine, by="subject").to_csv(out / f"{stem}-by-subject.csv", index=False)
+    from bench.files import write_atomic          # a rename: a symlink or hard link named like our file is
+                                                  # replaced, never written through
+    write_atomic(out / f"{stem}-summary.csv", summary.to_csv(index=False).encode("utf-8"), fsync=False)
+    write_atomic(out / f"{stem}-by-subject.csv", summarize(mine, by="subject").to_csv(index=False).encode("utf-8"),
+                 fsync=False)
 
     lines = [f"# Leaderboard: {suite}", "",
              f"Written by `python -m bench report` on {time.strftime('%Y-%m-%d %H:%M')} from "
@@ -296,22 +335,22 @@ def write_leaderboard(df, runs, suite: str, out: Path, paper_dir: Path = PAPER_D
     if stamp:
         lines += ["**Note:** rows whose Weights column says *random weights* come from random models "
                   "(smoke or performance runs); their numbers say nothing about the method.", ""]
-    lines += [table.to_markdown(index=False, disable_numparse=True), ""]
+    lines += [md_table(table), ""]
     flagged = {run: notes for run, notes in warnings.items() if notes}
     if flagged:
         lines += ["**Check:** the rows marked ⚠ are not comparable as they stand:", ""]
-        lines += [f"- `{run}`: {'; '.join(notes)}" for run, notes in flagged.items()] + [""]
+        lines += [f"- {md_code(run)}: {md_escape('; '.join(notes))}" for run, notes in flagged.items()] + [""]
     if table["Method"].astype(str).str.contains("all-step").any():
         lines += [ALLSTEP_NOTE, ""]
     if table["Method"].astype(str).str.contains(BACKGROUND_MARK, regex=False).any():
         lines += [BACKGROUND_NOTE, ""]
     comparison = comparison_table(stats, versus) if versus else None
     if comparison is not None:
-        lines += [f"## Paired comparison against `{versus}`", "",
+        lines += [f"## Paired comparison against {md_code(versus)}", "",
                   "Per metric the difference of the protocol's means on the keys both runs hold, its interval, the "
                   "sign-flip p-value, the p-value Holm-adjusted over every metric and run in this table, and the "
                   "minimum detectable effect (MDE, power 0.8) of this many subjects.", "",
-                  comparison.to_markdown(index=False, disable_numparse=True), ""]
+                  md_table(comparison), ""]
     notes_stats = stat_notes(stats)
     if notes_stats:
         lines += ["**Statistics notes:**", ""] + [f"- {n}" for n in notes_stats] + [""]
@@ -321,12 +360,11 @@ def write_leaderboard(df, runs, suite: str, out: Path, paper_dir: Path = PAPER_D
     lines += ["Metric ids (they name the backbone): " + "; ".join(notes) + ". Paper rows use the protocol's "
               "backbones (CLIP ViT-B/32 OpenAI, DINO ViT-S/16; FastComposer prompt: CLIP ViT-L/14).", ""]
     if len(mine) and "category" in mine.columns and mine["category"].fillna("").ne("").any():
-        lines += ["## By category", "", breakdown_table(mine, plan, "category", settings).to_markdown(index=False, disable_numparse=True), ""]
+        lines += ["## By category", "", md_table(breakdown_table(mine, plan, "category", settings)), ""]
     kinds = suite_prompt_kinds(suite)
     if len(mine) and kinds:
         kind = mine["prompt_index"].map(lambda i: kinds[int(i)] if 0 <= int(i) < len(kinds) else "")
-        lines += ["## By prompt kind", "", breakdown_table(mine.assign(kind=kind), plan, "kind", settings)
-                  .to_markdown(index=False, disable_numparse=True), ""]
+        lines += ["## By prompt kind", "", md_table(breakdown_table(mine.assign(kind=kind), plan, "kind", settings)), ""]
     if has_scatter:
         lines += [f"## {x} vs {y}", "", f"![{x} vs {y}]({scatter.name})", ""]
     if has_grid:
@@ -335,7 +373,7 @@ def write_leaderboard(df, runs, suite: str, out: Path, paper_dir: Path = PAPER_D
     lines += [f"Per-subject numbers: [{stem}-by-subject.csv]({stem}-by-subject.csv); "
               f"per-run summary: [{stem}-summary.csv]({stem}-summary.csv).", ""]
     path = out / f"{stem}.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
+    write_atomic(path, "\n".join(lines).encode("utf-8"), fsync=False)
     return path
 
 

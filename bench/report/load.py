@@ -191,4 +191,12 @@ def read_paper_rows(suite: str, paper_dir: Path = PAPER_DIR) -> "pd.DataFrame":
     path = Path(paper_dir) / f"{suite}.csv"
     if not path.exists():
         return pd.DataFrame(columns=["method", "source"])
-    return pd.read_csv(path, dtype={"method": str, "source": str})
+    from bench.output_guard import require_regular
+
+    require_regular(path, "paper table")          # a FIFO would block the read
+    # names are text whatever they spell ("None", "NA" and "nan" are method names there); numbers
+    # may be left empty or written as a missing value
+    columns = pd.read_csv(path, nrows=0).columns
+    missing = ["", "nan", "NaN", "NA", "N/A", "n/a", "null", "NULL", "None", "-", "–"]
+    return pd.read_csv(path, dtype={"method": str, "source": str}, keep_default_na=False,
+                       na_values={c: missing for c in columns if c not in ("method", "source", "base_model")})

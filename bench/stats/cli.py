@@ -142,9 +142,9 @@ def run(args) -> int:
         raise BenchError("give a score table: python -m bench stats TABLE (see --help)")
     settings = settings_from(args)
     if json_target not in (None, "-"):
-        from bench.options import check_output_file
+        from bench.output_guard import guard_file, json_list
 
-        check_output_file(json_target, "--json")        # before the bootstrap, not after it
+        guard_file(json_target, "--json", [table_arg], json_list, "a bench stats JSON list")   # before any work
     versus = None if args.versus is None else args.versus.strip()      # as the table's identifiers are read
     rows = analyse(read_table(table_arg), settings, versus=versus)
     if json_target == "-":

@@ -67,7 +67,7 @@ def check_table(df: "pd.DataFrame", source: str = "score table", first_line: int
     df = df[list(COLUMNS)].reset_index(drop=True)
     for column in ID_COLUMNS:
         text = df[column].astype(str).str.strip()
-        empty = df[column].isna().to_numpy() | (text == "").to_numpy() | text.str.lower().isin(["nan", "none"]).to_numpy()
+        empty = df[column].isna().to_numpy() | (text == "").to_numpy()     # a subject named None or nan is a name
         if empty.any():
             i = int(np.flatnonzero(empty)[0])
             raise BenchError(f"{source}: column {column} is empty in {int(empty.sum())} row(s), first at {where(i)}")

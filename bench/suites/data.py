@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench import BenchError
 from bench.images import check_image
-from bench.options import check_input_dir, check_output_dir, parse_params
+from bench.options import check_input_dir, parse_params
 from bench.suites import REPO_ROOT
 
 
@@ -77,7 +77,9 @@ def default_dest(cls) -> Path:
 def run(args) -> int:
     cls = suite_class(args.name)
     if args.action == "fetch":
-        dest = check_output_dir(args.dest or default_dest(cls), "--dest")
+        from bench.output_guard import guard_folder
+
+        dest = guard_folder(args.dest or default_dest(cls), "--dest")     # not a file, a FIFO or a run's folder
         path = cls.fetch(dest)
         print(f"{args.name}: data in {path}")
         print(f"check it with: python -m bench data check {args.name}"

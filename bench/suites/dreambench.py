@@ -91,6 +91,9 @@ def parse_prompts_file(path: Path) -> PromptsFile:
     """Parse prompts_and_classes.txt (tolerates CRLF, blank lines, either quote style,
     trailing commas, a closing bracket on the last prompt's line)."""
     path = Path(path)
+    from bench.output_guard import require_regular
+
+    require_regular(path, "DreamBench prompts file")       # a FIFO would block the read
     try:
         size = path.stat().st_size
         if size > MAX_PROMPTS_FILE_BYTES:

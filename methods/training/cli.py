@@ -101,6 +101,9 @@ def run(args) -> int:
     if args.preset and args.weights:
         raise BenchError("--weights and --preset exclude each other: a preset builds random weights")
     check_train_options(args)
+    from bench.output_guard import guard_folder
+
+    guard_folder(out, "--out", [d.partition(":")[2] for d in args.data or ()] + [args.weights])   # before any work
     check_train_params(args.method, parse_params(args.param))
     if not args.data and args.preset != "smoke":
         raise BenchError("no training data: pass --data coco:DIR and/or --data ytvis:DIR (or --preset smoke)")
