@@ -66,7 +66,8 @@ def phi3_tokenizer():
     return LlamaTokenizer(vocab={p: i for i, p in enumerate(pieces)}, merges=[], add_bos_token=True)
 
 
-def tiny_omnigen(seed: int = 0):
+def tiny_omnigen(seed: int = 0, narrow: bool = True):
+    """narrow=False keeps the random VAE's wide posterior (a test of the posterior draw)."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, OmniGenPipeline, OmniGenTransformer2DModel
     tokenizer = phi3_tokenizer()
     cfg = dict(TINY_OMNIGEN, vocab_size=len(tokenizer))
@@ -82,7 +83,8 @@ def tiny_omnigen(seed: int = 0):
         for weight in transformer.parameters():
             if weight.dim() >= 2:
                 weight.mul_(3.0)
-    _narrow_posterior(vae)
+    if narrow:
+        _narrow_posterior(vae)
     return OmniGenPipeline(transformer=transformer.eval(), scheduler=FlowMatchEulerDiscreteScheduler(),
                            vae=vae.eval(), tokenizer=tokenizer)
 
