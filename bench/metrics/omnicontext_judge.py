@@ -258,9 +258,10 @@ class OmniContextJudge(Metric):
             out.append(needs.probe("OmniContext judge texts (OmniGen2 repository, omnicontext/prompt_generator.py)",
                                    f"omnicontext-judge-texts:{folder}", get, problem, where=str(folder)))
         if preset is None and not endpoint:
+            from bench.metrics.judge import JUDGE_SIZES
             out.append(needs.hf_weights(f"judge model {model}", model,
                                         ("config.json", "preprocessor_config.json", "tokenizer_config.json",
-                                         "model*.safetensors|pytorch_model*.bin"), None,
+                                         "model*.safetensors|pytorch_model*.bin"), JUDGE_SIZES.get(model),
                                         f'hf download {model} --include "*.json" "*.safetensors" "*.txt"'))
         return out
 
