@@ -178,7 +178,8 @@ def test_qwen_card_settings_and_the_2511_variant(tmp_path, monkeypatch):
 def test_new_methods_are_listed_and_name_their_download(method, weights, tmp_path, monkeypatch, capsys):
     from bench.cli import main
     assert main(["ls", "methods"]) == 0
-    assert method in capsys.readouterr().out
+    listing = capsys.readouterr().out
+    assert f"base: {weights};" in listing[listing.index(f"  {method} "):]
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     assert main(["run", "--method", method, "--suite", "dreambench", "--out", str(tmp_path / "run")]) == 2
