@@ -200,8 +200,8 @@ def plan_run(args) -> RunConfig:
         raise BenchError(f"method {args.method!r} cannot do the '{suite.task}' task that suite "
                          f"{args.suite!r} needs (it does: {', '.join(sorted(tasks))})")
     all_samples = suite.samples()
+    check_subject_images(args.method, method_cls, params, suite, select_samples(all_samples, args.subjects, args.limit))
     samples, unmasked = chosen_samples(suite, all_samples, args)
-    check_subject_images(args.method, method_cls, params, suite, samples)
     seeds = seeds or (SMOKE["seeds"] if smoke else suite.default_seeds)
     per_prompt = args.images_per_prompt or (SMOKE["images_per_prompt"] if smoke else suite.default_images_per_prompt)
     plan = Plan(samples, all_samples, seeds, per_prompt)

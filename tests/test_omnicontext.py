@@ -277,3 +277,12 @@ def test_smoke_run_end_to_end(method, tmp_path, capsys):
     board = (tmp_path / "report" / "leaderboard-omnicontext.md").read_text()
     row = next(line for line in board.splitlines() if line.startswith("| ours") and f"| {method} " in line)
     assert "random weights" in row and "## By category" in board
+
+
+def test_integer_keys_are_read_as_text(tmp_path):
+    table = pa.table({"key": pa.array([7, 12], pa.int64()), "task_type": ["single_object"] * 2,
+                      "instruction": ["The cup from image 1 on a shelf."] * 2, "instruction_language": ["en"] * 2,
+                      "input_images": pa.array([[{"bytes": png(), "path": "a.png"}]] * 2, pa.list_(IMAGE))})
+    (tmp_path / "data").mkdir()
+    pq.write_table(table, tmp_path / "data" / "x.parquet")
+    assert [s.subject for s in OmniContext(tmp_path).samples()] == ["12", "7"]

@@ -194,6 +194,8 @@ class OmniContext(Suite):
         for shard in shards(self.root):
             for index, row in enumerate(read_rows(shard)):
                 where = f"{shard} row {index}"
+                if isinstance(row.get("key"), int) and not isinstance(row.get("key"), bool):
+                    row["key"] = str(row["key"])             # a copy that stores keys as integers
                 key = check_path_part(_text(row, "key", where), where, "key")
                 task_type = check_path_part(_text(row, "task_type", where), where, "task_type")
                 images = row.get("input_images")
