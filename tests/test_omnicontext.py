@@ -272,7 +272,13 @@ def test_smoke_run_end_to_end(method, tmp_path, capsys):
     records = [line for f in (out / "generations").glob("*.jsonl") for line in f.read_text().splitlines()]
     assert len(records) == 2 and all('"vae_inputs"' in line for line in records)
     assert statistics_main([str(out)]) == 0
-    assert "Average:" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert "single_character: nan, nan, nan (1, 1)" in table and "Average: nan, nan, nan (2, 2)" in table
+    from bench.metrics.omnicontext_judge import run_statistics
+    scores.loc[scores["metric"].str.startswith(("oc_pf/", "oc_sc/")), "value"] = 6.0     # as if the judge answered
+    scores.to_parquet(out / "scores.parquet")
+    rows = {r["task_type"]: r for r in run_statistics(out)[0]}
+    assert rows["Average"]["Overall"] == 6.0 and rows["Average"]["n"] == 2 and rows["Average"]["missing"] == 0
     assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
     board = (tmp_path / "report" / "leaderboard-omnicontext.md").read_text()
     row = next(line for line in board.splitlines() if line.startswith("| ours") and f"| {method} " in line)

@@ -185,8 +185,7 @@ def run_statistics(run_dir: Path) -> dict[int, list[dict]]:
     if frame.empty:
         raise BenchError(f"{path}: no OmniContext judge scores (oc_pf/..., oc_sc/...)")
     frame = frame.assign(kind=frame["metric"].str.split("/").str[0].str[3:])
-    wide = frame.pivot_table(index=["key", "seed", "category"], columns="kind", values="value", aggfunc="first",
-                             dropna=False).reset_index()
+    wide = frame.groupby(["key", "seed", "category", "kind"])["value"].first().unstack("kind").reset_index()
     return {int(seed): statistics(group.rename(columns={"category": "task_type"}))
             for seed, group in wide.groupby("seed")}
 
