@@ -15,9 +15,10 @@ same function is applied first at other sizes, so small test runs stay small; an
 under 64 px a side, which the pipeline refuses, is scaled up to 64, aspect kept); ``vae_inputs``
 records each size.
 
-Defaults, from the model card (huggingface.co/black-forest-labs/FLUX.2-dev, the diffusers
-example): 50 steps (the card: "28 is a good trade-off"), ``guidance_scale=4`` (embedded guidance:
-FLUX.2 [dev] is guidance-distilled, one transformer call per step), 1024 x 1024;
+Defaults, from the model card (huggingface.co/black-forest-labs/FLUX.2-dev, its diffusers
+example) and equal to ``Flux2Pipeline.__call__``'s own: 50 steps (the card notes 28 as a good
+trade-off), ``guidance_scale=4`` (embedded guidance: FLUX.2 [dev] is guidance-distilled, one
+transformer call per step), 1024 x 1024;
 ``max_sequence_length=512`` and text-encoder layers (10, 20, 30) as ``Flux2Pipeline.__call__``.
 
 One request per pipeline call: the pipeline gives every prompt of a batch the same reference
