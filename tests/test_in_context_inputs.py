@@ -198,3 +198,16 @@ def test_flux2_refuses_nothing_it_can_take_and_records_its_inputs(wide):
         build("flux2", max_sequence_length=0)
     sizes = method.generate([request(images=(wide[0], DOG[0]))])[0].info["bench"]["vae_inputs"]
     assert sizes[0][0] > sizes[0][1] and sizes[1] == [64, 64]
+
+
+def test_new_paper_rows_name_their_sources():
+    from bench.report import read_paper_rows
+    db = read_paper_rows("dreambench").set_index("method")
+    cols = ["CLIP-T", "CLIP-I", "DINO"]
+    assert db.loc["UNO (ConsistCompose re-evaluation)", cols].tolist() == [0.304, 0.796, 0.661]
+    assert db.loc["OmniGen2 (ConsistCompose re-evaluation; paper only)", cols].tolist() == [0.312, 0.791, 0.671]
+    oc = read_paper_rows("omnicontext").set_index("method")
+    assert oc.loc["OmniGen2 (paper only)", "Overall"] == 7.18 and oc.loc["GPT-4o (paper only)", "Overall"] == 8.80
+    for frame in (db.loc[[m for m in db.index if "ConsistCompose" in m]], oc):
+        assert frame["source"].str.contains("arXiv:").all()
+        assert frame["source"].str.contains("docs/methods-in-context.md").all()
