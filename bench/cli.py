@@ -57,7 +57,8 @@ def list_methods(entries) -> None:
         except BenchError:
             cls = None
         family = getattr(cls, "family", None) or entry.target.partition(":")[0]
-        base = getattr(cls, "default_weights", LoadSpec.weights) if cls is not None else "?"
+        base = (entry.params.get("weights_id") or getattr(cls, "default_weights", LoadSpec.weights)) \
+            if cls is not None else "?"                       # a registration may load other weights
         tasks = "+".join(sorted(getattr(cls, "tasks", ()))) or "?"
         groups.setdefault(METHOD_FAMILIES.get(family, "other methods"), []).append(
             f"  {entry.name:<30} {entry.description}\n  {'':<30} base: {base}; tasks: {tasks}")

@@ -185,6 +185,8 @@ def plan_run(args) -> RunConfig:
     entry = METHODS.get(args.method)
     method_cls = entry.load()
     params = method_params(args.method, method_cls, dict(entry.params), args.param)
+    if hasattr(method_cls, "check_params"):
+        method_cls.check_params(args.method, params)       # values its model would refuse, before it loads
     suite_options = parse_params(args.suite_option, "--suite-option")
     out = output_dir(args)
     metrics = metric_names(args.metrics)
@@ -200,6 +202,7 @@ def plan_run(args) -> RunConfig:
         raise BenchError(f"method {args.method!r} cannot do the '{suite.task}' task that suite "
                          f"{args.suite!r} needs (it does: {', '.join(sorted(tasks))})")
     all_samples = suite.samples()
+    check_subject_images(args.method, method_cls, params, suite, select_samples(all_samples, args.subjects, args.limit))
     samples, unmasked = chosen_samples(suite, all_samples, args)
     seeds = seeds or (SMOKE["seeds"] if smoke else suite.default_seeds)
     per_prompt = args.images_per_prompt or (SMOKE["images_per_prompt"] if smoke else suite.default_images_per_prompt)
@@ -391,6 +394,25 @@ def check_subject_names(samples: list[Sample], suite: str) -> None:
         if size > MAX_NAME_BYTES:
             raise BenchError(f"suite {suite}: the subject name {subject[:40]!r}... is {size} bytes in UTF-8, more than "
                              f"the limit of {MAX_NAME_BYTES} (bench.limits.MAX_NAME_BYTES): rename its folder")
+
+
+def check_subject_images(method: str, method_cls, params: dict, suite, samples: list[Sample]) -> None:
+    """A suite whose items hold several different subjects' images (``distinct_subject_images``,
+    OmniContext) runs only with a method that takes that many: the method class says how many
+    through ``subject_images_taken(params)`` (None = all; a method without it takes one). Refused
+    here, before any model loads or image is generated."""
+    if not getattr(suite, "distinct_subject_images", False):
+        return
+    most = max((len(s.subject_images) for s in samples), default=0)
+    taker = getattr(method_cls, "subject_images_taken", None)
+    taken = taker(params) if taker is not None else 1
+    if most <= 1 or taken is None or taken >= most:
+        return
+    over = [s for s in samples if len(s.subject_images) > taken]
+    hint = getattr(suite, "fewer_images_hint", lambda n: "")(taken)
+    raise BenchError(f"method {method!r} takes {taken} subject image(s) per request, but {len(over)} of the "
+                     f"{len(samples)} items of suite {suite.name!r} have more (up to {most}, e.g. {over[0].cell}); "
+                     f"nothing was generated{': ' + hint if hint else ''}")
 
 
 def check_request_images(samples: list[Sample]) -> None:

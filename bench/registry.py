@@ -287,6 +287,11 @@ METHODS.add("flux-kontext", "methods.in_context.flux_kontext:FluxKontextMethod",
             "FLUX.1 Kontext [dev] (black-forest-labs/FLUX.1-Kontext-dev), first subject image as its one condition")
 METHODS.add("qwen-image-edit", "methods.in_context.qwen_image_edit:QwenImageEditMethod",
             "Qwen-Image-Edit-2509 (Qwen/Qwen-Image-Edit-2509), subject image(s) as its image list")
+METHODS.add("qwen-image-edit-2511", "methods.in_context.qwen_image_edit:QwenImageEditMethod",
+            "Qwen-Image-Edit-2511 (Qwen/Qwen-Image-Edit-2511): the 2509 pipeline class with the 2511 weights",
+            weights_id="Qwen/Qwen-Image-Edit-2511")
+METHODS.add("flux2", "methods.in_context.flux2:Flux2Method",
+            "FLUX.2 [dev] (black-forest-labs/FLUX.2-dev), subject image(s) as its reference image list")
 
 # ---- suites -------------------------------------------------------------------------------
 SUITES.add("dreambench", "bench.suites.dreambench:DreamBench",
@@ -297,6 +302,8 @@ SUITES.add("fastcomposer", "bench.suites.fastcomposer:FastComposer",
            "FastComposer single-subject set: 15 CelebA identities x 40 prompts, face identity")
 SUITES.add("dreambench-plus", "bench.suites.dreambench_plus:DreamBenchPlus",
            "DreamBench++: 150 images x 9 prompts, judged concept preservation (CP) and prompt following (PF)")
+SUITES.add("omnicontext", "bench.suites.omnicontext:OmniContext",
+           "OmniContext (OmniGen2): instructions with 1-3 reference images in 8 task types, judged PF and SC 0-10")
 
 # ---- metrics ------------------------------------------------------------------------------
 # A metric entry builds a bench.metrics.base.Metric; one entry may emit several metric ids
@@ -320,5 +327,7 @@ METRICS.add("clip-t-l14", "bench.metrics.clip:ClipMetric",
             backbone="open_clip:ViT-L-14/openai", image_metric=False)
 METRICS.add("judge", "bench.metrics.judge:JudgeMetric",
             "DreamBench++ judge: a vision-language model rates concept preservation (CP) and prompt following (PF), 0-4")
+METRICS.add("omnicontext-judge", "bench.metrics.omnicontext_judge:OmniContextJudge",
+            "OmniContext judge: a vision-language model rates prompt following (PF) and subject consistency (SC), 0-10")
 METRICS.add("dreamsim", "bench.metrics.dreamsim:DreamSimMetric",
             "DreamSim perceptual distance to the subject's reference image(s), lower is better (ensemble by default)")

@@ -22,7 +22,8 @@ SOURCE = Path("datasets/mini-dreamedit/data/replacement_source/dog/found0.jpg")
 STEPS, SIZE = 3, 64
 CLASSES = {"omnigen": ("methods.in_context.omnigen", "OmniGenMethod"),
            "flux-kontext": ("methods.in_context.flux_kontext", "FluxKontextMethod"),
-           "qwen-image-edit": ("methods.in_context.qwen_image_edit", "QwenImageEditMethod")}
+           "qwen-image-edit": ("methods.in_context.qwen_image_edit", "QwenImageEditMethod"),
+           "flux2": ("methods.in_context.flux2", "Flux2Method")}
 
 
 def build(name, **params):
@@ -69,7 +70,7 @@ def test_loaded_through_from_pretrained_as_real_weights(method, tmp_path):
     pipe = method.pipe
     assert type(pipe).__name__ == method.pipeline_class
     real_classes = {"omnigen": "OmniGenTransformer2DModel", "flux-kontext": "FluxTransformer2DModel",
-                    "qwen-image-edit": "QwenImageTransformer2DModel"}
+                    "qwen-image-edit": "QwenImageTransformer2DModel", "flux2": "Flux2Transformer2DModel"}
     assert type(pipe.transformer).__name__ == real_classes[method.name]
     # the same folder passed as --weights takes the real-weights path and gives the same image
     folder = tiny_pipeline_folder(method.tiny_kind)
@@ -95,6 +96,8 @@ def test_matches_the_pipeline_call_at_batch_one(method, reference):
     if method.name == "flux-kontext":
         theirs = pipe(image=[resized(DOG[0])], prompt=[r.prompt], max_area=SIZE ** 2, _auto_resize=False,
                       guidance_scale=2.5, **common).images[0]
+    elif method.name == "flux2":                       # the card's defaults: 50 steps (here 3), guidance 4
+        theirs = pipe(image=[load_rgb(DOG[0])], prompt=r.prompt, guidance_scale=4.0, **common).images[0]
     else:
         from methods.in_context.qwen_image_edit import image_areas
         with image_areas(SIZE ** 2, round(384 * SIZE / 1024) ** 2):
@@ -128,7 +131,7 @@ def test_each_request_gets_its_own_subject_in_a_mixed_batch(method):
 
 def test_records_transformer_calls_per_image(method):
     calls = method.generate([request(), request("b", seed=1)])[0].info["bench"]["transformer_calls"]
-    per_step = {"omnigen": 3, "flux-kontext": 1, "qwen-image-edit": 2}[method.name]   # CFG rows per step
+    per_step = {"omnigen": 3, "flux-kontext": 1, "qwen-image-edit": 2, "flux2": 1}[method.name]   # CFG rows per step
     assert calls == per_step * STEPS
     described = method.describe()
     assert described["model"]["base_model"] == type(method).default_weights

@@ -11,16 +11,22 @@ What the base owns, so that an adapter is only its input mapping:
   through diffusers' ``enable_model_cpu_offload`` / ``enable_sequential_cpu_offload``;
 - randomness: one CPU generator per request, seeded from the request alone, passed to the
   pipeline as a list (diffusers draws each row's noise from its own generator);
-- images: every request's own subject image(s) (the first ``max_subject_images``), loaded upright
-  and resized to the output size; editing requests add their source image and are composited
-  back into the source outside the mask (white = region to edit; ``edit_composite=false`` keeps
-  the model's whole image);
-- records: base model, dtype and the transformer rows run per image (``transformer_calls``,
-  counted by a forward hook: one row of one transformer forward = one call for that image).
+- images: every request's own subject image(s) (all of them by default, or the first
+  ``max_subject_images``), loaded upright and handed over as each pipeline's own preprocessing
+  expects them (:meth:`InContextMethod.prepare_subject`: no square resize, the aspect ratio is
+  kept; what each adapter does is in run.json as ``input_preprocessing``); editing requests add
+  their source image, resized to the output size (the canvas), and are composited back into the
+  source outside the mask (white = region to edit; ``edit_composite=false`` keeps the model's
+  whole image);
+- records: base model, dtype, the transformer rows run per image (``transformer_calls``,
+  counted by a forward hook: one row of one transformer forward = one call for that image) and
+  the (width, height) of every image the VAE encoded for it (``vae_inputs``, seen by a wrapper
+  of ``vae.encode``: what really reached the model).
 
 An adapter sets ``pipeline_class``, ``default_weights``, ``tasks`` and implements
 :meth:`InContextMethod.run` (one pipeline call for a group of requests) and, when the pipeline
-cannot batch requests faithfully, ``batch_requests = False``.
+cannot batch requests faithfully, ``batch_requests = False``. A registration may load other
+weights of the same class (``weights_id``, e.g. ``qwen-image-edit-2511``).
 """
 
 from __future__ import annotations
@@ -109,17 +115,20 @@ class InContextMethod:
     download_bytes: int | None = None    # approximate size of the pipeline folder (bench doctor)
 
     def __init__(self, spec: LoadSpec, name: str, offload: Literal["none", "model", "sequential"] | None = "none",
-                 max_subject_images: int = 1, edit_composite: bool = True):
+                 max_subject_images: int | None = None, edit_composite: bool = True, weights_id: str | None = None):
         offload = "none" if offload is None else offload        # --param offload=none parses as None
         if offload not in OFFLOAD:
             raise BenchError(f"--param offload={offload!r}: method {name!r} takes one of {', '.join(OFFLOAD)}")
-        if int(max_subject_images) < 1:
-            raise BenchError(f"--param max_subject_images={max_subject_images}: method {name!r} needs at least 1")
+        if max_subject_images is not None and int(max_subject_images) < 1:
+            raise BenchError(f"--param max_subject_images={max_subject_images}: method {name!r} needs at least 1 "
+                             "(or none: all of a request's images)")
         if offload != "none" and not str(spec.device).startswith("cuda"):
             raise BenchError(f"--param offload={offload} needs a CUDA --device (got {spec.device!r}); "
                              f"use offload=none on {spec.device}")
         self.name, self.spec, self.offload = name, spec, offload
-        self.max_subject_images, self.edit_composite = int(max_subject_images), bool(edit_composite)
+        self.max_subject_images = None if max_subject_images is None else int(max_subject_images)
+        self.edit_composite, self.weights_id = bool(edit_composite), weights_id
+        self.base_weights = weights_id or self.default_weights
         self.resolution = int(spec.resolution or self.default_resolution)
         if self.resolution % self.resolution_multiple or self.resolution < self.min_resolution:
             low = max(self.min_resolution, self.resolution - self.resolution % self.resolution_multiple)
@@ -133,6 +142,8 @@ class InContextMethod:
         self.pipe.transformer.register_forward_pre_hook(self._count_rows, with_kwargs=True)
         self._finite = True
         self.pipe.vae.decoder.register_forward_hook(self._check_finite)
+        self._encoded: list[list[int]] = []
+        self.pipe.vae.encode = self._recording_encode(self.pipe.vae.encode)
 
     # ---- loading ---------------------------------------------------------------------------
     @classmethod
@@ -141,15 +152,37 @@ class InContextMethod:
         from bench import needs
         if spec.preset is not None:
             return []
-        weights = spec.weights if spec.weights != LoadSpec.weights else cls.default_weights
+        weights = cls.chosen_weights(spec.weights, params.get("weights_id"))
         get = f"hf download {weights} --include 'model_index.json' '*/*'{cls.fetch_note}"
         return [needs.hf_weights(f"{cls.pipeline_class} {weights}", weights,
                                  ("model_index.json", "transformer/*", "vae/*"), cls.download_bytes, get)]
 
     @classmethod
+    def chosen_weights(cls, weights: str | None, weights_id: str | None = None) -> str:
+        """--weights when given, else the registration's ``weights_id``, else the class's default."""
+        if weights in (None, LoadSpec.weights, cls.default_weights):
+            return weights_id or cls.default_weights
+        return weights
+
+    @classmethod
     def check_weights(cls, method: str, weights: str | None) -> None:
         """Fail early (before any data is read) when the released weights are not at hand."""
-        resolve_pipeline_folder(method, weights or cls.default_weights, cls.fetch_note)
+        from bench.registry import METHODS
+        weights_id = METHODS.get(method).params.get("weights_id") if method in METHODS else None
+        resolve_pipeline_folder(method, cls.chosen_weights(weights, weights_id), cls.fetch_note)
+
+    @classmethod
+    def check_params(cls, method: str, params: dict) -> None:
+        """Parameter values the pipeline would refuse only after loading, refused at planning
+        (bench/plan.py calls this with the effective --param values; the constructor too)."""
+
+    @classmethod
+    def subject_images_taken(cls, params: dict) -> int | None:
+        """How many subject images a request hands to the pipeline (None: all); bench/plan.py refuses a
+        suite whose items hold more different subjects than that (OmniContext) before generating."""
+        return params.get("max_subject_images", cls.default_max_subject_images)
+
+    default_max_subject_images: int | None = None
 
     def _load(self, spec: LoadSpec):
         import diffusers
@@ -159,19 +192,19 @@ class InContextMethod:
         elif spec.preset is not None:
             raise BenchError(f"method {self.name!r} has no {spec.preset!r} preset; use --preset smoke or tiny")
         else:
-            model_id = spec.weights if spec.weights != LoadSpec.weights else self.default_weights
+            model_id = self.chosen_weights(spec.weights, self.weights_id)
             folder, revision = resolve_pipeline_folder(self.name, model_id, self.fetch_note)
         held = _pipeline_class_of(folder)
         if held not in (None, self.pipeline_class):
             raise BenchError(f"--weights {model_id}: the folder holds a {held} (model_index.json), method "
-                             f"{self.name!r} needs a {self.pipeline_class} ({self.default_weights})")
+                             f"{self.name!r} needs a {self.pipeline_class} ({self.base_weights})")
         try:
             pipe = getattr(diffusers, self.pipeline_class).from_pretrained(folder, dtype=DTYPES[spec.dtype])
         except (OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
             detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             if Path(model_id).expanduser().exists():       # a local folder: nothing to download
                 raise BenchError(f"--weights {model_id}: cannot load it as a {self.pipeline_class} folder "
-                                 f"({detail}); it needs every component of {self.default_weights} in "
+                                 f"({detail}); it needs every component of {self.base_weights} in "
                                  "diffusers layout") from None
             raise missing_weights(self.name, model_id, detail, self.fetch_note) from None
         if self.offload == "model":
@@ -186,6 +219,13 @@ class InContextMethod:
         hidden = kwargs.get("hidden_states", args[0] if args else None)
         self._rows += int(hidden.shape[0])
 
+    def _recording_encode(self, encode):
+        """``vae.encode`` that notes the (width, height) of every image it encodes."""
+        def wrapped(x, *args, **kwargs):
+            self._encoded += [[int(x.shape[-1]), int(x.shape[-2])]] * int(x.shape[0])
+            return encode(x, *args, **kwargs)
+        return wrapped
+
     def _check_finite(self, module, args, output):
         """Notes a decoded image with NaN/inf pixels (e.g. a guidance scale so large that the
         latents overflow): the pipeline would cast it silently to a black image."""
@@ -194,11 +234,14 @@ class InContextMethod:
     def describe(self) -> dict:
         dtype = str(self.pipe.transformer.dtype).replace("torch.", "")
         model = {"model_id": self.model_id, "revision": self.revision, "random_weights": self.random_weights,
-                 "base_model": self.default_weights, "pipeline": self.pipeline_class, "dtype": dtype,
+                 "base_model": self.base_weights, "pipeline": self.pipeline_class, "dtype": dtype,
                  "resolution": self.resolution,
                  "transformer_parameters": sum(p.numel() for p in self.pipe.transformer.parameters())}
         params = {"offload": self.offload, "max_subject_images": self.max_subject_images,
-                  "edit_composite": self.edit_composite, "resolution": self.resolution, **self.params()}
+                  "edit_composite": self.edit_composite, "resolution": self.resolution,
+                  "input_preprocessing": self.input_preprocessing(), **self.params()}
+        if self.weights_id:
+            params["weights_id"] = self.weights_id
         return {"params": params, "model": model, "adapter": None,
                 "weights_status": "random weights" if self.random_weights else "pretrained"}
 
@@ -206,27 +249,42 @@ class InContextMethod:
         """The adapter's own parameters for run.json."""
         return {}
 
+    def input_preprocessing(self) -> str:
+        """What happens to a subject image before the pipeline sees it (run.json)."""
+        return "loaded upright as RGB, aspect ratio kept; the pipeline's own preprocessing sizes it"
+
     # ---- generation ------------------------------------------------------------------------
     def image(self, path: Path) -> Image.Image:
-        """An image file upright, RGB, resized to the output size (decoded per call: at 1024 px a
-        cache of every DreamEdit source would hold gigabytes, and decoding is cheap next to sampling)."""
+        """An image file upright, RGB, resized to the output size: the canvas of an edit (decoded per
+        call: at 1024 px a cache of every DreamEdit source would hold gigabytes, and decoding is cheap
+        next to sampling)."""
         return load_rgb(Path(path)).resize((self.resolution, self.resolution), Image.BICUBIC)
+
+    def prepare_subject(self, image: Image.Image) -> Image.Image:
+        """A subject image (upright RGB, its own size) as this pipeline's preprocessing expects it."""
+        return image
+
+    def group_key(self, request: GenRequest, subjects: list[Image.Image]) -> object:
+        """Requests with equal keys may share one pipeline call (when ``batch_requests``)."""
+        return request.task
 
     @torch.no_grad()
     def generate(self, requests: Sequence[GenRequest]) -> list[Image.Image]:
         """One image per request, in order; requests of one task share a pipeline call (or one
         call each when ``batch_requests`` is False)."""
         groups: dict[object, list[int]] = {}
+        prepared: list[list[Image.Image]] = []
         for i, r in enumerate(requests):
             if r.task not in self.tasks:
                 raise BenchError(f"{self.name} cannot do the '{r.task}' task of request {r.key}")
-            groups.setdefault(r.task if self.batch_requests else i, []).append(i)
+            prepared.append([self.prepare_subject(load_rgb(Path(p))) for p in r.subject_images[:self.max_subject_images]])
+            groups.setdefault(self.group_key(r, prepared[i]) if self.batch_requests else i, []).append(i)
         out: list[Image.Image | None] = [None] * len(requests)
         for index in groups.values():
             batch = [requests[i] for i in index]
-            subjects = [[self.image(p) for p in r.subject_images[:self.max_subject_images]] for r in batch]
+            subjects = [prepared[i] for i in index]
             sources = [self.image(r.source_image) if r.source_image is not None else None for r in batch]
-            rows_before, self._finite = self._rows, True
+            rows_before, self._finite, self._encoded = self._rows, True, []
             images = self.run(batch, subjects, sources, request_generators([r.seed for r in batch]))
             if not self._finite:
                 scales = {k: v for k, v in self.params().items() if "scale" in k}
@@ -239,9 +297,15 @@ class InContextMethod:
                     if image.size != (self.resolution, self.resolution) else image.convert("RGB")
                 if source is not None and r.mask is not None and self.edit_composite:
                     image = composite(image, source, r.mask)
-                image.info["bench"] = {"transformer_calls": calls}
+                image.info["bench"] = {"transformer_calls": calls, "vae_inputs": self._vae_inputs(len(batch))}
                 out[i] = image
         return out
+
+    def _vae_inputs(self, n_requests: int) -> list[list[int]]:
+        """The sizes encoded for one request of a call (a batched call encodes every row alike)."""
+        if n_requests == 1 or len(self._encoded) % n_requests:
+            return list(self._encoded)
+        return self._encoded[:len(self._encoded) // n_requests]
 
     def run(self, batch: Sequence[GenRequest], subjects: list[list[Image.Image]],
             sources: list[Image.Image | None], generators: list[torch.Generator]) -> list[Image.Image]:

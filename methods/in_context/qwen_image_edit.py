@@ -2,15 +2,27 @@
 ``QwenImageEditPlusPipeline`` (registered as ``qwen-image-edit``; docs/methods-in-context.md).
 
 Input mapping: the pipeline takes an image list and writes ``Picture k:`` before each image in
-the Qwen2.5-VL prompt, so the subject images are the list and the suite's prompt the instruction
-(``prompt_template``). Editing: the list is [source, subject images] and the instruction names
-them by their pictures; the output is composited back into the source outside the mask.
+the Qwen2.5-VL prompt, so all of a request's subject images are the list (``max_subject_images``
+limits it) and the suite's prompt the instruction (``prompt_template``). Editing: the list is
+[source, subject images] and the instruction names them by their pictures; the output is
+composited back into the source outside the mask.
 
-Defaults (``QwenImageEditPlusPipeline.__call__`` and its docstring): ``true_cfg_scale=4.0`` with the
+Inputs: each image at its own size and aspect ratio; the pipeline sizes it twice by its area
+rule (``calculate_dimensions``: the aspect ratio kept, sides multiples of 32), for the VAE at a
+1024^2 area and for Qwen2.5-VL at a 384^2 area (module constants). Here both areas follow the
+output size (1024^2 and 384^2 at the default 1024 px, scaled with ``--resolution``), so small test
+runs stay small; the sizes encoded are recorded per image (``vae_inputs``).
+
+Defaults: ``settings=card`` (the default) is the model card's example for Qwen-Image-Edit-2509 and
+-2511 (huggingface.co/Qwen/Qwen-Image-Edit-2509, "Quick Start"): 40 steps, ``true_cfg_scale=4.0``,
 negative prompt ``" "`` (an empty negative prompt is what turns classifier-free guidance on),
-50 steps, 1024 x 1024. The pipeline encodes each image twice: for the VAE at a 1024^2 area and
-for Qwen2.5-VL at a 384^2 area (module constants). Here both follow the output size (1024^2 and
-384^2 at the default 1024 px, scaled with ``--resolution``), so small test runs stay small.
+``guidance_scale=1.0`` (unused: these transformers are not guidance-distilled).
+``settings=pipeline`` is ``QwenImageEditPlusPipeline.__call__``'s defaults: 50 steps, the same
+``true_cfg_scale=4.0`` (its signature's default; its docstring says 1.0, which is not what it
+does). ``num_inference_steps`` (or ``--steps``) overrides either. 1024 x 1024 output.
+
+Variants: ``qwen-image-edit`` loads Qwen/Qwen-Image-Edit-2509, ``qwen-image-edit-2511`` the same
+class with Qwen/Qwen-Image-Edit-2511's weights (a registration with ``weights_id``).
 
 One request per pipeline call: the pipeline refuses batches (``batch_size > 1``).
 """
@@ -18,10 +30,13 @@ One request per pipeline call: the pipeline refuses batches (``batch_size > 1``)
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Literal
 
 from bench import BenchError
 from methods.in_context.base import InContextMethod
 
+#: named settings: the model card's example and the pipeline's own defaults
+SETTINGS = {"card": {"num_inference_steps": 40}, "pipeline": {"num_inference_steps": 50}}
 EDIT_TEMPLATE = "Put the {class_noun} from {pictures} into Picture 1, keeping everything else unchanged."
 
 
@@ -50,24 +65,34 @@ class QwenImageEditMethod(InContextMethod):
     min_resolution = 48                       # the vision encoder's image side (3/8 of it) must round to >= 32 px
     download_bytes = 58_000_000_000           # bf16 files: parameters x 2 (docs/methods-in-context.md, "Memory")
 
-    def __init__(self, spec, name: str = "qwen-image-edit", num_inference_steps: int = 50,
-                 true_cfg_scale: float = 4.0, negative_prompt: str = " ", prompt_template: str = "{prompt}",
-                 edit_template: str = EDIT_TEMPLATE, **common):
+    def __init__(self, spec, name: str = "qwen-image-edit", settings: Literal["card", "pipeline"] = "card",
+                 num_inference_steps: int | None = None, true_cfg_scale: float = 4.0, negative_prompt: str = " ",
+                 prompt_template: str = "{prompt}", edit_template: str = EDIT_TEMPLATE, **common):
         if not float(true_cfg_scale) >= 1:      # the pipeline runs unguided below 1 (true_cfg_scale > 1 only)
             raise BenchError(f"--param true_cfg_scale={true_cfg_scale}: method {name!r} needs at least 1 "
                              f"(1 = no guidance; QwenImageEditPlusPipeline ignores the negative prompt below 1)")
+        if settings not in SETTINGS:
+            raise BenchError(f"--param settings={settings!r}: method {name!r} takes one of {', '.join(SETTINGS)}")
         super().__init__(spec, name, **common)
-        self.num_inference_steps = int(spec.num_inference_steps or num_inference_steps)
+        self.settings = settings
+        self.num_inference_steps = int(spec.num_inference_steps or num_inference_steps
+                                       or SETTINGS[settings]["num_inference_steps"])
         self.true_cfg_scale, self.negative_prompt = float(true_cfg_scale), str(negative_prompt)
         self.prompt_template, self.edit_template = str(prompt_template), str(edit_template)
         self.vae_area = self.resolution ** 2
         self.condition_area = round(384 * self.resolution / 1024) ** 2
 
     def params(self) -> dict:
-        return {"num_inference_steps": self.num_inference_steps, "true_cfg_scale": self.true_cfg_scale,
+        return {"settings": self.settings, "num_inference_steps": self.num_inference_steps,
+                "true_cfg_scale": self.true_cfg_scale,
                 "negative_prompt": self.negative_prompt, "prompt_template": self.prompt_template,
                 "edit_template": self.edit_template, "vae_image_area": self.vae_area,
                 "condition_image_area": self.condition_area}
+
+    def input_preprocessing(self) -> str:
+        return ("own size and aspect ratio; QwenImageEditPlusPipeline's calculate_dimensions sizes each image to "
+                f"a {self.vae_area} px area for the VAE and {self.condition_area} px for Qwen2.5-VL "
+                "(1024^2 and 384^2 x (resolution/1024)^2), aspect ratio kept")
 
     def instruction(self, request, n_subjects: int) -> str:
         if request.task == "edit":

@@ -10,7 +10,10 @@ weights. Tokenizers are built from small vocabularies written here (nothing is d
   processor expects), transformer with Phi-3 rotary factors sized to its head width;
 - FLUX.1 Kontext: the project's CLIP BPE tokenizer and a ``T5Tokenizer`` over single characters;
 - Qwen-Image-Edit: a byte-level ``Qwen2Tokenizer`` with Qwen's chat and vision special tokens,
-  a ``Qwen2VLProcessor``, a 2-layer Qwen2.5-VL text/vision encoder.
+  a ``Qwen2VLProcessor``, a 2-layer Qwen2.5-VL text/vision encoder;
+- FLUX.2: the Llama-style single-character tokenizer with a small chat template (system and user
+  text turns, as ``Flux2Pipeline`` formats its prompt), a Mistral3 encoder of 30 tiny layers (the
+  pipeline stacks the hidden states of layers 10, 20 and 30), an ``AutoencoderKLFlux2``.
 
 Made to respond to their inputs: a default-initialised toy transformer attends almost uniformly
 over its (mostly text) tokens and predicts a small velocity, so the output would hardly depend on
@@ -63,7 +66,8 @@ def phi3_tokenizer():
     return LlamaTokenizer(vocab={p: i for i, p in enumerate(pieces)}, merges=[], add_bos_token=True)
 
 
-def tiny_omnigen(seed: int = 0):
+def tiny_omnigen(seed: int = 0, narrow: bool = True):
+    """narrow=False keeps the random VAE's wide posterior (a test of the posterior draw)."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, OmniGenPipeline, OmniGenTransformer2DModel
     tokenizer = phi3_tokenizer()
     cfg = dict(TINY_OMNIGEN, vocab_size=len(tokenizer))
@@ -79,7 +83,8 @@ def tiny_omnigen(seed: int = 0):
         for weight in transformer.parameters():
             if weight.dim() >= 2:
                 weight.mul_(3.0)
-    _narrow_posterior(vae)
+    if narrow:
+        _narrow_posterior(vae)
     return OmniGenPipeline(transformer=transformer.eval(), scheduler=FlowMatchEulerDiscreteScheduler(),
                            vae=vae.eval(), tokenizer=tokenizer)
 
@@ -206,13 +211,74 @@ def tiny_qwen_image_edit(seed: int = 0):
                                      tokenizer=tokenizer, processor=processor, transformer=transformer.eval())
 
 
-BUILDERS = {"omnigen": tiny_omnigen, "flux-kontext": tiny_flux_kontext, "qwen-image-edit": tiny_qwen_image_edit}
+# ---- FLUX.2 ---------------------------------------------------------------------------------
+TINY_FLUX2 = dict(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
+                  num_attention_heads=2, joint_attention_dim=48, timestep_guidance_channels=32,
+                  axes_dims_rope=(4, 4, 4, 4))
+TINY_FLUX2_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+                      block_out_channels=(8, 16, 16, 16), down_block_types=("DownEncoderBlock2D",) * 4,
+                      up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=8, sample_size=64,
+                      use_quant_conv=False, use_post_quant_conv=False)
+TINY_MISTRAL = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=30, num_attention_heads=2,
+                    num_key_value_heads=2, max_position_embeddings=1024, rope_theta=1000000.0, sliding_window=None)
+#: this random FLUX.2 VAE's patchified latent mean and std per channel on the mini suite's images (64 px):
+#: its batch-norm statistics, as the released VAE's normalise its latents
+FLUX2_RAW_MEAN = [-0.336, -0.406, -0.313, -0.373, -0.041, -0.055, 0.076, 0.071,
+                  -0.210, -0.198, -0.251, -0.211, 0.058, 0.100, 0.008, 0.059]
+FLUX2_RAW_STD = [0.475, 0.464, 0.395, 0.450, 0.447, 0.249, 0.350, 0.297,
+                 0.344, 0.384, 0.354, 0.355, 0.323, 0.248, 0.271, 0.354]
+#: renders a batch of Flux2Pipeline conversations: each text part, after its role
+FLUX2_CHAT_TEMPLATE = ("{% for message in messages %}{% for part in message['content'] %}"
+                       "{% if part['type'] == 'text' %}{{ message['role'] + ': ' + part['text'] + ' ' }}{% endif %}"
+                       "{% endfor %}{% endfor %}")
+
+
+def flux2_tokenizer():
+    tokenizer = phi3_tokenizer()
+    tokenizer.pad_token = "<unk>"
+    tokenizer.chat_template = FLUX2_CHAT_TEMPLATE
+    tokenizer.model_max_length = 1024
+    return tokenizer
+
+
+def tiny_flux2(seed: int = 0):
+    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2Pipeline, Flux2Transformer2DModel
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+    tokenizer = flux2_tokenizer()
+    config = Mistral3Config(
+        text_config={"model_type": "mistral", "vocab_size": len(tokenizer), "pad_token_id": 0, "bos_token_id": 1,
+                     "eos_token_id": 2, **TINY_MISTRAL},
+        vision_config={"model_type": "pixtral", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "intermediate_size": 16, "image_size": 32, "patch_size": 8, "num_channels": 3},
+        image_token_index=3, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    fork = _seeded(seed)
+    try:
+        transformer = Flux2Transformer2DModel(**TINY_FLUX2)
+        vae = AutoencoderKLFlux2(**TINY_FLUX2_VAE)
+        text_encoder = Mistral3ForConditionalGeneration(config)
+    finally:
+        fork.__exit__(None, None, None)
+    _sharpen(transformer)
+    with torch.no_grad():                   # stacked hidden states of a random encoder are tiny: x 8
+        transformer.context_embedder.weight.mul_(8.0)
+        vae.bn.running_mean.copy_(torch.tensor(FLUX2_RAW_MEAN))
+        vae.bn.running_var.copy_(torch.tensor(FLUX2_RAW_STD) ** 2)
+    # FLUX.2-dev's scheduler: dynamic shifting by image sequence length
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                                base_image_seq_len=256, max_image_seq_len=4096)
+    return Flux2Pipeline(scheduler=scheduler, vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=tokenizer,
+                         transformer=transformer.eval())
+
+
+BUILDERS = {"omnigen": tiny_omnigen, "flux-kontext": tiny_flux_kontext, "qwen-image-edit": tiny_qwen_image_edit,
+            "flux2": tiny_flux2}
 
 
 def tiny_pipeline_folder(kind: str, seed: int = 0) -> Path:
     """A saved tiny pipeline folder (model_index.json + one subfolder per component), written
     once per (kind, configs, seed) under the cache folder."""
-    configs = [TINY_OMNIGEN, TINY_SD_VAE, TINY_FLUX, TINY_FLUX_VAE, TINY_T5, TINY_QWEN_TRANSFORMER, TINY_QWEN_VAE]
+    configs = [TINY_OMNIGEN, TINY_SD_VAE, TINY_FLUX, TINY_FLUX_VAE, TINY_T5, TINY_QWEN_TRANSFORMER, TINY_QWEN_VAE,
+               TINY_FLUX2, TINY_FLUX2_VAE, TINY_MISTRAL, FLUX2_CHAT_TEMPLATE, FLUX2_RAW_MEAN, FLUX2_RAW_STD]
     key = json.dumps({"kind": kind, "seed": seed, "version": 2, "configs": configs}, sort_keys=True, default=str)
     out = cache_root() / f"tiny-{kind}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     if (out / "model_index.json").exists():
