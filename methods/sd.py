@@ -21,6 +21,12 @@ class StableDiffusionMethod:
     tasks = frozenset({"generate"})
 
     @classmethod
+    def subject_images_taken(cls, params: dict) -> None:
+        """None: no item has too many subject images for a text-only method, which reads none; on a
+        several-reference suite (OmniContext) it is the row without any subject."""
+        return None
+
+    @classmethod
     def requirements(cls, spec: LoadSpec, **params) -> list:
         """What a run needs on disk (bench/needs.py): the base model."""
         from bench.needs import base_model

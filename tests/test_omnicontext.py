@@ -131,6 +131,8 @@ def test_single_image_methods_are_refused_at_planning(tmp_path, capsys):
                  "--out", str(out)]) == 2
     assert main(["run", "--method", "omnigen", "--suite", "omnicontext", "--preset", "smoke", "--dry-run",
                  "--out", str(out)]) == 0
+    assert main(["run", "--method", "sd", "--suite", "omnicontext", "--preset", "smoke", "--dry-run",
+                 "--out", str(out)]) == 0            # text only: it reads no subject image, so none is too many
     assert main(["run", "--method", "omnigen", "--suite", "omnicontext", "--preset", "smoke", "--dry-run",
                  "--param", "max_subject_images=2", "--out", str(out)]) == 2
     capsys.readouterr()
