@@ -153,3 +153,45 @@ def paired_tests(shift: float = 0.0, reruns: int = 600, resamples: int = 1000, m
             delta[m, done:done + diff.shape[1]] = bs.estimate(clusters)
             done += diff.shape[1]
     return p, delta
+
+
+# ---- few clusters, heavy tails and a judge-like metric (issue 30; tests and the calibration table) ----
+KINDS = ("normal", "t3", "judge")
+
+
+def kind_scores(rng: np.random.Generator, shape, reruns: int, kind: str = "normal") -> np.ndarray:
+    """Scores (n, reruns) in :func:`layout`'s order from the default model, with subject effects
+    normal or t(3)-distributed (heavy tails, same scale), or ``judge``: the normal scores rounded to
+    a judge's 0, 0.25, ..., 1 scale."""
+    s, p, k, i = shape
+    model = Model()
+    if kind == "t3":
+        subject = rng.standard_t(3, (s, 1, 1, 1, reruns)) * model.sd_subject
+    else:
+        subject = rng.normal(0, model.sd_subject, (s, 1, 1, 1, reruns))
+    values = (model.mean + subject + rng.normal(0, model.sd_prompt, (s, p, 1, 1, reruns))
+              + rng.normal(0, model.sd_residual, (s, p, k, i, reruns)))
+    if kind == "judge":
+        values = np.clip(np.round((values - 0.45) * 8) / 4, 0, 1)
+    return values.reshape(s * p * k * i, reruns)
+
+
+def kind_truth(kind: str) -> float:
+    """The true mean of :func:`kind_scores` (the judge-like metric's by a large seeded draw)."""
+    if kind != "judge":
+        return Model().mean
+    return float(kind_scores(np.random.default_rng(99), (4000, 3, 2, 1), 1, "judge").mean())
+
+
+def kind_coverage(n_subjects: int, kind: str = "normal", method: str = "joined", reruns: int = 500,
+                  resamples: int = 300, rest=(3, 2, 1), seed: int = 0) -> float:
+    """Coverage of the true mean by 95% intervals over ``n_subjects`` subjects."""
+    shape = (n_subjects, *rest)
+    rng = np.random.default_rng([seed, n_subjects, KINDS.index(kind)])
+    truth = kind_truth(kind)
+    hits = []
+    for start in range(0, reruns, 250):
+        values = kind_scores(rng, shape, min(250, reruns - start), kind)
+        low, high = intervals(values, "subject", shape, rng, resamples, 0.05, method)
+        hits.append((low <= truth) & (truth <= high))
+    return float(np.concatenate(hits).mean())
