@@ -371,3 +371,18 @@ def test_size_limits_are_checked_before_the_work(scored, tmp_path, capsys, monke
     assert "MAX_BASELINE_KEYS" in error_line(capsys)
     assert check(store.root, "--baseline", baseline, "--resamples", "1000000000") == 2
     assert "MAX_RESAMPLES" in error_line(capsys)
+
+
+def test_the_shipped_smoke_baseline_is_what_its_readme_recipe_uses():
+    """reports/baselines/smoke-sd.json exists, reads as a baseline of the smoke recipe (exact
+    mode: 3 subjects support no test), and the README's CI recipe checks against it."""
+    from pathlib import Path
+
+    from bench.check import read_baseline
+
+    root = Path(__file__).resolve().parents[1] / "reports" / "baselines"
+    data = read_baseline(root / "smoke-sd.json")
+    assert data["method"] == "sd" and data["suite"] == "dreambench" and data["mode"] == "exact"
+    assert {k[0] for k in data["keys"]} and len({k[2] for k in data["keys"]}) == 2          # seeds 0-1
+    readme = (root / "README.md").read_text()
+    assert "--baseline reports/baselines/smoke-sd.json" in readme and "--seeds 0-1" in readme
