@@ -48,7 +48,7 @@ def test_report_versus_sd_in_markdown_csv_and_html(smoke_pair, tmp_path):
     for c in cells:
         low, high = (float(x) for x in CELL.match(c).groups()[:2])
         assert low <= float(c.split()[0]) <= high
-    assert "cluster bootstrap over subjects (500 resamples, expanded percentile, bootstrap seed 3" in md
+    assert "cluster bootstrap over subjects (500 resamples, expanded percentile joined with the t interval, bootstrap seed 3" in md
     assert "## Paired comparison against `sd-smoke`" in md
     section = md.split("## Paired comparison against")[1].split("\n## ")[0]
     rows = [x for x in section.splitlines() if x.startswith("| ezigen-smoke")]

@@ -172,3 +172,15 @@ def test_versus_is_read_like_the_table_s_run_names(scores, capsys, tmp_path):
     rows = run_json(capsys, path, "--versus", " ref run ", "--json")
     assert {r["versus"] for r in rows if r["run"] != "ref run"} == {"ref run"}
     assert all(r["delta"] is not None for r in rows if r["run"] != "ref run")
+
+
+def test_std_follows_the_protocol_mean(scores, capsys):
+    """± is the sd of the seeds' means with --aggregate seeds (DreamBench) and the sd over all
+    values with --aggregate images (FastComposer's protocol, as its leaderboard prints it)."""
+    df, csv, _ = scores
+    for aggregate in ("seeds", "images"):
+        row = run_json(capsys, csv, "--json", "--resamples", "200", "--aggregate", aggregate)[0]
+        mine = df[(df["run"] == row["run"]) & (df["metric"] == row["metric"])]
+        expected = (mine["value"].std(ddof=1) if aggregate == "images"
+                    else mine.groupby("seed")["value"].mean().std(ddof=1))
+        assert row["std_over"] == aggregate and row["std"] == pytest.approx(expected)
