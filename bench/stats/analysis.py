@@ -271,15 +271,23 @@ COMPARISON_FIELDS = ("versus", "paired", "paired_units", "delta", "delta_se", "d
                      "paired_versus_mean", "only_in_run", "only_in_versus")
 
 
-def mde(se: float, n_units: int, level: float, power: float) -> float:
-    """The minimum detectable effect of a two-sided test at ``level`` with ``power``: the shift
-    at which a t statistic on ``n_units - 1`` df passes t_crit with that probability, using the
-    noncentral t's spread sqrt(1 + t_crit^2 / (2 df)) (a t test on an estimated SE needs more
-    than t_crit + t_power standard errors)."""
-    from bench.stats.distributions import t_quantile
+def mde(se: float, n_units: int, level: float, power: float, sign_flip: bool = True) -> float:
+    """The minimum detectable effect of a two-sided test at ``level`` with ``power``, in units of
+    ``se`` (the estimate's standard error over ``n_units`` units, df = units - 1):
+    ``(crit + t_df(power) * sqrt(1 + crit^2 / (2 df))) * se``, the second factor the noncentral
+    t's extra spread. ``crit`` is t_df(1 - level/2), and for the sign-flip test at least
+    ``z * sqrt((U - 1) / (U - z^2))``: its null spread, sqrt(sum of the units' squared shares),
+    grows with the shift itself, so it needs more standard errors than a t test, the more the
+    stricter the level."""
+    from bench.stats.distributions import normal_quantile, t_quantile
 
     df = max(n_units - 1, 1)
     crit = t_quantile(1 - level / 2, df)
+    if sign_flip:
+        z = normal_quantile(1 - level / 2)
+        if n_units <= z * z:
+            return math.inf
+        crit = max(crit, z * math.sqrt((n_units - 1) / (n_units - z * z)))
     return float((crit + t_quantile(power, df) * math.sqrt(1 + crit ** 2 / (2 * df))) * se)
 
 
@@ -296,11 +304,16 @@ def finish_family(rows: list[dict], alpha: float, power: float) -> None:
     for row, p in zip(family, bs.holm([r["p"] for r in family])):
         level = alpha / m
         row.update(p_holm=float(p), significant=bool(p < alpha), min_p_holm=floor, family=m, mde_alpha=level,
-                   mde=mde(row["delta_se"], row["paired_units"], level, power) if m * row["min_p"] < alpha else None)
+                   mde=_mde(row, level, power) if m * row["min_p"] < alpha else None)
     for row in rows:
         if row.get("p") is not None and row.get("family") is None:            # a judge repeat
             row.update(significant=False, family=0, mde_alpha=alpha,
-                       mde=mde(row["delta_se"], row["paired_units"], alpha, power) if row["min_p"] < alpha else None)
+                       mde=_mde(row, alpha, power) if row["min_p"] < alpha else None)
+
+
+def _mde(row: dict, level: float, power: float) -> float | None:
+    value = mde(row["delta_se"], row["paired_units"], level, power, sign_flip=row["unit"] != TWO_WAY)
+    return value if math.isfinite(value) else None
 
 
 def analyse(table: "pd.DataFrame", settings: Settings = Settings(), versus: str | None = None,

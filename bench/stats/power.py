@@ -110,8 +110,9 @@ def mde_table(comp: Components, subjects, seeds, alpha: float, power: float, com
     from bench.stats.analysis import mde
 
     level = alpha / comparisons
-    return [[mde(math.sqrt(comp.variance(s, k)), s, level, power) if reachable(s, level) else None for k in seeds]
+    grid = [[mde(math.sqrt(comp.variance(s, k)), s, level, power) if reachable(s, level) else None for k in seeds]
             for s in subjects]
+    return [[v if v is not None and math.isfinite(v) else None for v in row] for row in grid]
 
 
 def _int_list(text: str) -> list[int]:
