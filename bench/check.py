@@ -17,10 +17,16 @@ cluster-bootstrap interval, the Holm-adjusted sign-flip p-value and the minimum 
 - ``exact``: a metric fails unless every paired value agrees within 1e-6 and the run holds every
   baseline key (bit-reproducible smoke runs on one machine).
 
-A metric of the baseline that the run lacks fails in every mode. Exit status: 0 pass, 1 a
-metric failed (the table says which), 2 bad input: no or unreadable baseline, a baseline without
-per-key values (made before this format: rerun ``--update``), NaN or infinite values, an empty
-baseline, no common keys, a different method or suite, a NaN ``--tol``.
+A metric of the baseline that the run lacks fails in every mode. The baseline and current
+columns are both sides' protocol means on the common keys (the change is their difference). A
+design in which the check cannot fail is refused: test mode when the smallest reachable
+Holm-adjusted p is at least alpha, equivalence mode below SMALL_SAMPLE_UNITS units; ``--update``
+stores the strictest mode the run supports (test, else exact) and says why. Exit status: 0 pass,
+1 a metric failed (the table says which; exact mode names the keys that moved), 2 bad input: no
+or unreadable baseline, a baseline without per-key values (made before this format: rerun
+``--update``), NaN, infinite or huge values, values that cancel, an empty baseline, no common
+keys, a different method or suite, a NaN ``--tol``, a check that cannot fail, a size over its
+limit (bench.limits).
 """
 
 from __future__ import annotations
@@ -294,7 +300,9 @@ def compare(base_table, table, mode: str, tol: float, settings) -> tuple[list[di
              if r["run"] == "current"}
     if mode != "exact":
         counted = [s for s in stats.values() if s.get("paired_units")]
-        units = min((s["paired_units"] for s in counted), default=0)
+        # test: the family's floor is set by its best-placed metric; equivalence: every metric must hold its level
+        pick = max if mode == "test" else min
+        units = pick((s["paired_units"] for s in counted), default=0)
         family = max((s.get("family") or 0 for s in counted), default=0)      # judge repeats are not in it
         why = impossible_mode(mode, units, family or len(counted), settings) if counted else None
         if why:

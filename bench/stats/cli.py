@@ -109,6 +109,10 @@ def key_notes(rows: list[dict], alpha: float = 0.05) -> list[str]:
     """One line per comparison whose runs do not hold the same keys, naming some of them; a line
     when nothing in the Holm family can be significant; the rows' own notes."""
     notes = [text for text in (family_note(rows, alpha),) if text]
+    if rows and rows[0]["unit"] in ("cell", "image"):
+        notes.append(f"intervals over {rows[0]['unit']}s treat the {rows[0]['unit']}s of one subject as independent: "
+                     "when subjects differ they cover far less than their level (docs/statistics.md); use --resample "
+                     "subject or subject+prompt")
     notes += [r["note"] for r in rows if isinstance(r.get("note"), str)]
     for r in rows:
         for side, other in (("run", "versus"), ("versus", "run")):
@@ -165,8 +169,10 @@ def run(args) -> int:
     if json_target is not None:
         write_json(rows, json_target)          # before the table: a bad path fails with nothing printed
     print(f"{table_arg}: {settings.describe()}.")
-    print(f"mean: {'per seed the mean over images, then the mean over seeds' if settings.aggregate == 'seeds' else 'the mean over all images'}; "
-          "std: over the seeds' means; n: scores.")
+    if settings.aggregate == "seeds":
+        print("mean: per seed the mean over images, then the mean over seeds; std: over the seeds' means; n: scores.")
+    else:
+        print("mean: the mean over all images; std: over all images; n: scores.")
     print()
     print(format_rows(rows, versus))
     notes = key_notes(rows, settings.alpha)
