@@ -165,7 +165,8 @@ def read_baseline(path: Path) -> dict:
         size = path.stat().st_size
         if size > MAX_BASELINE_BYTES:
             raise BenchError(f"baseline {path} is {size / 2**20:.0f} MiB, more than a baseline can be "
-                             f"({MAX_BASELINE_BYTES // 2**20} MiB, bench.limits.MAX_BASELINE_BYTES): is it the right file?")
+                             f"({MAX_BASELINE_BYTES // 2**20} MiB, bench.limits.MAX_BASELINE_BYTES): is it the right "
+                             "file?")
         text = path.read_bytes().decode("utf-8")
         data = json.loads(text, parse_constant=_refuse_constant)
     except BenchError as exc:

@@ -365,5 +365,6 @@ def family_note(rows: list[dict], alpha: float) -> str | None:
         text += (f" (Monte-Carlo sign-flip p-values with {smallest['resamples']} resamples cannot go below "
                  f"1/(resamples+1)): raise --resamples to at least {need}")
     else:
-        text += f" ({smallest['paired_units']} units: no sign pattern is rarer than 2/2^{smallest['paired_units']}): score more subjects"
+        units = smallest["paired_units"]
+        text += f" ({units} units: no sign pattern is rarer than 2/2^{units}): score more subjects"
     return text

@@ -10,8 +10,10 @@ per prompt and seed is then
 
     var_subject / S + var_prompt / (S * P) + var_residual / (S * P * K * I)
 
-and the minimum detectable effect (two-sided test at alpha, given power) is
-``(t_{S-1}(1 - alpha/2) + t_{S-1}(power)) * sqrt(that variance)``.
+and the minimum detectable effect (two-sided test at alpha / --comparisons, given power) is
+bench.stats.analysis.mde of sqrt(that variance): the t and sign-flip critical values with the
+noncentral t's spread. With one value per (subject, prompt) the residual cannot be estimated:
+it is assumed (all of the within-subject spread) or given (--seed-sd), and the output says so.
 
     python -m bench power runs/dreambench/ezigen                   # one run: its mean vs a fixed value
     python -m bench power runs/dreambench/ezigen runs/dreambench/sd --versus sd   # paired difference
