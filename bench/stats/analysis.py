@@ -356,15 +356,15 @@ def family_note(rows: list[dict], alpha: float) -> str | None:
     family = [r for r in rows if r.get("family")]
     if not family or family[0]["min_p_holm"] < alpha:
         return None
-    m, floor = family[0]["family"], family[0]["min_p_holm"]
+    m, floor = int(family[0]["family"]), float(family[0]["min_p_holm"])
     smallest = min(family, key=lambda r: r["min_p"])
     text = (f"no comparison can be significant: with {m} comparison(s) in the Holm family the smallest reachable "
             f"adjusted p is {floor:.3g} >= alpha {alpha:g}")
     if smallest.get("monte_carlo"):
         need = math.ceil(m / alpha)
-        text += (f" (Monte-Carlo sign-flip p-values with {smallest['resamples']} resamples cannot go below "
+        text += (f" (Monte-Carlo sign-flip p-values with {int(smallest['resamples'])} resamples cannot go below "
                  f"1/(resamples+1)): raise --resamples to at least {need}")
     else:
-        units = smallest["paired_units"]
+        units = int(smallest["paired_units"])
         text += f" ({units} units: no sign pattern is rarer than 2/2^{units}): score more subjects"
     return text
