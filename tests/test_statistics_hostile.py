@@ -132,3 +132,15 @@ def test_power_on_many_runs_is_one_pass_and_bounded(tmp_path, capsys, monkeypatc
     import bench.limits
     monkeypatch.setattr(bench.limits, "MAX_TABLE_RUNS", 100)
     assert "MAX_TABLE_RUNS" in error_line(capsys, "power", path)
+
+
+def test_two_way_work_is_bounded_before_it_starts(monkeypatch):
+    from bench import BenchError
+    from bench.stats import analysis
+    from bench.stats.analysis import Settings, analyse
+
+    df = table(np.random.default_rng(5), {"a": 0.0}, shape=(10, 10, 1, 1))
+    monkeypatch.setattr(analysis, "MAX_TWO_WAY_WORK", 100 * 500 - 1)
+    with pytest.raises(BenchError, match="MAX_TWO_WAY_WORK"):
+        analyse(df, Settings(resample="subject+prompt", resamples=500))
+    assert analyse(df, Settings(resample="subject+prompt", resamples=400))[0]["units"] == 10

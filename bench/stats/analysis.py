@@ -133,7 +133,7 @@ class Prepared:
         first[units] = np.arange(len(units))                    # a row of each cell
         subj = np.unique(self.subject[positions][first], return_inverse=True)[1]
         prom = np.unique(self.prompt[positions][first], return_inverse=True)[1]
-        if clusters.n_units * self.settings.resamples > MAX_TWO_WAY_WORK:
+        if MAX_TWO_WAY_WORK < clusters.n_units * self.settings.resamples and clusters.n_units <= MAX_RESAMPLED_UNITS:
             raise BenchError(f"the two-way bootstrap over {clusters.n_units} (subject, prompt) cells x "
                              f"{self.settings.resamples} resamples exceeds bench.limits.MAX_TWO_WAY_WORK "
                              f"({MAX_TWO_WAY_WORK:g}): lower --resamples or use --resample subject")
