@@ -17,10 +17,16 @@ cluster-bootstrap interval, the Holm-adjusted sign-flip p-value and the minimum 
 - ``exact``: a metric fails unless every paired value agrees within 1e-6 and the run holds every
   baseline key (bit-reproducible smoke runs on one machine).
 
-A metric of the baseline that the run lacks fails in every mode. Exit status: 0 pass, 1 a
-metric failed (the table says which), 2 bad input: no or unreadable baseline, a baseline without
-per-key values (made before this format: rerun ``--update``), NaN or infinite values, an empty
-baseline, no common keys, a different method or suite, a NaN ``--tol``.
+A metric of the baseline that the run lacks fails in every mode. The baseline and current
+columns are both sides' protocol means on the common keys (the change is their difference). A
+design in which the check cannot fail is refused: test mode when the smallest reachable
+Holm-adjusted p is at least alpha, equivalence mode below SMALL_SAMPLE_UNITS units; ``--update``
+stores the strictest mode the run supports (test, else exact) and says why. Exit status: 0 pass,
+1 a metric failed (the table says which; exact mode names the keys that moved), 2 bad input: no
+or unreadable baseline, a baseline without per-key values (made before this format: rerun
+``--update``), NaN, infinite or huge values, values that cancel, an empty baseline, no common
+keys, a different method or suite, a NaN ``--tol``, a check that cannot fail, a size over its
+limit (bench.limits).
 """
 
 from __future__ import annotations
@@ -33,13 +39,15 @@ import time
 from pathlib import Path
 
 from bench import BenchError
+from bench.limits import MAX_BASELINE_BYTES, MAX_BASELINE_KEYS
 from bench.stats.table import MAX_ABS_VALUE
 
 BASELINE_FORMAT = 2
 DEFAULT_TOL = 0.005
 EXACT_TOL = 1e-6
 MODES = ("test", "equivalence", "exact")
-MAX_BASELINE_BYTES = 512 * 1024 * 1024
+#: Names of keys shown when exact mode fails (then the count of the rest).
+SHOWN_KEYS = 5
 FACTS = ("suite", "suite_options", "method", "method_params")
 KEY_FIELDS = ("subject", "prompt", "seed", "image")
 
@@ -88,8 +96,32 @@ def suite_aggregate(suite) -> str:
 
 
 # ---- the baseline -----------------------------------------------------------------------------
-def write_baseline(run_dir, path: Path, tol: float | None, mode: str | None) -> dict:
+def baseline_mode(table, mode: str | None, settings) -> tuple[str, str]:
+    """(mode, why): the given mode when the run's design supports it (else a BenchError), or
+    with none given the strictest it supports: test, else exact."""
+    from bench.stats.analysis import UNITS
+
+    cols = list(UNITS[settings.resample])
+    units = int(table.groupby(cols).ngroups) if settings.resample != "subject+prompt" else \
+        int(min(table["subject"].nunique(), table["prompt"].nunique()))
+    metrics = int(table["metric"].nunique())
+    if mode is not None:
+        why = impossible_mode(mode, units, metrics, settings) if mode != "exact" else None
+        if why:
+            raise BenchError(f"--mode {mode}: the run has {units} {settings.resample}s: {why}; store --mode exact "
+                             "(reproducible runs) or score more subjects")
+        return mode, "as given"
+    why = impossible_mode("test", units, metrics, settings)
+    if why is None:
+        return "test", "the default"
+    return "exact", f"the run's {units} {settings.resample}s support no test: {why}"
+
+
+def write_baseline(run_dir, path: Path, tol: float | None, mode: str | None, settings=None) -> dict:
+    from bench.stats.analysis import Settings
+
     table = run_table(run_dir)
+    mode, why = baseline_mode(table, mode, settings or Settings())
     keys = table[list(KEY_FIELDS)].drop_duplicates().reset_index(drop=True)
     index = {tuple(k): i for i, k in enumerate(keys.itertuples(index=False, name=None))}
     metrics = {}
@@ -101,13 +133,23 @@ def write_baseline(run_dir, path: Path, tol: float | None, mode: str | None) -> 
         metrics[metric] = {"mean": float(seed_means.mean()), "std": float(seed_means.std()) if len(seed_means) > 1
                            else None, "seeds": int(len(seed_means)), "images": int(len(group)), "values": values}
     data = {"format": BASELINE_FORMAT, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "run": str(run_dir),
-            **run_facts(run_dir), "tolerance": DEFAULT_TOL if tol is None else tol, "mode": mode or "test",
+            **run_facts(run_dir), "tolerance": DEFAULT_TOL if tol is None else tol, "mode": mode,
             "keys": [list(k) for k in keys.itertuples(index=False, name=None)], "metrics": metrics}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")     # path checked by run() before any work
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
-    return data
+    return {**data, "mode_reason": why}
+
+
+def _number_ok(v) -> bool:
+    """A JSON number a baseline may hold: finite and |v| <= MAX_ABS_VALUE (a 400-digit integer
+    is refused here, before float() could overflow)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    if isinstance(v, int):
+        return abs(v) <= MAX_ABS_VALUE
+    return math.isfinite(v) and abs(v) <= MAX_ABS_VALUE
 
 
 def _refuse_constant(name: str):
@@ -123,7 +165,8 @@ def read_baseline(path: Path) -> dict:
         size = path.stat().st_size
         if size > MAX_BASELINE_BYTES:
             raise BenchError(f"baseline {path} is {size / 2**20:.0f} MiB, more than a baseline can be "
-                             f"({MAX_BASELINE_BYTES // 2**20} MiB): is it the right file?")
+                             f"({MAX_BASELINE_BYTES // 2**20} MiB, bench.limits.MAX_BASELINE_BYTES): is it the right "
+                             "file?")
         text = path.read_bytes().decode("utf-8")
         data = json.loads(text, parse_constant=_refuse_constant)
     except BenchError as exc:
@@ -141,6 +184,9 @@ def read_baseline(path: Path) -> dict:
         raise BenchError(f"baseline {path} holds only means, not the per-key values a paired check needs "
                          f"(an older format): rerun {update}")
     keys = data["keys"]
+    if isinstance(keys, list) and len(keys) > MAX_BASELINE_KEYS:
+        raise BenchError(f"baseline {path} has {len(keys)} keys, more than the limit of {MAX_BASELINE_KEYS} "
+                         "(bench.limits.MAX_BASELINE_KEYS): is it the right file?")
     if not isinstance(keys, list) or not all(isinstance(k, list) and len(k) == 4 and all(isinstance(x, str) and x
                                                                                           for x in k) for k in keys):
         raise BenchError(f"baseline {path}: 'keys' must be a list of [subject, prompt, seed, image]; rerun {update}")
@@ -160,14 +206,18 @@ def read_baseline(path: Path) -> dict:
             raise BenchError(f"baseline {path}: metric {metric!r} holds no value; rerun {update}")
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
             raise BenchError(f"baseline {path}: metric {metric!r} holds a value that is not a number; rerun {update}")
-        if not all(math.isfinite(v) for v in numbers):
+        if not all(isinstance(v, int) or math.isfinite(v) for v in numbers):
             raise BenchError(f"baseline {path}: metric {metric!r} holds NaN or infinite values (values must be finite); rerun {update}")
-        if any(abs(v) > MAX_ABS_VALUE for v in numbers):
+        if not all(_number_ok(v) for v in numbers):
             raise BenchError(f"baseline {path}: metric {metric!r} holds a value too large to be a score "
                              f"(|value| > {MAX_ABS_VALUE:g}); rerun {update}")
+        entry["values"] = [None if v is None else float(v) for v in values]
     tol = data.get("tolerance", DEFAULT_TOL)
-    if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not math.isfinite(tol) or tol < 0:
-        raise BenchError(f"baseline {path}: 'tolerance' must be a finite number >= 0, not {tol!r}")
+    if not _number_ok(tol) or tol < 0:
+        shown = repr(tol) if len(repr(tol)) <= 40 else repr(tol)[:37] + "..."
+        raise BenchError(f"baseline {path}: 'tolerance' must be a finite number between 0 and {MAX_ABS_VALUE:g}, "
+                         f"not {shown}")
+    data["tolerance"] = float(tol)
     if data.get("mode", "test") not in MODES:
         raise BenchError(f"baseline {path}: 'mode' must be one of {', '.join(MODES)}, not {data.get('mode')!r}")
     return data
@@ -196,8 +246,38 @@ def check_facts(baseline: dict, facts: dict, path: Path) -> None:
 
 
 # ---- the comparison ---------------------------------------------------------------------------
+def impossible_mode(mode: str, units: int, metrics: int, settings) -> str | None:
+    """Why ``mode`` cannot fail (test) or cannot hold its level (equivalence) with ``units``
+    paired units and ``metrics`` checked metrics; None when it can."""
+    from bench.stats import bootstrap as bs
+    from bench.stats.analysis import SMALL_SAMPLE_UNITS, TWO_WAY
+    from bench.stats.linear import rademacher_tail_bound
+
+    if mode == "test" and settings.resample != TWO_WAY:
+        exact = units <= bs.EXACT_SIGN_FLIP_UNITS
+        min_p = rademacher_tail_bound(units) if exact else 1.0 / (settings.resamples + 1)
+        if metrics * min_p >= settings.alpha:
+            why = (f"no sign pattern of {units} {settings.resample}s is rarer than 2/2^{units}" if exact else
+                   f"a Monte-Carlo p-value of {settings.resamples} resamples is at least 1/(resamples+1); raise "
+                   f"--resamples to at least {math.ceil(metrics / settings.alpha)}")
+            return (f"the smallest Holm-adjusted p-value reachable over {metrics} metric(s) is "
+                    f"{min(1.0, metrics * min_p):.3g} >= alpha {settings.alpha:g} ({why}), so a test-mode check "
+                    "could not fail")
+    if mode == "equivalence" and units < SMALL_SAMPLE_UNITS:
+        return (f"with {units} {settings.resample}s (fewer than {SMALL_SAMPLE_UNITS}) an equivalence check cannot "
+                f"hold its level (its interval rests on the normality of {units} means)")
+    return None
+
+
+def _key_text(keys, count: int) -> str:
+    names = ", ".join(f"{s}/{p}/s{k}/i{i}" for s, p, k, i in keys[:SHOWN_KEYS])
+    return names + (f" and {count - SHOWN_KEYS} more" if count > SHOWN_KEYS else "")
+
+
 def compare(base_table, table, mode: str, tol: float, settings) -> tuple[list[dict], list[str]]:
-    """(rows, notes): one row per metric (baseline's and the run's), with a status."""
+    """(rows, notes): one row per metric (baseline's and the run's), with a status. The
+    baseline and current columns are the protocol's means on the keys both hold: the same keys
+    as the change."""
     import numpy as np
     import pandas as pd
 
@@ -219,13 +299,16 @@ def compare(base_table, table, mode: str, tol: float, settings) -> tuple[list[di
     mine = both[both["metric"].isin(common_metrics)]
     stats = {r["metric"]: r for r in analyse(mine, settings, versus="baseline", strict=mode == "test")
              if r["run"] == "current"}
-    if mode == "test":
-        for metric, s in stats.items():
-            if s["min_p"] is not None and s["min_p"] >= settings.alpha:
-                raise BenchError(f"the run and the baseline share only {s['paired_units']} {settings.resample}s: no "
-                                 f"change of {metric} could be significant at alpha {settings.alpha:g} (smallest "
-                                 f"p-value {s['min_p']:.3g}), so this check could not fail; use --mode exact "
-                                 f"(reproducible runs) or --mode equivalence, or score more subjects")
+    if mode != "exact":
+        counted = [s for s in stats.values() if s.get("paired_units")]
+        # test: the family's floor is set by its best-placed metric; equivalence: every metric must hold its level
+        pick = max if mode == "test" else min
+        units = pick((s["paired_units"] for s in counted), default=0)
+        family = max((s.get("family") or 0 for s in counted), default=0)      # judge repeats are not in it
+        why = impossible_mode(mode, units, family or len(counted), settings) if counted else None
+        if why:
+            raise BenchError(f"the run and the baseline share {units} {settings.resample}s: {why}; use --mode exact "
+                             "(reproducible runs) or score more subjects")
     rows, notes = [], []
     for metric in sorted(base_metrics | run_metrics):
         row = {"metric": metric, "status": "ok"}
@@ -243,29 +326,46 @@ def compare(base_table, table, mode: str, tol: float, settings) -> tuple[list[di
         diff = c.loc[common].to_numpy() - b.loc[common].to_numpy()
         lacking = b.index.difference(c.index)
         if len(lacking):
-            names = ", ".join(f"{s}/{p}/s{k}/i{i}" for s, p, k, i in lacking[:5]) + (", …" if len(lacking) > 5 else "")
-            notes.append(f"{metric}: the run lacks {len(lacking)} baseline key(s): {names}")
+            notes.append(f"{metric}: the run lacks {len(lacking)} baseline key(s): {_key_text(lacking, len(lacking))}")
         extra = c.index.difference(b.index)
         if len(extra):
             notes.append(f"{metric}: {len(extra)} key(s) of the run are not in the baseline (not compared)")
-        row.update({"baseline": float(b.mean()), "current": float(c.mean()), "paired": int(len(common)),
-                    "max_abs_diff": float(np.abs(diff).max()) if len(diff) else math.nan, "lacking": int(len(lacking))})
         s = stats.get(metric) or {}
+        row.update({"baseline": s.get("paired_versus_mean"), "current": s.get("paired_mean"),
+                    "paired": int(len(common)),
+                    "max_abs_diff": float(np.abs(diff).max()) if len(diff) else math.nan, "lacking": int(len(lacking))})
         row.update({k: s.get(k) for k in ("delta", "delta_ci_low", "delta_ci_high", "p", "p_holm", "mde",
                                           "paired_units")})
         if mode == "exact":
-            if not len(common) or row["max_abs_diff"] > EXACT_TOL or len(lacking):
+            moved = common[np.abs(diff) > EXACT_TOL]
+            if len(moved):
+                notes.append(f"{metric}: {len(moved)} key(s) moved by more than {EXACT_TOL:g}: "
+                             f"{_key_text(moved, len(moved))}")
+            if not len(common) or len(moved) or len(lacking):
                 row["status"] = "CHANGED"
+                row["moved_keys"] = _key_text(moved, len(moved)) if len(moved) else None
+                row["moved"] = int(len(moved))
         else:
             if s.get("delta_ci_low") is None:
                 raise BenchError(f"{metric}: {s.get('note') or 'no interval of the change'}; use --mode exact")
-            if mode == "test":
+            if mode == "test" and s.get("p_holm") is None:
+                row["status"] = "repeat"          # a judge's repeated pass: shown, not in the Holm family
+            elif mode == "test":
                 if s["p_holm"] < settings.alpha and abs(s["delta"]) > tol:
                     row["status"] = "REGRESSED" if s["delta"] < 0 else "CHANGED"
             elif not (s["delta_ci_low"] >= -tol and s["delta_ci_high"] <= tol):
                 row["status"] = "NOT EQUIVALENT"
         rows.append(row)
     return rows, notes
+
+
+def failure_text(row: dict) -> str:
+    text = f"{row['metric']} {row['status']}"
+    if row.get("moved_keys"):
+        text += f" ({row['moved']} key(s) moved: {row['moved_keys']})"
+    elif row.get("lacking"):
+        text += f" ({row['lacking']} baseline key(s) missing)"
+    return text
 
 
 def format_table(rows: list[dict], mode: str, alpha: float) -> str:
@@ -321,9 +421,9 @@ def run(args) -> int:
         from bench.output_guard import baseline, guard_file
 
         guard_file(path, "--baseline", [args.run_dir], baseline, "a baseline")     # not the run, not another file
-        data = write_baseline(args.run_dir, path, args.tol, args.mode)
-        print(f"wrote baseline {path} ({len(data['metrics'])} metrics, {len(data['keys'])} keys, mode {data['mode']}, "
-              f"tolerance {data['tolerance']})")
+        data = write_baseline(args.run_dir, path, args.tol, args.mode, settings)
+        print(f"wrote baseline {path} ({len(data['metrics'])} metrics, {len(data['keys'])} keys, mode {data['mode']} "
+              f"({data['mode_reason']}), tolerance {data['tolerance']})")
         return 0
     from bench.output_guard import require_regular
 
@@ -332,7 +432,7 @@ def run(args) -> int:
     tol = args.tol if args.tol is not None else float(baseline.get("tolerance", DEFAULT_TOL))
     check_facts(baseline, run_facts(args.run_dir), path)
     rows, notes = compare(baseline_table(baseline), run_table(args.run_dir), mode, tol, settings)
-    failed = [r for r in rows if r["status"] not in ("ok", "new")]
+    failed = [r for r in rows if r["status"] not in ("ok", "new", "repeat")]
     if mode == "exact":
         print(f"mode exact: every paired value must agree within {EXACT_TOL:g}; {settings.describe()}")
     else:
@@ -346,7 +446,7 @@ def run(args) -> int:
             "exact": f"a paired value that moved by more than {EXACT_TOL:g} or a missing key"}[mode]
     if failed:
         print(f"\nFAIL: {len(failed)} metric(s) failed ({rule}, or missing): "
-              f"{', '.join(r['metric'] + ' ' + r['status'] for r in failed)} (baseline {path})")
+              f"{'; '.join(failure_text(r) for r in failed)} (baseline {path})")
         return 1
     print(f"\nOK: {sum(r['status'] == 'ok' for r in rows)} metric(s) pass against {path} (none with {rule})")
     return 0

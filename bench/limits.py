@@ -46,6 +46,31 @@ MAX_JSONL_LINE_BYTES = 1 * 2**20
 MAX_PARQUET_BYTES = 4 * 2**30
 
 
+# statistics (issue 30/32) -----------------------------------------------------------------
+#: Bootstrap resamples and sign-flip permutations (--resamples; default 2,000): 100,000 is
+#: 50 times the default and still a few seconds per (run, metric) on DreamBench's 30 subjects.
+MAX_RESAMPLES = 100_000
+#: Resampling units above which intervals and p-values use their closed forms (t interval on
+#: the linearised standard error, normal approximation of the sign-flip test) instead of
+#: resampling: cost linear in the units. At this many units the two agree to Monte-Carlo error
+#: (DreamBench has 30 subjects, 18,000 images).
+MAX_RESAMPLED_UNITS = 50_000
+#: Rows of a score table (`bench stats`, `bench power`; DreamBench x 10 runs x 3 metrics is
+#: 540,000).
+MAX_TABLE_ROWS = 20_000_000
+#: Runs of one score table (each is a block of printed rows).
+MAX_TABLE_RUNS = 2_000
+#: Keys of a `bench check` baseline (DreamBench's full protocol has 18,000) and its size on disk.
+MAX_BASELINE_KEYS = 1_000_000
+MAX_BASELINE_BYTES = 256 * 2**20
+#: Subjects and seeds a `bench power` grid may ask for (each is one printed row / column).
+MAX_POWER_DESIGN = 1_000_000
+MAX_POWER_GRID = 400
+#: (subject, prompt) cells x resamples of the two-way bootstrap (--resample subject+prompt):
+#: DreamBench's 750 cells x 2,000 resamples is 1.5 million.
+MAX_TWO_WAY_WORK = 2_000_000_000
+
+
 def clip_text(text: str, limit: int = MAX_TOKENIZER_CHARS) -> str:
     """At most the first ``limit`` characters of ``text`` (whitespace runs collapsed when it is
     longer): what a tokenizer that truncates at 77 tokens can ever keep, cut before tokenizing,

@@ -48,13 +48,16 @@ def test_report_versus_sd_in_markdown_csv_and_html(smoke_pair, tmp_path):
     for c in cells:
         low, high = (float(x) for x in CELL.match(c).groups()[:2])
         assert low <= float(c.split()[0]) <= high
-    assert "cluster bootstrap over subjects (500 resamples, expanded percentile, bootstrap seed 3" in md
+    assert ("cluster bootstrap over subjects (500 resamples, expanded percentile joined with the t interval, "
+            "bootstrap seed 3") in md
     assert "## Paired comparison against `sd-smoke`" in md
     section = md.split("## Paired comparison against")[1].split("\n## ")[0]
     rows = [x for x in section.splitlines() if x.startswith("| ezigen-smoke")]
     assert len(rows) == 3 and all("p (Holm)" in section and "[" in r for r in rows)
     # the keys of seed 2 are only in the EZIGen run: named, not silently dropped
     assert "12 key(s) of `ezigen-smoke` are not in `sd-smoke`" in md and "dog/0/s2/i0" in md
+    # 3 subjects, 3 comparisons: nothing can be significant, and the note says why (issue 30)
+    assert "with 3 comparison(s) in the Holm family the smallest reachable adjusted p is 0.75" in md
     summary = pd.read_csv(out / "leaderboard-dreambench-summary.csv")
     assert {"ci_low", "ci_high", "delta", "delta_ci_low", "delta_ci_high", "p", "p_holm", "mde"} <= set(summary.columns)
     ez = summary[summary["run"] == "ezigen-smoke"]

@@ -166,7 +166,8 @@ def interval_text(settings=None, versus: str | None = None) -> str:
 
     s = settings or Settings()
     text = (f"[low, high]: {100 * (1 - s.alpha):g}% interval of the mean from a cluster bootstrap over "
-            f"{s.resample}s ({s.resamples} resamples, expanded percentile, bootstrap seed {s.seed}; "
+            f"{s.resample}s ({s.resamples} resamples, expanded percentile joined with the t interval, bootstrap seed "
+            f"{s.seed}; "
             "docs/statistics.md)")
     if versus:
         text += (f"; ▲/▼: significantly higher/lower than `{versus}` on the keys both hold (paired sign-flip test "

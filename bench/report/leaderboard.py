@@ -144,11 +144,14 @@ def stat_notes(stats, markdown: bool = True) -> list[str]:
                              f"{code(r[other])} and are left out of the comparison: {md_text(names)}")
         if isinstance(r.get("note"), str):
             notes.append(md_text(r["note"]))
-    small = sorted({(int(r["paired_units"]), r["min_p"]) for r in stats.to_dict("records")
-                    if not _missing(r.get("min_p")) and r["min_p"] >= r["alpha"]})
-    for units, min_p in small:
-        notes.append(f"a comparison over {units} {stats['unit'].iloc[0]}s cannot reach a p-value below {min_p:.3g} "
-                     f"(all 2^{units} sign patterns), so none of these differences can be significant: score more subjects")
+    from bench.stats.analysis import family_note
+
+    records = stats.to_dict("records")
+    for suite in dict.fromkeys(r.get("suite") for r in records):         # each suite is its own Holm family
+        family = [r for r in records if r.get("suite") == suite and not _missing(r.get("family")) and r["family"]]
+        text = family_note(family, float(records[0]["alpha"]))
+        if text:
+            notes.append(text)
     return notes
 
 

@@ -1,7 +1,13 @@
-"""Per (run, metric) of a score table: the protocol's mean, its cluster-bootstrap interval, and,
-against a reference run, the paired difference with its interval, a sign-flip p-value, Holm's
-adjusted p-value and the minimum detectable effect. `bench stats`, the leaderboards and
-`bench check` all call :func:`analyse`.
+"""Per (run, metric) of a score table: the protocol's mean, its interval, and, against a
+reference run, the paired difference with its interval, a p-value, Holm's adjusted p-value and
+the minimum detectable effect. `bench stats`, the leaderboards and `bench check` all call
+:func:`analyse`.
+
+Intervals (docs/statistics.md): the union of the expanded-percentile cluster bootstrap and the t
+interval on the linearised standard error with ``units - 1`` degrees of freedom. Below
+SMALL_SAMPLE_UNITS units the bootstrap part alone covers less than 93% (75% at 3 subjects); the
+t part keeps the level there, and above it the two nearly coincide. Above
+bench.limits.MAX_RESAMPLED_UNITS units only the closed forms are computed (linear cost).
 
 Random numbers: every (run, metric) and every comparison draws from its own
 ``numpy.random.Generator`` seeded with ``(seed, crc32(names...))``, so a number does not change
@@ -11,6 +17,7 @@ when other runs or metrics are added to the table.
 from __future__ import annotations
 
 import math
+import re
 import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -18,16 +25,28 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bench import BenchError
+from bench.limits import MAX_RESAMPLED_UNITS, MAX_RESAMPLES, MAX_TABLE_ROWS, MAX_TABLE_RUNS, MAX_TWO_WAY_WORK
 from bench.stats import bootstrap as bs
+from bench.stats import linear as ln
+from bench.stats import twoway
 from bench.stats.table import KEY_COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd
 
-# The resampling unit and the table columns that identify it.
-UNITS = {"subject": ("subject",), "cell": ("subject", "prompt"), "image": KEY_COLUMNS}
+TWO_WAY = "subject+prompt"
+# The resampling unit and the table columns that identify it (two-way: the cells it weights).
+UNITS = {"subject": ("subject",), "cell": ("subject", "prompt"), "image": KEY_COLUMNS, TWO_WAY: ("subject", "prompt")}
 DEFAULT_RESAMPLES = 2000
 MIN_RESAMPLES = 100
+#: Below this many units the expanded percentile interval alone covers under 93% (measured:
+#: benchmarks/stats_calibration.py); the t part of the interval is what holds the level there.
+SMALL_SAMPLE_UNITS = 8
+#: A judge's repeated passes (``cp/<judge>/r<k>``): shown for their spread, never in the Holm family.
+REPEAT_METRIC = re.compile(r"^[^/]+/[^/]+/r\d+$")
+#: The rounding error of a mean (sqrt(n) * eps * mean |value|) may be at most this share of
+#: max(|mean|, se); beyond it the values cancel and the digits printed would be noise.
+PRECISION_SHARE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -48,20 +67,36 @@ class Settings:
             raise BenchError(f"--alpha must be a number between 0 and 0.5, not {self.alpha}")
         if not 0 < self.power < 1 or math.isnan(self.power):
             raise BenchError(f"--power must lie between 0 and 1, not {self.power}")
-        if self.resamples < MIN_RESAMPLES:
-            raise BenchError(f"--resamples must be at least {MIN_RESAMPLES} (default {DEFAULT_RESAMPLES}), "
-                             f"not {self.resamples}")
+        if not MIN_RESAMPLES <= self.resamples <= MAX_RESAMPLES:
+            raise BenchError(f"--resamples must lie between {MIN_RESAMPLES} and {MAX_RESAMPLES} "
+                             f"(bench.limits.MAX_RESAMPLES; default {DEFAULT_RESAMPLES}), not {self.resamples}")
         if self.seed < 0:
             raise BenchError(f"--seed must be a non-negative integer, not {self.seed}")
         return self
 
     def describe(self) -> str:
+        test = ("p-values from a t test on the two-way standard error" if self.resample == TWO_WAY else
+                f"paired p-values from a sign-flip test over {self.resample}s")
         return (f"{100 * (1 - self.alpha):g}% intervals from a cluster bootstrap over {self.resample}s "
-                f"({self.resamples} resamples, expanded percentile, bootstrap seed {self.seed}); "
-                f"paired p-values from a sign-flip test over {self.resample}s, Holm-adjusted")
+                f"({self.resamples} resamples, expanded percentile joined with the t interval, bootstrap seed "
+                f"{self.seed}); {test}, Holm-adjusted")
 
     def generator(self, *names: str) -> np.random.Generator:
         return np.random.default_rng([self.seed, *(zlib.crc32(str(n).encode()) for n in names)])
+
+
+@dataclass(frozen=True)
+class Design:
+    """The values of one group summed per unit (and, two-way, each cell's subject and prompt)."""
+    clusters: bs.Clusters
+    cell_subject: np.ndarray | None = None
+    cell_prompt: np.ndarray | None = None
+
+    @property
+    def units(self) -> int:
+        if self.cell_subject is None:
+            return self.clusters.n_units
+        return twoway.effective_units(self.cell_subject, self.cell_prompt)
 
 
 class Prepared:
@@ -70,6 +105,9 @@ class Prepared:
     def __init__(self, table: "pd.DataFrame", settings: Settings):
         import pandas as pd
 
+        if len(table) > MAX_TABLE_ROWS:
+            raise BenchError(f"the score table has {len(table)} rows, more than the limit of {MAX_TABLE_ROWS} "
+                             "(bench.limits.MAX_TABLE_ROWS): split it")
         self.table = table.reset_index(drop=True)
         self.settings = settings
         self.values = self.table["value"].to_numpy(dtype=np.float64)
@@ -77,14 +115,32 @@ class Prepared:
         self.unit = self.table.groupby(list(UNITS[settings.resample]), sort=False).ngroup().to_numpy()
         self.seed = self.table.groupby("seed", sort=False).ngroup().to_numpy()
         self.subject = self.table.groupby("subject", sort=False).ngroup().to_numpy()
+        self.prompt = self.table.groupby("prompt", sort=False).ngroup().to_numpy()
         self.groups = {k: np.asarray(v) for k, v in self.table.groupby(["run", "metric"], sort=False).indices.items()}
         self.runs = [str(r) for r in pd.unique(self.table["run"])]
+        if len(self.runs) > MAX_TABLE_RUNS:
+            raise BenchError(f"the score table has {len(self.runs)} runs, more than the limit of {MAX_TABLE_RUNS} "
+                             "(bench.limits.MAX_TABLE_RUNS): split it")
 
-    def clusters(self, positions, values=None) -> bs.Clusters:
+    def design(self, positions, values=None) -> Design:
         _, units = np.unique(self.unit[positions], return_inverse=True)
         _, seeds = np.unique(self.seed[positions], return_inverse=True)
         vals = self.values[positions] if values is None else values
-        return bs.cluster(units, seeds, vals, self.settings.aggregate)
+        clusters = bs.cluster(units, seeds, vals, self.settings.aggregate)
+        if self.settings.resample != TWO_WAY:
+            return Design(clusters)
+        first = np.zeros(clusters.n_units, dtype=np.int64)
+        first[units] = np.arange(len(units))                    # a row of each cell
+        subj = np.unique(self.subject[positions][first], return_inverse=True)[1]
+        prom = np.unique(self.prompt[positions][first], return_inverse=True)[1]
+        if MAX_TWO_WAY_WORK < clusters.n_units * self.settings.resamples and clusters.n_units <= MAX_RESAMPLED_UNITS:
+            raise BenchError(f"the two-way bootstrap over {clusters.n_units} (subject, prompt) cells x "
+                             f"{self.settings.resamples} resamples exceeds bench.limits.MAX_TWO_WAY_WORK "
+                             f"({MAX_TWO_WAY_WORK:g}): lower --resamples or use --resample subject")
+        return Design(clusters, subj, prom)
+
+    def clusters(self, positions, values=None) -> bs.Clusters:
+        return self.design(positions, values).clusters
 
     def key_names(self, positions, limit: int = 5) -> list[str]:
         rows = self.table.iloc[positions[:limit]]
@@ -97,22 +153,64 @@ def _number(x) -> float | None:
 
 
 def _too_few(what: str, n_units: int, settings: Settings) -> BenchError:
-    return BenchError(f"{what} has {n_units} {settings.resample}(s): a cluster bootstrap over "
+    return BenchError(f"{what} has {n_units} {settings.resample}(s): an interval over "
                       f"{settings.resample}s needs at least 2 (score more subjects, or choose another --resample)")
 
 
+def interval(design: Design, settings: Settings, rng: np.random.Generator) -> dict:
+    """estimate, se, (low, high) and units of one design: the union of the expanded percentile
+    bootstrap (skipped above MAX_RESAMPLED_UNITS units) and the t interval on the linearised SE."""
+    c, n = design.clusters, design.units
+    est = float(bs.estimate(c)[0])
+    if design.cell_subject is None:
+        lin_se = float(ln.standard_error(c)[0])
+    else:
+        lin_se = float(twoway.standard_error(c, design.cell_subject, design.cell_prompt)[0])
+    low, high = (float(x[0]) for x in ln.t_interval(np.array([est]), np.array([lin_se]), settings.alpha, n))
+    se = lin_se
+    if c.n_units <= MAX_RESAMPLED_UNITS:
+        if design.cell_subject is None:
+            reps = bs.replicates(c, rng, settings.resamples)
+        else:
+            reps = twoway.replicates(c, design.cell_subject, design.cell_prompt, rng, settings.resamples)
+        if len(reps) >= 2:
+            b_low, b_high = bs.interval(reps, settings.alpha, n)
+            low, high = min(low, float(b_low[0])), max(high, float(b_high[0]))
+            se = max(se, float(bs.standard_error(reps, n)[0]))
+    return {"estimate": est, "se": se, "low": low, "high": high, "units": n,
+            "method": "t" if c.n_units > MAX_RESAMPLED_UNITS else "bootstrap+t"}
+
+
+def check_precision(values: np.ndarray, estimate: float, se: float, what: str) -> None:
+    """Refuse a mean whose rounding error could exceed PRECISION_SHARE of max(|mean|, se): values
+    so large that they cancel (+-1e17 alternating around a 0.7 difference) leave only noise."""
+    values = np.asarray(values, dtype=np.float64)
+    if not len(values):
+        return
+    error = math.sqrt(len(values)) * np.finfo(float).eps * float(np.mean(np.abs(values)))
+    if error > max(PRECISION_SHARE * max(abs(estimate), se), 1e-12):
+        raise BenchError(f"{what}: values up to {float(np.max(np.abs(values))):.3g} cancel in its mean (result "
+                         f"{estimate:.4g}, rounding error up to {error:.3g}): float arithmetic cannot resolve it; "
+                         "rescale or centre the scores")
+
+
 def describe_run(prep: Prepared, run: str, metric: str, strict: bool = True) -> dict:
-    """n, mean, std over seeds and the interval of one (run, metric). With fewer than 2 units a
-    BenchError, or with ``strict=False`` no interval (None) and a ``note``."""
+    """n, mean, std and the interval of one (run, metric). With fewer than 2 units a
+    BenchError, or with ``strict=False`` no interval (None) and a ``note``. std: over the seeds'
+    means (aggregate "seeds"), over all values (aggregate "images", FastComposer's protocol)."""
     s = prep.settings
     pos = prep.groups[(run, metric)]
-    clusters = prep.clusters(pos)
-    n_units = clusters.n_units
+    design = prep.design(pos)
+    clusters = design.clusters
+    n_units = design.units
     seed_means = bs.per_seed_means(clusters)[:, 0]
+    if s.aggregate == "images":
+        spread = _number(np.std(prep.values[pos], ddof=1)) if len(pos) > 1 else None
+    else:
+        spread = _number(np.std(seed_means, ddof=1)) if len(seed_means) > 1 else None
     row = {"run": run, "metric": metric, "n": int(len(pos)), "unit": s.resample, "units": n_units,
            "subjects": int(len(np.unique(prep.subject[pos]))), "seeds": int(len(seed_means)),
-           "mean": float(bs.estimate(clusters)[0]),
-           "std": _number(np.std(seed_means, ddof=1)) if len(seed_means) > 1 else None,
+           "mean": float(bs.estimate(clusters)[0]), "std": spread, "std_over": s.aggregate,
            "se": None, "ci_low": None, "ci_high": None,
            "alpha": s.alpha, "resamples": s.resamples, "bootstrap_seed": s.seed}
     if n_units < 2:
@@ -120,9 +218,14 @@ def describe_run(prep: Prepared, run: str, metric: str, strict: bool = True) -> 
         if strict:
             raise error
         return {**row, "note": str(error)}
-    reps = bs.replicates(clusters, s.generator("mean", run, metric), s.resamples)
-    low, high = bs.interval(reps, s.alpha, n_units)
-    return {**row, "se": float(bs.standard_error(reps, n_units)[0]), "ci_low": float(low[0]), "ci_high": float(high[0])}
+    iv = interval(design, s, s.generator("mean", run, metric))
+    try:
+        check_precision(prep.values[pos], iv["estimate"], iv["se"], f"run {run!r}, metric {metric!r}")
+    except BenchError as exc:
+        if strict:
+            raise
+        return {**row, "mean": None, "note": str(exc)}
+    return {**row, "se": iv["se"], "ci_low": iv["low"], "ci_high": iv["high"]}
 
 
 def compare_runs(prep: Prepared, run: str, reference: str, metric: str) -> dict:
@@ -137,28 +240,80 @@ def compare_runs(prep: Prepared, run: str, reference: str, metric: str) -> dict:
                          f"{metric!r}: a paired comparison needs common keys")
     paired = pos_a[ia]
     diff = prep.values[paired] - prep.values[pos_b[ib]]
-    clusters = prep.clusters(paired, diff)
-    n_units = clusters.n_units
+    design = prep.design(paired, diff)
+    n_units = design.units
+    what = f"the keys runs {run!r} and {reference!r} share for metric {metric!r}"
     if n_units < 2:
-        raise _too_few(f"the keys runs {run!r} and {reference!r} share for metric {metric!r}", n_units, s)
+        raise _too_few(what, n_units, s)
     rng = s.generator("versus", run, reference, metric)
-    reps = bs.replicates(clusters, rng, s.resamples)
-    low, high = bs.interval(reps, s.alpha, n_units)
-    se = float(bs.standard_error(reps, n_units)[0])
-    min_p = 2.0 / 2 ** n_units if n_units <= bs.EXACT_SIGN_FLIP_UNITS else 1.0 / (s.resamples + 1)
+    iv = interval(design, s, rng)
+    check_precision(diff, iv["estimate"], iv["se"], f"the paired differences of {run!r} and {reference!r}, {metric!r}")
+    if s.resample == TWO_WAY:
+        p, min_p = float(ln.t_p_value(iv["estimate"], iv["se"], n_units)[0]), 0.0
+    elif design.clusters.n_units > MAX_RESAMPLED_UNITS:
+        p = float(ln.sign_flip_p_normal(bs.unit_contributions(design.clusters))[0])
+        min_p = ln.rademacher_tail_bound(n_units)
+    else:
+        p = float(bs.sign_flip_p(design.clusters, rng, s.resamples)[0])
+        min_p = ln.rademacher_tail_bound(n_units) if n_units <= bs.EXACT_SIGN_FLIP_UNITS else 1.0 / (s.resamples + 1)
+    means = [float(bs.estimate(prep.design(pos, None).clusters)[0]) for pos in (paired, pos_b[ib])]
     return {"versus": reference, "paired": int(len(common)), "paired_units": n_units,
-            "delta": float(bs.estimate(clusters)[0]), "delta_se": se,
-            "delta_ci_low": float(low[0]), "delta_ci_high": float(high[0]),
-            "p": float(bs.sign_flip_p(clusters, rng, s.resamples)[0]),
-            "min_p": min_p,
-            # no effect is detectable when even the most extreme sign pattern is not significant
-            "mde": float(bs.detectable_effect(se, n_units, s.alpha, s.power)) if min_p < s.alpha else None,
+            "delta": iv["estimate"], "delta_se": iv["se"], "delta_ci_low": iv["low"], "delta_ci_high": iv["high"],
+            "p": p, "min_p": min_p, "monte_carlo": bool(s.resample != TWO_WAY and bs.EXACT_SIGN_FLIP_UNITS < n_units
+                                                          <= MAX_RESAMPLED_UNITS),
+            "paired_mean": means[0], "paired_versus_mean": means[1],
             "only_in_run": int(len(only_a)), "only_in_versus": int(len(only_b)),
             "only_in_run_keys": prep.key_names(pos_a[only_a]), "only_in_versus_keys": prep.key_names(pos_b[only_b])}
 
 
 COMPARISON_FIELDS = ("versus", "paired", "paired_units", "delta", "delta_se", "delta_ci_low", "delta_ci_high", "p",
-                     "min_p", "p_holm", "significant", "mde", "only_in_run", "only_in_versus")
+                     "min_p", "p_holm", "min_p_holm", "family", "significant", "mde", "mde_alpha", "paired_mean",
+                     "paired_versus_mean", "only_in_run", "only_in_versus")
+
+
+def mde(se: float, n_units: int, level: float, power: float, sign_flip: bool = True) -> float:
+    """The minimum detectable effect of a two-sided test at ``level`` with ``power``, in units of
+    ``se`` (the estimate's standard error over ``n_units`` units, df = units - 1):
+    ``(crit + t_df(power) * sqrt(1 + crit^2 / (2 df))) * se``, the second factor the noncentral
+    t's extra spread. ``crit`` is t_df(1 - level/2), and for the sign-flip test at least
+    ``z * sqrt((U - 1) / (U - z^2))``: its null spread, sqrt(sum of the units' squared shares),
+    grows with the shift itself, so it needs more standard errors than a t test, the more the
+    stricter the level."""
+    from bench.stats.distributions import normal_quantile, t_quantile
+
+    df = max(n_units - 1, 1)
+    crit = t_quantile(1 - level / 2, df)
+    if sign_flip:
+        z = normal_quantile(1 - level / 2)
+        if n_units <= z * z:
+            return math.inf
+        crit = max(crit, z * math.sqrt((n_units - 1) / (n_units - z * z)))
+    return float((crit + t_quantile(power, df) * math.sqrt(1 + crit ** 2 / (2 * df))) * se)
+
+
+def finish_family(rows: list[dict], alpha: float, power: float) -> None:
+    """Holm over the comparisons in ``rows`` (judge repeats ``x/judge/r<k>`` left out: they get
+    neither p_holm nor a mark), the smallest adjusted p the family can reach (``min_p_holm``), and
+    the MDE at the level Holm's first step uses (alpha / family size: the worst case for one
+    changed metric among unchanged ones)."""
+    family = [r for r in rows if r.get("p") is not None and not REPEAT_METRIC.match(str(r["metric"]))]
+    m = len(family)
+    if not m:
+        return
+    floor = min(1.0, m * min(r["min_p"] for r in family))
+    for row, p in zip(family, bs.holm([r["p"] for r in family])):
+        level = alpha / m
+        row.update(p_holm=float(p), significant=bool(p < alpha), min_p_holm=floor, family=m, mde_alpha=level,
+                   mde=_mde(row, level, power) if m * row["min_p"] < alpha else None)
+    for row in rows:
+        if row.get("p") is not None and row.get("family") is None:            # a judge repeat
+            row.update(significant=False, family=0, mde_alpha=alpha,
+                       mde=_mde(row, alpha, power) if row["min_p"] < alpha else None)
+
+
+def _mde(row: dict, level: float, power: float) -> float | None:
+    value = mde(row["delta_se"], row["paired_units"], level, power, sign_flip=row["unit"] != TWO_WAY)
+    return value if math.isfinite(value) else None
 
 
 def analyse(table: "pd.DataFrame", settings: Settings = Settings(), versus: str | None = None,
@@ -166,9 +321,9 @@ def analyse(table: "pd.DataFrame", settings: Settings = Settings(), versus: str 
     """One dict per (run, metric), runs in table order and metrics sorted. With ``versus`` (a run
     of the table) every other run's rows gain the paired comparison (COMPARISON_FIELDS; None on
     the reference's own rows and where the reference lacks the metric); ``p_holm`` adjusts over
-    all comparisons of the table, ``significant`` is ``p_holm < alpha``. ``strict=False`` (the
-    reports): a (run, metric) or comparison that cannot be computed (fewer than 2 units, no
-    common key) gets None and a ``note`` instead of raising."""
+    all comparisons of the table except judge repeats, ``significant`` is ``p_holm < alpha``.
+    ``strict=False`` (the reports): a (run, metric) or comparison that cannot be computed (fewer
+    than 2 units, no common key, values that cancel) gets None and a ``note`` instead of raising."""
     settings = settings.check()
     prep = Prepared(table, settings)
     if versus is not None and versus not in prep.runs:
@@ -191,8 +346,25 @@ def analyse(table: "pd.DataFrame", settings: Settings = Settings(), versus: str 
                         row["note"] = str(exc)
             rows.append(row)
     if versus is not None:
-        compared = [r for r in rows if r["p"] is not None]
-        for row, p in zip(compared, bs.holm([r["p"] for r in compared])):
-            row["p_holm"] = float(p)
-            row["significant"] = bool(p < settings.alpha)
+        finish_family(rows, settings.alpha, settings.power)
     return rows
+
+
+def family_note(rows: list[dict], alpha: float) -> str | None:
+    """A line when no comparison of the family can be significant (its smallest reachable
+    Holm-adjusted p is >= alpha), naming why and what would help; else None."""
+    family = [r for r in rows if r.get("family")]
+    if not family or family[0]["min_p_holm"] < alpha:
+        return None
+    m, floor = int(family[0]["family"]), float(family[0]["min_p_holm"])
+    smallest = min(family, key=lambda r: r["min_p"])
+    text = (f"no comparison can be significant: with {m} comparison(s) in the Holm family the smallest reachable "
+            f"adjusted p is {floor:.3g} >= alpha {alpha:g}")
+    if smallest.get("monte_carlo"):
+        need = math.ceil(m / alpha)
+        text += (f" (Monte-Carlo sign-flip p-values with {int(smallest['resamples'])} resamples cannot go below "
+                 f"1/(resamples+1)): raise --resamples to at least {need}")
+    else:
+        units = int(smallest["paired_units"])
+        text += f" ({units} units: no sign pattern is rarer than 2/2^{units}): score more subjects"
+    return text

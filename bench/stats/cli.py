@@ -18,23 +18,29 @@ import sys
 from pathlib import Path
 
 from bench import BenchError
-from bench.stats.analysis import DEFAULT_RESAMPLES, UNITS, Settings, analyse
+from bench.limits import MAX_RESAMPLES
+from bench.stats.analysis import DEFAULT_RESAMPLES, UNITS, Settings, analyse, family_note
 
 JSON_HELP = ("write the results as JSON: one object per (run, metric) in one JSON array. `--json` alone prints "
              "the array on stdout (and nothing else there); `--json FILE` writes it to FILE and prints the "
              "table. Fields: run, metric, n (scores), unit, units (resampled units), subjects, seeds, mean, std "
-             "(over seed means), se, ci_low, ci_high, alpha, resamples, bootstrap_seed; with --versus also "
-             "versus, paired (common keys), paired_units, delta (run - versus), delta_se, delta_ci_low, "
-             "delta_ci_high, p, min_p (the smallest p this many units can give), p_holm, significant "
-             "(p_holm < alpha), mde, only_in_run, only_in_versus (null on the reference run's own rows)")
+             "(over seed means, or over all values with --aggregate images), std_over, se, ci_low, ci_high, alpha, "
+             "resamples, bootstrap_seed; with --versus also versus, paired (common keys), paired_units, delta "
+             "(run - versus), delta_se, delta_ci_low, delta_ci_high, p, min_p (the smallest p this many units can "
+             "give), monte_carlo, p_holm, min_p_holm (the smallest adjusted p the family can reach), family "
+             "(comparisons in the Holm family; 0 for a judge repeat), significant (p_holm < alpha), mde, mde_alpha "
+             "(the level the MDE is computed at: alpha / family), paired_mean, paired_versus_mean (both runs' "
+             "means on the common keys), only_in_run, only_in_versus (null on the reference run's own rows)")
 
 
 def add_settings_options(parser: argparse.ArgumentParser, aggregate: bool = True) -> None:
     """--resample, [--aggregate,] --alpha, --resamples, --seed, --power: shared by stats, report and check."""
-    parser.add_argument("--resample", choices=list(UNITS), default="subject",
+    parser.add_argument("--resample", "--unit", dest="resample", choices=list(UNITS), default="subject",
                         help="the unit resampled with replacement (default subject: everything below it is "
                              "averaged inside each drawn subject; cell = (subject, prompt); image = every "
-                             "score on its own, which ignores the clustering and gives too narrow intervals)")
+                             "score on its own, which ignores the clustering and gives too narrow intervals; "
+                             "subject+prompt = the two-way bootstrap for prompts shared by all subjects, with "
+                             "t-test p-values)")
     if aggregate:
         parser.add_argument("--aggregate", choices=["seeds", "images"], default=None,
                             help="the protocol's mean: per seed the mean over images, then the mean over seeds "
@@ -42,10 +48,12 @@ def add_settings_options(parser: argparse.ArgumentParser, aggregate: bool = True
     parser.add_argument("--alpha", type=float, default=0.05,
                         help="1 - confidence level of the intervals, and the significance level (default 0.05)")
     parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES,
-                        help=f"bootstrap resamples and sign-flip permutations (default {DEFAULT_RESAMPLES})")
+                        help=f"bootstrap resamples and sign-flip permutations (default {DEFAULT_RESAMPLES}, at most "
+                             f"{MAX_RESAMPLES})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap's random numbers (default 0)")
     parser.add_argument("--power", type=float, default=0.8,
-                        help="power at which the minimum detectable effect (MDE) is given (default 0.8)")
+                        help="power at which the minimum detectable effect (MDE) is given (default 0.8); the MDE "
+                             "is computed at alpha / (comparisons in the Holm family), the level Holm's first step uses")
 
 
 def settings_from(args, aggregate: str = "seeds") -> Settings:
@@ -97,9 +105,15 @@ def format_rows(rows: list[dict], versus: str | None) -> str:
     return pd.DataFrame(lines).to_markdown(index=False, disable_numparse=True)
 
 
-def key_notes(rows: list[dict]) -> list[str]:
-    """One line per comparison whose runs do not hold the same keys, naming some of them."""
-    notes = []
+def key_notes(rows: list[dict], alpha: float = 0.05) -> list[str]:
+    """One line per comparison whose runs do not hold the same keys, naming some of them; a line
+    when nothing in the Holm family can be significant; the rows' own notes."""
+    notes = [text for text in (family_note(rows, alpha),) if text]
+    if rows and rows[0]["unit"] in ("cell", "image"):
+        notes.append(f"intervals over {rows[0]['unit']}s treat the {rows[0]['unit']}s of one subject as independent: "
+                     "when subjects differ they cover far less than their level (docs/statistics.md); use --resample "
+                     "subject or subject+prompt")
+    notes += [r["note"] for r in rows if isinstance(r.get("note"), str)]
     for r in rows:
         for side, other in (("run", "versus"), ("versus", "run")):
             count = r.get(f"only_in_{side}")
@@ -149,20 +163,23 @@ def run(args) -> int:
     rows = analyse(read_table(table_arg), settings, versus=versus)
     if json_target == "-":
         write_json(rows, "-")
-        for note in key_notes(rows):
+        for note in key_notes(rows, settings.alpha):
             print(f"note: {note}", file=sys.stderr)
         return 0
     if json_target is not None:
         write_json(rows, json_target)          # before the table: a bad path fails with nothing printed
     print(f"{table_arg}: {settings.describe()}.")
-    print(f"mean: {'per seed the mean over images, then the mean over seeds' if settings.aggregate == 'seeds' else 'the mean over all images'}; "
-          "std: over the seeds' means; n: scores.")
+    if settings.aggregate == "seeds":
+        print("mean: per seed the mean over images, then the mean over seeds; std: over the seeds' means; n: scores.")
+    else:
+        print("mean: the mean over all images; std: over all images; n: scores.")
     print()
     print(format_rows(rows, versus))
-    notes = key_notes(rows)
+    notes = key_notes(rows, settings.alpha)
     if versus is not None:
         print(f"\n▲/▼: significantly higher/lower than {versus!r} (Holm-adjusted p < {settings.alpha:g}); "
-              f"MDE: the smallest difference this design detects with power {settings.power:g}.")
+              f"MDE: the smallest difference this design detects with power {settings.power:g} at alpha / "
+              "(comparisons in the Holm family).")
     for note in notes:
         print(f"note: {note}")
     if json_target is not None:

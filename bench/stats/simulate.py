@@ -21,6 +21,7 @@ class Model:
     sd_subject: float = 0.05
     sd_prompt: float = 0.03
     sd_residual: float = 0.06
+    sd_shared_prompt: float = 0.0       # a prompt effect shared by every subject (crossed, not nested)
 
     def se_of_mean(self, shape=DREAMBENCH_SHAPE) -> float:
         """The true standard error of the protocol's mean of one simulated run."""
@@ -42,6 +43,8 @@ def simulate(rng: np.random.Generator, model: Model = Model(), shape=DREAMBENCH_
     s, p, k, i = shape
     subject = rng.normal(0.0, model.sd_subject, (s, 1, 1, 1, reruns))
     prompt = rng.normal(0.0, model.sd_prompt, (s, p, 1, 1, reruns))
+    if model.sd_shared_prompt:
+        prompt = prompt + rng.normal(0.0, model.sd_shared_prompt, (1, p, 1, 1, reruns))
     residual = rng.standard_normal((s, p, k, i, reruns), dtype=np.float32)
     residual *= np.float32(model.sd_residual)
     return (residual + (model.mean + shift + subject + prompt)).reshape(s * p * k * i, reruns)
@@ -81,20 +84,54 @@ def unit_codes(unit: str, shape=DREAMBENCH_SHAPE) -> np.ndarray:
             "image": np.arange(len(codes["subject"]))}[unit]
 
 
+INTERVALS = ("joined", "expanded", "plain", "t")
+
+
+def intervals(values: np.ndarray, unit: str, shape, rng: np.random.Generator, resamples: int, alpha: float = 0.05,
+              method: str = "joined") -> tuple[np.ndarray, np.ndarray]:
+    """(low, high), each (reruns,), of simulated reruns ``values`` (scores, reruns) in
+    :func:`layout`'s order. ``method``: joined (what the harness prints: the expanded percentile
+    bootstrap joined with the t interval), expanded, plain (percentile) or t. ``unit``: subject,
+    cell, image or subject+prompt (the two-way bootstrap)."""
+    from bench.stats import bootstrap as bs
+    from bench.stats import linear as ln
+    from bench.stats import twoway
+
+    codes = layout(shape)
+    two_way = unit == "subject+prompt"
+    clusters = bs.cluster(unit_codes("cell" if two_way else unit, shape), codes["seed"], values)
+    if two_way:
+        cell_subject, cell_prompt = np.divmod(np.arange(shape[0] * shape[1]), shape[1])
+        n = twoway.effective_units(cell_subject, cell_prompt)
+        se = twoway.standard_error(clusters, cell_subject, cell_prompt)
+        reps = twoway.replicates(clusters, cell_subject, cell_prompt, rng, resamples)
+    else:
+        n = clusters.n_units
+        se = ln.standard_error(clusters)
+        reps = bs.replicates(clusters, rng, resamples)
+    t_low, t_high = ln.t_interval(bs.estimate(clusters), se, alpha, n)
+    if method == "t":
+        return t_low, t_high
+    b_low, b_high = bs.interval(reps, alpha, n, expand=method != "plain")
+    if method == "joined":
+        return np.minimum(b_low, t_low), np.maximum(b_high, t_high)
+    return b_low, b_high
+
+
 def coverage(unit: str = "subject", reruns: int = 600, resamples: int = 1000, alpha: float = 0.05,
              expand: bool = True, seed: int = 1, model: Model = Model(), shape=DREAMBENCH_SHAPE,
-             shift: float = 0.0, paired: bool = False) -> float:
+             shift: float = 0.0, paired: bool = False, method: str | None = None) -> float:
     """The share of simulated reruns whose interval (cluster bootstrap over ``unit``) covers the
-    true mean (or, ``paired``, the true difference ``shift`` of two runs)."""
-    from bench.stats import bootstrap as bs
-
+    true mean (or, ``paired``, the true difference ``shift`` of two runs). ``method``: see
+    :func:`intervals` (default: joined, or expanded / plain by ``expand``)."""
+    method = method or "joined"
+    if not expand:
+        method = "plain"
     rng = np.random.default_rng(seed)
     truth = shift if paired else model.mean + shift
-    units, seeds = unit_codes(unit, shape), layout(shape)["seed"]
     hits = []
     for values in _blocks(rng, model, shape, reruns, 200, shift, paired):
-        clusters = bs.cluster(units, seeds, values)
-        low, high = bs.interval(bs.replicates(clusters, rng, resamples), alpha, clusters.n_units, expand)
+        low, high = intervals(values, unit, shape, rng, resamples, alpha, method)
         hits.append((low <= truth) & (truth <= high))
     return float(np.concatenate(hits).mean())
 
@@ -116,3 +153,45 @@ def paired_tests(shift: float = 0.0, reruns: int = 600, resamples: int = 1000, m
             delta[m, done:done + diff.shape[1]] = bs.estimate(clusters)
             done += diff.shape[1]
     return p, delta
+
+
+# ---- few clusters, heavy tails and a judge-like metric (issue 30; tests and the calibration table) ----
+KINDS = ("normal", "t3", "judge")
+
+
+def kind_scores(rng: np.random.Generator, shape, reruns: int, kind: str = "normal") -> np.ndarray:
+    """Scores (n, reruns) in :func:`layout`'s order from the default model, with subject effects
+    normal or t(3)-distributed (heavy tails, same scale), or ``judge``: the normal scores rounded to
+    a judge's 0, 0.25, ..., 1 scale."""
+    s, p, k, i = shape
+    model = Model()
+    if kind == "t3":
+        subject = rng.standard_t(3, (s, 1, 1, 1, reruns)) * model.sd_subject
+    else:
+        subject = rng.normal(0, model.sd_subject, (s, 1, 1, 1, reruns))
+    values = (model.mean + subject + rng.normal(0, model.sd_prompt, (s, p, 1, 1, reruns))
+              + rng.normal(0, model.sd_residual, (s, p, k, i, reruns)))
+    if kind == "judge":
+        values = np.clip(np.round((values - 0.45) * 8) / 4, 0, 1)
+    return values.reshape(s * p * k * i, reruns)
+
+
+def kind_truth(kind: str) -> float:
+    """The true mean of :func:`kind_scores` (the judge-like metric's by a large seeded draw)."""
+    if kind != "judge":
+        return Model().mean
+    return float(kind_scores(np.random.default_rng(99), (4000, 3, 2, 1), 1, "judge").mean())
+
+
+def kind_coverage(n_subjects: int, kind: str = "normal", method: str = "joined", reruns: int = 500,
+                  resamples: int = 300, rest=(3, 2, 1), seed: int = 0) -> float:
+    """Coverage of the true mean by 95% intervals over ``n_subjects`` subjects."""
+    shape = (n_subjects, *rest)
+    rng = np.random.default_rng([seed, n_subjects, KINDS.index(kind)])
+    truth = kind_truth(kind)
+    hits = []
+    for start in range(0, reruns, 250):
+        values = kind_scores(rng, shape, min(250, reruns - start), kind)
+        low, high = intervals(values, "subject", shape, rng, resamples, 0.05, method)
+        hits.append((low <= truth) & (truth <= high))
+    return float(np.concatenate(hits).mean())

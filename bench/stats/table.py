@@ -57,6 +57,12 @@ def check_table(df: "pd.DataFrame", source: str = "score table", first_line: int
     import pandas as pd
 
     where = (lambda i: f"line {i + first_line}") if first_line else (lambda i: f"row {i}")
+    names = [c.strip().lower() if isinstance(c, str) else c for c in df.columns]
+    repeated = sorted({n for n in names if n in COLUMNS and names.count(n) > 1})
+    if repeated:
+        given = [str(c) for c in df.columns if isinstance(c, str) and c.strip().lower() == repeated[0]]
+        raise BenchError(f"{source}: the column {repeated[0]} is given {len(given)} times "
+                         f"({', '.join(map(repr, given))}; names are read without case and surrounding spaces): keep one")
     df = df.rename(columns={c: c.strip().lower() for c in df.columns if isinstance(c, str)})
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
