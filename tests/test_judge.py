@@ -133,7 +133,7 @@ def test_bad_parameters_are_refused(prompts, param, value):
 class FakeJudgeServer:
     """Answers /v1/chat/completions from a script: the PF prompt text (or "cp") -> answers in turn."""
 
-    def __init__(self, script: dict[str, list]):
+    def __init__(self, script: dict[str, list], port: int = 0):
         self.script = {k: list(v) for k, v in script.items()}
         self.requests: list[dict] = []
         self.headers: list[dict] = []
@@ -171,7 +171,7 @@ class FakeJudgeServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
@@ -500,7 +500,7 @@ def test_doctor_lists_the_judge_model_and_instruction_files_with_the_users_param
 def test_a_pass_stopped_by_the_endpoint_keeps_what_it_computed_and_resumes(tmp_path, capsys, monkeypatch):
     from bench.cli import main
 
-    monkeypatch.setattr("bench.metrics.judge_backends.time.sleep", lambda s: None)   # no waits between retries
+    monkeypatch.setattr("bench.metrics.judge_http.pause", lambda s, stop: None)   # no waits between retries
 
     collection = "style_00_pixel_mosaic"
     prompts = [line for line in (Path(__file__).parents[1] / "datasets/mini-dreambench-plus/captions/style/00.txt")
@@ -513,10 +513,11 @@ def test_a_pass_stopped_by_the_endpoint_keeps_what_it_computed_and_resumes(tmp_p
     # the endpoint answers the first prompt, then fails for the third (every retry): the pass stops
     with FakeJudgeServer({prompts[0]: ["Score: 4"], prompts[1]: ["Score: 2"], prompts[2]: [500]}) as server:
         assert main(["score", str(out), "--metric-param", f"judge.endpoint={server.url}"] + params) == 2
+        port = server.httpd.server_address[1]      # the server restarts on the same URL (part of the cache key)
     assert "failed 5 times (HTTP 500)" in capsys.readouterr().err
     kept = pd.read_parquet(out / "scores.parquet").set_index("prompt_index")["value"]
     assert kept.to_dict() == {0: 1.0, 1: 0.5}                 # the images scored before the endpoint went down
-    with FakeJudgeServer({prompts[2]: ["Score: 1"]}) as server:
+    with FakeJudgeServer({prompts[2]: ["Score: 1"]}, port=port) as server:
         assert main(["score", str(out), "--metric-param", f"judge.endpoint={server.url}"] + params) == 0
         assert len(server.requests) == 1                     # only the image the stopped pass lacked
     scores = pd.read_parquet(out / "scores.parquet").set_index("prompt_index")["value"]
@@ -525,7 +526,7 @@ def test_a_pass_stopped_by_the_endpoint_keeps_what_it_computed_and_resumes(tmp_p
 
 def test_transport_retries_wait_longer_each_time_or_as_the_server_asks(prompts, tmp_path, monkeypatch):
     waits = []
-    monkeypatch.setattr("bench.metrics.judge_backends.time.sleep", waits.append)
+    monkeypatch.setattr("bench.metrics.judge_http.pause", lambda s, stop: waits.append(s))
     item = make_item(tmp_path, "a", text="t")
     with FakeJudgeServer({"t": [(429, {"Retry-After": "7"}), (503, {"Retry-After": "soon"}), "Score: 2"]}) as server:
         metric = JudgeMetric(endpoint=server.url, model="j", prompts=str(prompts), kinds="pf")
@@ -534,9 +535,9 @@ def test_transport_retries_wait_longer_each_time_or_as_the_server_asks(prompts, 
     waits.clear()
     with FakeJudgeServer({"t": [(500, {"Retry-After": "3600"})]}) as server:
         metric = JudgeMetric(endpoint=server.url, model="j", prompts=str(prompts), kinds="pf")
-        with pytest.raises(BenchError, match="failed 5 times"):
+        with pytest.raises(BenchError, match="failed 3 times .*Retry-After 3600 s capped at 30 s.*60 s of waits"):
             metric.score([item])
-    assert waits == [30.0] * 4 and len(server.requests) == 5        # bounded: 5 tries, waits capped at 30 s
+    assert waits == [30.0] * 2 and len(server.requests) == 3        # bounded: waits capped at 30 s, 60 s in all
     waits.clear()
     with FakeJudgeServer({"t": [500]}) as server:
         metric = JudgeMetric(endpoint=server.url, model="j", prompts=str(prompts), kinds="pf")
