@@ -278,7 +278,11 @@ class EndpointJudge:
         def one(j: int) -> None:
             if stop.is_set():
                 return
-            answer = self._one(messages[j], seeds[j], temperature, stop)
+            try:
+                answer = self._one(messages[j], seeds[j], temperature, stop)
+            except BaseException:
+                stop.set()                            # no other worker sends its next request
+                raise
             with report:                              # recorded before this worker sends its next request
                 out[j] = answer
                 if on_answer is not None:
