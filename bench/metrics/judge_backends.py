@@ -255,7 +255,7 @@ class EndpointJudge:
                 if not self._succeeded:
                     self._rejected.append(str(exc))
                     if len(self._rejected) >= JUDGE_FIRST_REJECTS:
-                        raise BenchError(f"judge endpoint {self.url} rejected the first {len(self._rejected)} requests "
+                        raise BenchError(f"judge endpoint {self.url} rejected the first {JUDGE_FIRST_REJECTS} requests "
                                          f"({self._rejected[-1][:300]}): check judge.endpoint and "
                                          f"judge.model={self.model!r}") from None
             return Answer(str(exc), failure=f"rejected: {str(exc)[:300]}")
