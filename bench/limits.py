@@ -71,6 +71,11 @@ JUDGE_MAX_RESPONSE_BYTES = 16 * 2**20
 JUDGE_FIRST_REJECTS = 3
 #: bench arena: runs compared at once (every pair is judged: runs x (runs - 1) / 2 pairs).
 ARENA_MAX_RUNS = 12
+#: bench arena: questions in one arena (pairs x shared images x 2 questions x 2 orders; the
+#: DreamBench++ release size, 1,350 images, gives 5,400 per pair of runs).
+ARENA_MAX_QUESTIONS = 500_000
+#: bench arena --resamples (each replicate refits the ratings: a few ms).
+ARENA_MAX_RESAMPLES = 20_000
 
 
 def clip_text(text: str, limit: int = MAX_TOKENIZER_CHARS) -> str:

@@ -203,6 +203,29 @@ def check_params(preset=None, endpoint=None, temperature=0.0, repeats=3, attempt
     return out
 
 
+def make_backend(p: dict, device: str = "cpu", preset: str | None = None, model: str = DEFAULT_MODEL,
+                 endpoint: str | None = None, api_key_env: str = "OPENAI_API_KEY"):
+    """(backend, judge name, decoding settings for the version) from checked parameters
+    (:func:`check_params`): an endpoint, the tiny random judge (preset "tiny"), or a local model.
+    The pointwise judge and ``bench arena`` both build theirs here."""
+    from bench.metrics.judge_backends import EndpointJudge, TransformersJudge
+
+    max_new_tokens, locate = p["max_new_tokens"], None
+    if preset == "tiny" and not endpoint:
+        from bench.metrics.judge_tiny import TINY_JUDGE_VERSION, tiny_judge_folder
+        source, locate, name = f"tiny-random-qwen2.5-vl-v{TINY_JUDGE_VERSION}", tiny_judge_folder, "tiny-random-qwen2.5-vl"
+        max_new_tokens = min(max_new_tokens, 8)
+    else:
+        source, name = model, model_slug(model)
+    if endpoint:
+        backend = EndpointJudge(endpoint, model, api_key_env, max_new_tokens, timeout_s=p["timeout_s"],
+                                transport_retries=p["retries"], workers=p["concurrency"])
+        return backend, name, {"max_tokens": max_new_tokens or None}
+    backend = TransformersJudge(source, device, max_new_tokens, p["batch_size"], locate=locate)
+    return backend, name, {**TransformersJudge.generation_settings(p["temperature"], max_new_tokens),
+                           "system_turn": "none (a template's default removed)"}
+
+
 class JudgeMetric(Metric):
     family = "judge"
 
@@ -211,8 +234,6 @@ class JudgeMetric(Metric):
                  temperature: float = 0.0, repeats: int = 3, attempts: int = 3, max_new_tokens: int = 512,
                  batch_size: int = 8, kinds: str = "cp,pf", workers: int = 8, concurrency: int | None = None,
                  timeout_s: float = JUDGE_REQUEST_DEADLINE_S, retries: int = JUDGE_RETRIES):
-        from bench.metrics.judge_backends import EndpointJudge, TransformersJudge
-
         p = check_params(preset, endpoint, temperature, repeats, attempts, max_new_tokens, batch_size, kinds,
                          workers, concurrency, timeout_s, retries)
         self.kinds = p["kinds"]
@@ -221,27 +242,11 @@ class JudgeMetric(Metric):
         # greedy decoding gives the same answer every time: one repeat, no retries
         self.repeats = 1 if greedy else p["repeats"]
         self.attempts = 1 if greedy else p["attempts"]
-        max_new_tokens = p["max_new_tokens"]
-        locate = None
-        if preset == "tiny" and endpoint is None:
-            from bench.metrics.judge_tiny import TINY_JUDGE_VERSION, tiny_judge_folder
-            source, locate = f"tiny-random-qwen2.5-vl-v{TINY_JUDGE_VERSION}", tiny_judge_folder
-            self.judge_name = "tiny-random-qwen2.5-vl"
-            max_new_tokens = min(max_new_tokens, 8)
-        else:
-            source = model
-            self.judge_name = model_slug(model)
+        self.backend, self.judge_name, decoding = make_backend(p, device, preset, model, endpoint, api_key_env)
+        max_new_tokens = self.backend.max_new_tokens
         prompts_dir = resolve_prompts_dir(prompts if prompts else (TINY_PROMPTS if preset == "tiny" else DEFAULT_PROMPTS))
         self.instructions, self.prompt_hashes = load_instructions(prompts_dir)
         self.prompts_dir = prompts_dir
-        if endpoint:
-            self.backend = EndpointJudge(endpoint, model, api_key_env, max_new_tokens, timeout_s=p["timeout_s"],
-                                         transport_retries=p["retries"], workers=p["concurrency"])
-            decoding = {"max_tokens": max_new_tokens or None}
-        else:
-            self.backend = TransformersJudge(source, device, max_new_tokens, p["batch_size"], locate=locate)
-            decoding = {**TransformersJudge.generation_settings(self.temperature, max_new_tokens),
-                        "system_turn": "none (a template's default removed)"}
         self.max_new_tokens = max_new_tokens
         settings = {"backend": self.backend.describe(), "prompts": self.prompt_hashes,
                     "temperature": self.temperature, "repeats": self.repeats, "attempts": self.attempts,

@@ -335,6 +335,8 @@ def write_leaderboard(df, runs, suite: str, out: Path, paper_dir: Path = PAPER_D
                   "prompt (lowest seed, first image), the prompt under each.", "", f"![samples]({grid.name})", ""]
     lines += [f"Per-subject numbers: [{stem}-by-subject.csv]({stem}-by-subject.csv); "
               f"per-run summary: [{stem}-summary.csv]({stem}-summary.csv).", ""]
+    from bench.report.arena import arena_markdown, find_results
+    lines += arena_markdown(find_results(out, suite_runs["run_dir"]))        # `bench arena` results, when any
     path = out / f"{stem}.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
