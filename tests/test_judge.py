@@ -339,6 +339,37 @@ def test_tiny_vlm_answers_through_the_local_backend_as_the_library_does(tiny_jud
     assert single.answers[0]["answer"] == expected
 
 
+def test_local_judge_sends_no_system_turn_and_ignores_the_models_generation_config(tiny_judge_dir, tmp_path):
+    from bench.metrics.judge import judge_image
+    from bench.metrics.judge_backends import DEFAULT_SYSTEM_TURN, TransformersJudge
+    from bench.metrics.judge_tiny import CHAT_TEMPLATE
+
+    # the family's template: a default system turn when the conversation has none (as Qwen2/2.5-VL's)
+    qwen_like = ("{%- if messages[0]['role'] != 'system' %}{{ '" + DEFAULT_SYSTEM_TURN.replace("\n", "\\n")
+                 + "' }}{% endif -%}" + CHAT_TEMPLATE)
+    image = judge_image(make_item(tmp_path, "a").image)
+    conversation = [{"role": "user", "content": "rate it"}, {"role": "assistant", "content": "ok"},
+                    {"role": "user", "content": [("text", "a red cube"), ("image", image)]}]
+    plain, family = TransformersJudge(str(tiny_judge_dir), max_new_tokens=5), TransformersJudge(str(tiny_judge_dir), max_new_tokens=5)
+    plain._load()
+    family._load()
+    family._processor.chat_template = qwen_like
+    family._model.generation_config.repetition_penalty = 3.0       # as a model's own config may say
+    family._model.generation_config.top_k = 1
+    raw = family._processor.apply_chat_template(TransformersJudge._hf_messages(conversation),
+                                                add_generation_prompt=True, tokenize=False)
+    assert raw.startswith(DEFAULT_SYSTEM_TURN)                     # the template does add it ...
+    rendered = family.render([conversation])[0]
+    assert not rendered.startswith("<|im_start|>system") and rendered == plain.render([conversation])[0]   # ... we do not
+    with_system = [{"role": "system", "content": "be strict"}] + conversation
+    kept = family.render([with_system])[0]
+    assert kept.startswith("<|im_start|>system") and "be strict" in kept and "helpful" not in kept
+    assert [a.text for a in family.answer([conversation], [0], 0.0)] == [a.text for a in plain.answer([conversation], [0], 0.0)]
+    settings = TransformersJudge.generation_settings(0.0, 5)
+    assert settings["repetition_penalty"] == 1.0 and settings["do_sample"] is False
+    assert JudgeMetric(model=str(tiny_judge_dir), prompts=str(TINY_PROMPTS)).settings["decoding"]["repetition_penalty"] == 1.0
+
+
 def test_missing_local_judge_is_one_line(tmp_path):
     metric = JudgeMetric(model=str(tmp_path / "no-such-model"), prompts=str(TINY_PROMPTS))
     with pytest.raises(BenchError, match="judge.model=DIR"):
