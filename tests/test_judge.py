@@ -286,8 +286,10 @@ def test_run_scored_by_endpoint_records_failures_and_caches(tmp_path, capsys):
                 "--metric-param", f"judge.prompts={TINY_PROMPTS}"]
         assert main(argv) == 0, capsys.readouterr().err
         first = len(server.requests)
+        capsys.readouterr()
         assert main(["score", str(out)]) == 0                      # everything from the cache
         assert len(server.requests) == first == 6
+        assert "(mean over 1 of 3 images)" in capsys.readouterr().out     # the two missing answers are not counted
     scores = pd.read_parquet(out / "scores.parquet").set_index(["metric", "prompt_index"])["value"]
     assert scores[("cp/judge-y", 0)] == 1.0 and scores[("pf/judge-y", 0)] == 0.5
     assert math.isnan(scores[("pf/judge-y", 1)]) and math.isnan(scores[("pf/judge-y", 2)])

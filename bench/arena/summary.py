@@ -28,9 +28,12 @@ def ratings(games, subjects: list[str], n: int, resamples: int, seed: int, prior
         low, high = bootstrap(per_subject, resamples, seed, prior)
     else:
         low = high = np.full(n, np.nan)
-    def number(x) -> float | None:
-        return float(x) if np.isfinite(x) else None
-    return [{"rating": number(point[k]), "rating_low": number(low[k]), "rating_high": number(high[k])} for k in range(n)]
+    played = per_subject.sum(axis=(0, 2)) + per_subject.sum(axis=(0, 1))      # games of each run
+
+    def number(x, k: int) -> float | None:            # a run without games has no rating
+        return float(x) if np.isfinite(x) and played[k] > 0 else None
+    return [{"rating": number(point[k], k), "rating_low": number(low[k], k), "rating_high": number(high[k], k)}
+            for k in range(n)]
 
 
 def summarise(entrants, verdicts: dict, kinds: tuple[str, ...], resamples: int, seed: int,

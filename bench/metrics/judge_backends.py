@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 
 from bench import BenchError
 from bench.limits import JUDGE_FIRST_REJECTS, JUDGE_MAX_RESPONSE_BYTES, JUDGE_REQUEST_DEADLINE_S, JUDGE_RETRIES
-from bench.metrics.judge_http import Rejected, check_url, post_json
+from bench.metrics.judge_http import BACKOFF_S, MAX_WAIT_S, Rejected, check_url, post_json, retry_after  # noqa: F401
 
 MAX_RESPONSE_BYTES = JUDGE_MAX_RESPONSE_BYTES
 OnAnswer = Callable[[int, "Answer"], None]
