@@ -147,6 +147,24 @@ def test_500_and_bad_json_retry_as_the_docs_say_then_stop(tmp_path, no_waits, fa
     assert stub.count <= 4 * 5 and sum(no_waits) <= 4 * 40.5    # the pool's requests, each at most 5 tries
 
 
+def test_every_answer_received_is_recorded_when_the_pass_stops(tmp_path, no_waits):
+    sent = []
+
+    def respond(h, body):
+        if topic(body) == "p3":
+            return reply(h, {"error": "down"}, 500)
+        time.sleep(0.1)
+        sent.append(topic(body))
+        reply(h, chat("Score: 4"))
+    with Stub(respond) as stub:
+        metric = judge(stub.url, concurrency=4, retries=0)
+        metric.bind_run(tmp_path)
+        with pytest.raises(BenchError, match="failed 1 times \\(HTTP 500\\)"):
+            metric.score(items_in(tmp_path, 12))
+    recorded = {a["key"].split("/")[1] for a in answers(tmp_path)}
+    assert recorded == set(sent) and len(sent) >= 3              # the batch in flight is not dropped
+
+
 # ---- the pool ---------------------------------------------------------------------------------------
 def test_concurrency_8_gives_the_scores_of_1_and_bounds_the_requests_in_flight(tmp_path):
     def respond(h, body):

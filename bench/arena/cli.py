@@ -64,6 +64,8 @@ def check_outputs(args, run_dirs) -> tuple[Path, Path | None]:
             if resolved == run or run in resolved.parents:
                 raise BenchError(f"{option} {path}: inside the compared run {run}; the arena writes nothing into a "
                                  "run it did not make (name another folder or file)")
+    if target is not None and target.resolve() == (out / ANSWERS).resolve():
+        raise BenchError(f"--json {target}: that is the arena's answers file; name another file")
     return out, target
 
 
