@@ -188,3 +188,22 @@ def test_arena_refuses_bad_input_in_one_line(three_runs, tmp_path, capsys):
     with pytest.raises(BenchError):
         from bench.arena.match import questions
         questions([], ("cp",))
+
+
+def test_report_section_escapes_run_labels_and_shows_missing_as_dashes():
+    from bench.report.arena import arena_html, arena_markdown
+
+    result = {"judge": "j", "kinds": ["cp"], "games": 2, "subjects": 1, "resamples": 10, "seed": 0,
+              "failures": {"cp": 1}, "position_bias": None, "position_bias_pairs": 0,
+              "position_bias_by_kind": {"cp": {"position_bias": None, "pairs": 0}},
+              "runs": [{"run": "a|b\n<script>x</script>", "rating": 1010.0, "rating_low": None, "rating_high": None,
+                        "wins": 1, "ties": 0, "losses": 0, "by_kind": {"cp": {"rating": 1010.0}}},
+                       {"run": "c", "rating": None, "by_kind": {}}],
+              "win_matrix": {"runs": ["a|b\n<script>x</script>", "c"], "win_rate": [[None, 1.0], [0.0, None]]}}
+    lines = arena_markdown([result])
+    table = [line for line in lines if line.startswith("| a")]
+    assert table and "<script>" not in "\n".join(lines) and "a\\|b &lt;script&gt;" in table[0]
+    assert all(line.count("|") - line.count("\\|") == lines[4].count("|") for line in lines[4:8] if line.startswith("|"))
+    assert "1010 [–, –]" in table[0]
+    page = arena_html([result])
+    assert "<script>" not in page and "&lt;script&gt;" in page

@@ -70,7 +70,7 @@ def arena_markdown(results: list[dict]) -> list[str]:
     for result in results:
         kinds = result.get("kinds") or []
         header = ["Run", "Rating [95% interval]", *(f"{k.upper()} rating" for k in kinds), "W / T / L"]
-        lines += [f"## Arena: pairwise judge {result.get('judge')}", "",
+        lines += [f"## Arena: pairwise judge {_cell(result.get('judge'))}", "",
                   f"Bradley–Terry ratings (Elo points, 1000 = average) from {result.get('games')} games "
                   f"({', '.join(k.upper() for k in kinds)}, each pair asked in both orders, a tie half a win), "
                   f"intervals from a cluster bootstrap over {result.get('subjects')} subjects "
@@ -90,6 +90,16 @@ def arena_markdown(results: list[dict]) -> list[str]:
     return lines
 
 
+def _matrix_html(matrix: dict) -> str:
+    labels = matrix.get("runs") or []
+    if not labels:
+        return ""
+    rows = "".join(f"<tr><th>{escape(str(label))}</th>" + "".join(f"<td>{_number(x, 2)}</td>" for x in row) + "</tr>"
+                   for label, row in zip(labels, matrix.get("win_rate") or []))
+    return ("<p>Win rate of the row's run against the column's (ties as halves):</p><table><thead><tr><th></th>"
+            + "".join(f"<th>{escape(str(x))}</th>" for x in labels) + f"</tr></thead><tbody>{rows}</tbody></table>")
+
+
 def arena_html(results: list[dict]) -> str:
     """The same section as HTML (every value escaped)."""
     parts = []
@@ -102,5 +112,5 @@ def arena_html(results: list[dict]) -> str:
                      f"from a cluster bootstrap over {escape(str(result.get('subjects')))} subjects; "
                      f"{escape(_bias_text(result))}.</p><table><thead><tr>"
                      + "".join(f"<th>{escape(h)}</th>" for h in header) + f"</tr></thead><tbody>{body}</tbody></table>"
-                     "</section>")
+                     + _matrix_html(result.get("win_matrix") or {}) + "</section>")
     return "".join(parts)
