@@ -64,3 +64,16 @@ def test_cp_pf_and_product_with_repeats_and_failures_are_the_release_form(seed):
     # the other form (images whose repeats all parsed) differs: the test can tell them apart
     complete = df[df["metric"] == "cp/j"]["value"].mean()
     assert abs(complete - cp[0]) > 1e-6
+
+
+def test_breakdown_by_category_uses_the_release_form_too():
+    from bench.report.leaderboard import breakdown_table, column_plan, suite_columns
+
+    df, files = simulated(3)
+    df.loc[df["subject"].str.startswith("object_00"), "category"] = "style"      # two categories
+    plan = column_plan(df["metric"].unique(), suite_columns("dreambench-plus"))
+    table = breakdown_table(df, plan, "category").set_index("Category")
+    for category in ("object", "style"):
+        subjects = set(df.loc[df["category"] == category, "subject"])
+        per_repeat = [{k: v for k, v in data.items() if k.rsplit("-", 1)[0] in subjects} for data in files["cp"]]
+        assert cell(table.loc[category, "CP"]) == pytest.approx(release_form(per_repeat), abs=6e-4)

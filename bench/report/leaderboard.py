@@ -251,11 +251,14 @@ def breakdown_table(df, plan, by: str, settings=None):
     rows = []
     for (run, group), _ in df.groupby(["run", by], sort=True):
         row = {"Run": run, by.capitalize(): group}
+        in_group = summary.xs(group, level=by)
         for title, _, ids in plan:
             key = (run, ids[0], group) if ids else None
             stat = summary.loc[key] if key in summary.index else None
             ci, _ = stat_cell(stats.get(group), run, ids[0]) if stat is not None else (None, "")
             row[title] = format_value(float(stat["mean"]), float(stat["std"]), ci) if stat is not None else DASH
+            if ids and (over_repeats := repeat_spread(in_group, run, ids[0])) is not None:   # as the main table
+                row[title] = format_value(*over_repeats, ci)
         rows.append(row)
     return pd.DataFrame(rows)
 
