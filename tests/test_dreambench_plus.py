@@ -195,6 +195,13 @@ def test_nested_and_flat_layouts_give_the_same_plan(release, tmp_path, capsys):
     after = [(s.subject, s.category, s.prompt_index, s.prompt) for s in nested.samples()]
     assert nested.layout() == "nested" and after == before
     assert {s.subject_images[0].parent.parent.name for s in nested.samples() if s.category == "animal"} == {"live_subject"}
+    for category in ("animal", "human"):                        # captions back to flat: still the same plan
+        (release / "captions/live_subject" / category).rename(release / "captions" / category)
+    mixed = load_suite("dreambench-plus", release)
+    assert [(s.subject, s.category, s.prompt_index, s.prompt) for s in mixed.samples()] == before
+    assert mixed.layout() == "nested images/, flat captions/"
+    for category in ("animal", "human"):
+        (release / "captions" / category).rename(release / "captions/live_subject" / category)
     assert main(["data", "check", "dreambench-plus", "--data-root", str(release)]) == 0
     out = capsys.readouterr().out
     assert "layout     nested" in out and "animal 2 (released: 45)" in out and "object 2 (released: 65)" in out

@@ -131,8 +131,8 @@ def category_folders(tree: Path) -> tuple[str, dict[str, Path]]:
     found, layouts = {}, set()
     for folder in _subfolders(tree):
         if folder.name == LIVE_SUBJECT:
-            layouts.add("nested")
             for inner in _subfolders(folder):
+                layouts.add("nested")                  # an empty live_subject/ is no layout
                 if inner.name not in ("animal", "human"):
                     raise BenchError(f"{inner}: unknown DreamBench++ category {LIVE_SUBJECT}/{inner.name} "
                                      "(expected live_subject/animal or live_subject/human)")
@@ -232,18 +232,18 @@ class DreamBenchPlus(Suite):
         self._samples: list[Sample] | None = None
 
     def layout(self) -> str:
-        """"flat" or "nested" (the release's zip: ``live_subject/animal/`` ...), as this copy is laid out."""
-        return category_folders(self.data_dir / "images")[0]
+        """"flat" or "nested" (the release's zip: ``live_subject/animal/`` ...), as this copy is laid out
+        ("nested images/, flat captions/" when the two trees differ)."""
+        images = category_folders(self.data_dir / "images")[0]
+        captions = category_folders(self.data_dir / "captions")[0]
+        return images if images == captions else f"{images} images/, {captions} captions/"
 
     def collections(self) -> list[dict]:
         """Every collection of the copy, ordered by id: {id, category, index, name, image, caption, prompts}."""
         out = {}
         images_dir, captions_dir = self.data_dir / "images", self.data_dir / "captions"
-        image_layout, image_folders = category_folders(images_dir)
-        caption_layout, caption_folders = category_folders(captions_dir)
-        if "empty" not in (image_layout, caption_layout) and image_layout != caption_layout:
-            raise CorruptCopy(f"{self.data_dir}: images/ is laid out {image_layout} and captions/ {caption_layout}; "
-                              "unpack the release's data.zip again into an empty folder")
+        _, image_folders = category_folders(images_dir)           # each tree in either layout (as the
+        _, caption_folders = category_folders(captions_dir)       # release's recursive glob reads them)
         for category in CATEGORIES:
             captions = _files(caption_folders.get(category), ".txt", "caption")
             images = _files(image_folders.get(category), ".jpg", "image")
