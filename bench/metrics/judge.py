@@ -21,8 +21,10 @@ An answer holds a score when the release's pattern (``score:`` or ``Score:``, op
 digits) matches exactly once and the integer is 0-4. Anything else (no match, several, out of
 range, a decimal, an empty answer, a refusal) is a failed attempt: retried up to ``attempts``
 times, then recorded as missing with its raw text. A score is never invented. Every answer
-(raw text, parsed score or failure reason, seed) is appended to ``judge_answers.jsonl`` in the run
-folder.
+(raw text, parsed score or failure reason, seed, finish reason, request id) is appended to
+``judge_answers.jsonl`` in the run folder as it arrives, and a later pass reuses it instead of
+asking again (bench.metrics.judge_log). Parameters are checked by :func:`check_params` (their
+limits in bench.limits) before anything is generated.
 
 Ids: ``cp/<judge>`` and ``pf/<judge>``: per image the mean over ``repeats`` of score/4, NaN when
 any repeat failed; with several repeats also ``cp/<judge>/r<k>``, repeat k's score/4. Decoding: greedy by default (``temperature=0``; deterministic, so one answer per
