@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "run": ("bench.runner", "generate a suite with a method (then score it)"),
     "score": ("bench.scoring", "score a run directory, or a folder of images made elsewhere"),
     "report": ("bench.report", "aggregate runs into pandas tables and markdown leaderboards"),
+    "arena": ("bench.arena.cli", "method against method: a judge compares two runs' images pairwise (Bradley-Terry)"),
     "check": ("bench.check", "regression check of a run against a baseline (for CI)"),
     "stats": ("bench.stats.cli", "means, bootstrap intervals and paired comparisons of any score table"),
     "power": ("bench.stats.power", "detectable effect sizes for given numbers of subjects and seeds"),

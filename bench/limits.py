@@ -70,6 +70,41 @@ MAX_POWER_GRID = 400
 #: DreamBench's 750 cells x 2,000 resamples is 1.5 million.
 MAX_TWO_WAY_WORK = 2_000_000_000
 
+# judge (issue 27/32) -------------------------------------------------------------------------
+# The served judge (docs/judge.md): every wait on an endpoint is bounded, and said when hit.
+#: Total seconds one request to a judge endpoint may take (connect, send, every byte of the reply):
+#: the default of judge.timeout_s, and its upper bound. A server that drips a byte every few
+#: seconds is cut here, not after each read's own timeout.
+JUDGE_REQUEST_DEADLINE_S = 120.0
+JUDGE_MAX_REQUEST_DEADLINE_S = 3600.0
+#: Tries of a request after a transport fault (HTTP 5xx or 429, a reply that is not JSON, a reset):
+#: the default of judge.retries, and its bound.
+JUDGE_RETRIES = 4
+JUDGE_MAX_RETRIES = 10
+#: A server's Retry-After is obeyed up to this many seconds (longer asks are capped, and the
+#: error line says so); the waits of one request together stay under JUDGE_MAX_RETRY_WAIT_S.
+JUDGE_MAX_RETRY_AFTER_S = 30.0
+JUDGE_MAX_RETRY_WAIT_S = 60.0
+#: Concurrent requests of one scoring pass (judge.concurrency; vLLM batches them server-side).
+JUDGE_MAX_CONCURRENCY = 64
+#: judge.repeats and judge.attempts (the release uses 3 and 3).
+JUDGE_MAX_REPEATS = 10
+JUDGE_MAX_ATTEMPTS = 10
+#: judge.max_new_tokens (the release's judge answers in a few hundred tokens).
+JUDGE_MAX_NEW_TOKENS = 16_384
+#: Bytes read from one endpoint reply (an answer is a few KiB).
+JUDGE_MAX_RESPONSE_BYTES = 16 * 2**20
+#: When the first this-many answered requests of a pass were all rejected (HTTP 400/413/422, a
+#: redirect) and none succeeded, the endpoint rejects everything (a wrong model name): stop.
+JUDGE_FIRST_REJECTS = 3
+#: bench arena: runs compared at once (every pair is judged: runs x (runs - 1) / 2 pairs).
+ARENA_MAX_RUNS = 12
+#: bench arena: questions in one arena (pairs x shared images x 2 questions x 2 orders; the
+#: DreamBench++ release size, 1,350 images, gives 5,400 per pair of runs).
+ARENA_MAX_QUESTIONS = 500_000
+#: bench arena --resamples (each replicate refits the ratings: a few ms).
+ARENA_MAX_RESAMPLES = 20_000
+
 
 def clip_text(text: str, limit: int = MAX_TOKENIZER_CHARS) -> str:
     """At most the first ``limit`` characters of ``text`` (whitespace runs collapsed when it is

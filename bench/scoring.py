@@ -504,5 +504,6 @@ def run(args) -> int:
                    verify=args.verify, workers=args.workers)
     means = df.groupby("metric")["value"].mean()
     for metric, value in means.items():
-        print(f"{metric:<40} {value:.4f}  (mean over {int((df['metric'] == metric).sum())} images)")
+        values = df.loc[df["metric"] == metric, "value"]          # a missing value (NaN) is not averaged
+        print(f"{metric:<40} {value:.4f}  (mean over {int(values.notna().sum())} of {len(values)} images)")
     return 0

@@ -173,3 +173,93 @@ def test_data_check_notes_a_copy_smaller_than_the_release(release, capsys):
     assert "note: the released dreambench-plus data has 150 subjects, this copy 7" in capsys.readouterr().out
     assert main(["data", "check", "dreambench-plus", "--mini"]) == 0          # the mini copy is small on purpose
     assert "note:" not in capsys.readouterr().out
+
+
+# ---- the release's nested layout, per-category counts, hostile files (issues 27 and 32) ----------
+def nest(flat_root):
+    """The same copy moved into the release's zip layout: live_subject/animal, live_subject/human."""
+    for tree in ("images", "captions"):
+        (flat_root / tree / "live_subject").mkdir()
+        for category in ("animal", "human"):
+            (flat_root / tree / category).rename(flat_root / tree / "live_subject" / category)
+    return flat_root
+
+
+def test_nested_and_flat_layouts_give_the_same_plan(release, tmp_path, capsys):
+    from bench.cli import main
+
+    flat = load_suite("dreambench-plus", release)
+    before = [(s.subject, s.category, s.prompt_index, s.prompt) for s in flat.samples()]
+    assert flat.layout() == "flat"
+    nested = load_suite("dreambench-plus", nest(release))
+    after = [(s.subject, s.category, s.prompt_index, s.prompt) for s in nested.samples()]
+    assert nested.layout() == "nested" and after == before
+    assert {s.subject_images[0].parent.parent.name for s in nested.samples() if s.category == "animal"} == {"live_subject"}
+    for category in ("animal", "human"):                        # captions back to flat: still the same plan
+        (release / "captions/live_subject" / category).rename(release / "captions" / category)
+    mixed = load_suite("dreambench-plus", release)
+    assert [(s.subject, s.category, s.prompt_index, s.prompt) for s in mixed.samples()] == before
+    assert mixed.layout() == "nested images/, flat captions/"
+    for category in ("animal", "human"):
+        (release / "captions" / category).rename(release / "captions/live_subject" / category)
+    assert main(["data", "check", "dreambench-plus", "--data-root", str(release)]) == 0
+    out = capsys.readouterr().out
+    assert "layout     nested" in out and "animal 2 (released: 45)" in out and "object 2 (released: 65)" in out
+
+
+def test_release_sized_copy_passes_and_a_wrong_category_count_is_named(tmp_path, capsys):
+    from bench.cli import main
+
+    sizes = dict(dbp.RELEASED_COUNTS)
+    collections = [(c, f"{i:02d}", f"{c} thing {i}") for c, n in sizes.items() for i in range(n)]
+    root = write_release(tmp_path / "full", collections)
+    nest(root)
+    assert main(["data", "check", "dreambench-plus", "--data-root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "subjects   150" in out and "note:" not in out and "layout     nested" in out
+    # move one human collection to style: the total stays 150, two categories are named
+    for tree, suffix in (("images", ".jpg"), ("captions", ".txt")):
+        (root / tree / "live_subject/human" / f"19{suffix}").rename(root / tree / "style" / f"90{suffix}")
+    assert main(["data", "check", "dreambench-plus", "--data-root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "subjects   150" in out and "human 19 (released: 20)" in out and "style 21 (released: 20)" in out
+    assert "animal" not in out.split("per-category counts")[1]
+
+
+def test_mixed_layouts_and_unknown_nested_folders_are_refused(release):
+    (release / "images/live_subject/plants").mkdir(parents=True)
+    with pytest.raises(BenchError, match="live_subject/plants"):
+        load_suite("dreambench-plus", release).samples()
+    (release / "images/live_subject/plants").rmdir()
+    (release / "images/live_subject/animal").mkdir()
+    with pytest.raises(BenchError, match="keep one layout"):
+        load_suite("dreambench-plus", release).samples()
+
+
+@pytest.mark.parametrize("target, what", [("captions/animal/00.txt", "caption"), ("images/animal/00.jpg", "image")])
+def test_fifo_and_symlink_loop_are_one_line_before_any_read(release, target, what):
+    import os
+
+    path = release / target
+    path.unlink()
+    os.mkfifo(path)                    # reading it would block forever
+    with pytest.raises(BenchError, match=f"{what} .*00.* is not a regular file"):
+        load_suite("dreambench-plus", release).samples()
+    path.unlink()
+    path.symlink_to(path)              # a link to itself: ELOOP
+    with pytest.raises(BenchError, match="symlink loop"):
+        load_suite("dreambench-plus", release).samples()
+
+
+def test_a_copy_unpacked_over_another_layout_is_corrupt_not_missing_data(release):
+    import shutil
+
+    # the release's zip unpacked over a flat copy: every live-subject collection twice
+    shutil.copytree(release / "captions/animal", release / "captions/live_subject/animal")
+    with pytest.raises(dbp.CorruptCopy, match="keep one layout"):
+        load_suite("dreambench-plus", release).samples()
+    need = dbp.DreamBenchPlus.requirements(release)[0]
+    assert "corrupt" in need.what and "empty folder" in need.get and "keep one layout" in need.check().problem
+    shutil.rmtree(release / "captions/live_subject")
+    (release / "images/object/01.jpg").unlink()          # an image lost: also corrupt, not "download it"
+    assert "corrupt" in dbp.DreamBenchPlus.requirements(release)[0].what

@@ -133,7 +133,7 @@ def test_bad_parameters_are_refused(prompts, param, value):
 class FakeJudgeServer:
     """Answers /v1/chat/completions from a script: the PF prompt text (or "cp") -> answers in turn."""
 
-    def __init__(self, script: dict[str, list]):
+    def __init__(self, script: dict[str, list], port: int = 0):
         self.script = {k: list(v) for k, v in script.items()}
         self.requests: list[dict] = []
         self.headers: list[dict] = []
@@ -171,7 +171,7 @@ class FakeJudgeServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
@@ -286,8 +286,10 @@ def test_run_scored_by_endpoint_records_failures_and_caches(tmp_path, capsys):
                 "--metric-param", f"judge.prompts={TINY_PROMPTS}"]
         assert main(argv) == 0, capsys.readouterr().err
         first = len(server.requests)
+        capsys.readouterr()
         assert main(["score", str(out)]) == 0                      # everything from the cache
         assert len(server.requests) == first == 6
+        assert "(mean over 1 of 3 images)" in capsys.readouterr().out     # the two missing answers are not counted
     scores = pd.read_parquet(out / "scores.parquet").set_index(["metric", "prompt_index"])["value"]
     assert scores[("cp/judge-y", 0)] == 1.0 and scores[("pf/judge-y", 0)] == 0.5
     assert math.isnan(scores[("pf/judge-y", 1)]) and math.isnan(scores[("pf/judge-y", 2)])
@@ -337,6 +339,37 @@ def test_tiny_vlm_answers_through_the_local_backend_as_the_library_does(tiny_jud
                          kinds="pf")
     single.score([items[1]])
     assert single.answers[0]["answer"] == expected
+
+
+def test_local_judge_sends_no_system_turn_and_ignores_the_models_generation_config(tiny_judge_dir, tmp_path):
+    from bench.metrics.judge import judge_image
+    from bench.metrics.judge_backends import DEFAULT_SYSTEM_TURN, TransformersJudge
+    from bench.metrics.judge_tiny import CHAT_TEMPLATE
+
+    # the family's template: a default system turn when the conversation has none (as Qwen2/2.5-VL's)
+    qwen_like = ("{%- if messages[0]['role'] != 'system' %}{{ '" + DEFAULT_SYSTEM_TURN.replace("\n", "\\n")
+                 + "' }}{% endif -%}" + CHAT_TEMPLATE)
+    image = judge_image(make_item(tmp_path, "a").image)
+    conversation = [{"role": "user", "content": "rate it"}, {"role": "assistant", "content": "ok"},
+                    {"role": "user", "content": [("text", "a red cube"), ("image", image)]}]
+    plain, family = TransformersJudge(str(tiny_judge_dir), max_new_tokens=5), TransformersJudge(str(tiny_judge_dir), max_new_tokens=5)
+    plain._load()
+    family._load()
+    family._processor.chat_template = qwen_like
+    family._model.generation_config.repetition_penalty = 3.0       # as a model's own config may say
+    family._model.generation_config.top_k = 1
+    raw = family._processor.apply_chat_template(TransformersJudge._hf_messages(conversation),
+                                                add_generation_prompt=True, tokenize=False)
+    assert raw.startswith(DEFAULT_SYSTEM_TURN)                     # the template does add it ...
+    rendered = family.render([conversation])[0]
+    assert not rendered.startswith("<|im_start|>system") and rendered == plain.render([conversation])[0]   # ... we do not
+    with_system = [{"role": "system", "content": "be strict"}] + conversation
+    kept = family.render([with_system])[0]
+    assert kept.startswith("<|im_start|>system") and "be strict" in kept and "helpful" not in kept
+    assert [a.text for a in family.answer([conversation], [0], 0.0)] == [a.text for a in plain.answer([conversation], [0], 0.0)]
+    settings = TransformersJudge.generation_settings(0.0, 5)
+    assert settings["repetition_penalty"] == 1.0 and settings["do_sample"] is False
+    assert JudgeMetric(model=str(tiny_judge_dir), prompts=str(TINY_PROMPTS)).settings["decoding"]["repetition_penalty"] == 1.0
 
 
 def test_missing_local_judge_is_one_line(tmp_path):
@@ -500,7 +533,7 @@ def test_doctor_lists_the_judge_model_and_instruction_files_with_the_users_param
 def test_a_pass_stopped_by_the_endpoint_keeps_what_it_computed_and_resumes(tmp_path, capsys, monkeypatch):
     from bench.cli import main
 
-    monkeypatch.setattr("bench.metrics.judge_backends.time.sleep", lambda s: None)   # no waits between retries
+    monkeypatch.setattr("bench.metrics.judge_http.pause", lambda s, stop: None)   # no waits between retries
 
     collection = "style_00_pixel_mosaic"
     prompts = [line for line in (Path(__file__).parents[1] / "datasets/mini-dreambench-plus/captions/style/00.txt")
@@ -513,10 +546,11 @@ def test_a_pass_stopped_by_the_endpoint_keeps_what_it_computed_and_resumes(tmp_p
     # the endpoint answers the first prompt, then fails for the third (every retry): the pass stops
     with FakeJudgeServer({prompts[0]: ["Score: 4"], prompts[1]: ["Score: 2"], prompts[2]: [500]}) as server:
         assert main(["score", str(out), "--metric-param", f"judge.endpoint={server.url}"] + params) == 2
+        port = server.httpd.server_address[1]      # the server restarts on the same URL (part of the cache key)
     assert "failed 5 times (HTTP 500)" in capsys.readouterr().err
     kept = pd.read_parquet(out / "scores.parquet").set_index("prompt_index")["value"]
     assert kept.to_dict() == {0: 1.0, 1: 0.5}                 # the images scored before the endpoint went down
-    with FakeJudgeServer({prompts[2]: ["Score: 1"]}) as server:
+    with FakeJudgeServer({prompts[2]: ["Score: 1"]}, port=port) as server:
         assert main(["score", str(out), "--metric-param", f"judge.endpoint={server.url}"] + params) == 0
         assert len(server.requests) == 1                     # only the image the stopped pass lacked
     scores = pd.read_parquet(out / "scores.parquet").set_index("prompt_index")["value"]
@@ -525,7 +559,7 @@ def test_a_pass_stopped_by_the_endpoint_keeps_what_it_computed_and_resumes(tmp_p
 
 def test_transport_retries_wait_longer_each_time_or_as_the_server_asks(prompts, tmp_path, monkeypatch):
     waits = []
-    monkeypatch.setattr("bench.metrics.judge_backends.time.sleep", waits.append)
+    monkeypatch.setattr("bench.metrics.judge_http.pause", lambda s, stop: waits.append(s))
     item = make_item(tmp_path, "a", text="t")
     with FakeJudgeServer({"t": [(429, {"Retry-After": "7"}), (503, {"Retry-After": "soon"}), "Score: 2"]}) as server:
         metric = JudgeMetric(endpoint=server.url, model="j", prompts=str(prompts), kinds="pf")
@@ -534,9 +568,9 @@ def test_transport_retries_wait_longer_each_time_or_as_the_server_asks(prompts, 
     waits.clear()
     with FakeJudgeServer({"t": [(500, {"Retry-After": "3600"})]}) as server:
         metric = JudgeMetric(endpoint=server.url, model="j", prompts=str(prompts), kinds="pf")
-        with pytest.raises(BenchError, match="failed 5 times"):
+        with pytest.raises(BenchError, match="failed 3 times .*Retry-After 3600 s capped at 30 s.*60 s of waits"):
             metric.score([item])
-    assert waits == [30.0] * 4 and len(server.requests) == 5        # bounded: 5 tries, waits capped at 30 s
+    assert waits == [30.0] * 2 and len(server.requests) == 3        # bounded: waits capped at 30 s, 60 s in all
     waits.clear()
     with FakeJudgeServer({"t": [500]}) as server:
         metric = JudgeMetric(endpoint=server.url, model="j", prompts=str(prompts), kinds="pf")

@@ -2,29 +2,37 @@
 
 Both take conversations in one neutral form (a list of ``{"role", "content"}`` turns whose content
 is a text or a list of ``("text", str)`` / ``("image", PIL.Image)`` parts) and return one
-:class:`Answer` per conversation. Transport problems (an unreachable endpoint, a bad key, an HTTP
-error after its retries) are errors (BenchError), never judge answers; what the model says, however
-useless, is an answer and the metric decides whether it parses.
+:class:`Answer` per conversation::
+
+    backend.answer(conversations, seeds, temperature, on_answer=None) -> list[Answer]
+
+``on_answer(index, answer)``, when given, is called as each answer arrives (from a worker thread
+for the endpoint; calls never overlap), so the caller can make it durable before the next request.
+Transport problems (an unreachable endpoint, a bad key, an HTTP error after its retries) are errors
+(BenchError), never judge answers; a refusal of one request (HTTP 400, a redirect) is that
+request's failed Answer; what the model says, however useless, is an answer and the metric decides
+whether it parses.
 """
 
 from __future__ import annotations
 
 import base64
-import http.client
 import io
 import json
-import math
 import os
-import time
-import urllib.error
-import urllib.request
+import threading
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from bench import BenchError
+from bench.limits import JUDGE_FIRST_REJECTS, JUDGE_MAX_RESPONSE_BYTES, JUDGE_REQUEST_DEADLINE_S, JUDGE_RETRIES
+from bench.metrics.judge_http import BACKOFF_S, MAX_WAIT_S, Rejected, check_url, post_json, retry_after  # noqa: F401
 
-#: the most bytes read from one endpoint response (a judge answer is a few KiB)
-MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+MAX_RESPONSE_BYTES = JUDGE_MAX_RESPONSE_BYTES
+OnAnswer = Callable[[int, "Answer"], None]
+#: the default system turn Qwen2/2.5-VL's chat template inserts when a conversation has none;
+#: the release's conversation has no system turn, so it is removed from the rendered prompt
+DEFAULT_SYSTEM_TURN = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,7 @@ class Answer:
     text: str
     refused: bool = False          # the backend said so (an endpoint's refusal field or content filter)
     failure: str | None = None     # the reply holds no answer at all (no choices, no message): never parsed
+    finish_reason: str | None = None   # "stop", "length" (cut at max_new_tokens), "content_filter", ...
 
 
 Conversation = list[dict]
@@ -84,36 +93,66 @@ class TransformersJudge:
             out.append({"role": turn["role"], "content": parts})
         return out
 
-    def _generate(self, conversations: Sequence[Conversation], temperature: float) -> list[str]:
+    @staticmethod
+    def generation_settings(temperature: float, max_new_tokens: int) -> dict:
+        """Every decoding knob, given explicitly so that the model's own generation config (Qwen2.5-VL
+        ships repetition_penalty 1.05, top_k 1, top_p 0.001) changes nothing: plain greedy, or plain
+        sampling at ``temperature``, as an API judge decodes. Part of the metric version."""
+        common = dict(max_new_tokens=max_new_tokens, repetition_penalty=1.0, num_beams=1)
+        if temperature > 0:
+            return dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0, **common)
+        return dict(do_sample=False, temperature=None, top_p=None, top_k=None, **common)
+
+    def render(self, conversations: Sequence[Conversation]) -> list[str]:
+        """The prompt texts, as the chat template writes them, without the default system turn a
+        Qwen2/2.5-VL template adds to a conversation that has none (the release sends none)."""
+        texts = self._processor.apply_chat_template([self._hf_messages(c) for c in conversations],
+                                                    add_generation_prompt=True, tokenize=False)
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        return [t[len(DEFAULT_SYSTEM_TURN):] if t.startswith(DEFAULT_SYSTEM_TURN) and
+                not any(turn["role"] == "system" for turn in c) else t for t, c in zip(texts, conversations)]
+
+    def _generate(self, conversations: Sequence[Conversation], temperature: float) -> list[Answer]:
         import torch
 
-        inputs = self._processor.apply_chat_template(
-            [self._hf_messages(c) for c in conversations], add_generation_prompt=True, tokenize=True,
-            return_dict=True, return_tensors="pt", processor_kwargs={"padding": True})
+        images = [value for c in conversations for turn in c if not isinstance(turn["content"], str)
+                  for kind, value in turn["content"] if kind == "image"]
+        inputs = self._processor(text=self.render(conversations), images=images or None, padding=True,
+                                 return_tensors="pt")
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        sampling = dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0) if temperature > 0 \
-            else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
         with torch.inference_mode():
-            out = self._model.generate(**inputs, max_new_tokens=self.max_new_tokens, **sampling)
+            out = self._model.generate(**inputs, **self.generation_settings(temperature, self.max_new_tokens))
         new = out[:, inputs["input_ids"].shape[1]:]
-        return [t.strip() for t in self._processor.batch_decode(new, skip_special_tokens=True)]
+        config = self._model.generation_config
+        ends = {t for t in (config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id])
+                if t is not None} | ({config.pad_token_id} if config.pad_token_id is not None else set())
+        texts = [t.strip() for t in self._processor.batch_decode(new, skip_special_tokens=True)]
+        return [Answer(text, finish_reason="stop" if len(row) < self.max_new_tokens or ends & set(row.tolist())
+                       else "length") for text, row in zip(texts, new)]
 
-    def answer(self, conversations: Sequence[Conversation], seeds: Sequence[int], temperature: float) -> list[Answer]:
+    def answer(self, conversations: Sequence[Conversation], seeds: Sequence[int], temperature: float,
+               on_answer: OnAnswer | None = None) -> list[Answer]:
         import torch
 
         if self._model is None:
             self._load()
-        texts: list[str] = []
+        answers: list[Answer] = []
+
+        def done(batch: list[Answer]) -> None:
+            for answer in batch:
+                if on_answer is not None:
+                    on_answer(len(answers), answer)
+                answers.append(answer)
         if temperature <= 0:
             for start in range(0, len(conversations), self.batch_size):
-                texts += self._generate(conversations[start:start + self.batch_size], temperature)
+                done(self._generate(conversations[start:start + self.batch_size], temperature))
         else:
             devices = [torch.device(self.device)] if str(self.device).startswith("cuda") else []
             for conversation, seed in zip(conversations, seeds):
                 with torch.random.fork_rng(devices=devices):
                     torch.manual_seed(seed)
-                    texts += self._generate([conversation], temperature)
-        return [Answer(t) for t in texts]
+                    done(self._generate([conversation], temperature))
+        return answers
 
 
 # ---- OpenAI-compatible endpoint -------------------------------------------------------------
@@ -138,11 +177,7 @@ def openai_messages(conversation: Conversation) -> list[dict]:
 
 def completions_url(endpoint: str) -> str:
     """``.../chat/completions`` as given, else appended to the base URL (``http://host:8000/v1``)."""
-    endpoint = endpoint.rstrip("/")
-    if not endpoint.startswith(("http://", "https://")):
-        raise BenchError(f"--metric-param judge.endpoint={endpoint!r}: expected an http(s) URL such as "
-                         "https://api.openai.com/v1 or http://localhost:8000/v1")
-    return endpoint if endpoint.endswith("/chat/completions") else endpoint + "/chat/completions"
+    return check_url(endpoint)
 
 
 def _content_text(content) -> str | None:
@@ -175,86 +210,99 @@ def reply_answer(reply) -> Answer:
     if text is None:
         return Answer(raw, failure="content is not text")
     refusal = message.get("refusal")
-    refused = bool(refusal) or choice.get("finish_reason") == "content_filter"
-    return Answer(text if text or not refusal else str(refusal), refused=refused)
-
-
-#: waits between tries of a request that failed in transport: 0.5, 2, 8, 30 s (a rate limit or a
-#: restarting server gets about 40 s), or the server's Retry-After (HTTP 429/503), at most MAX_WAIT_S
-BACKOFF_S, MAX_WAIT_S = 0.5, 30.0
-
-
-def retry_after(header) -> float | None:
-    """Seconds from an HTTP Retry-After header given in seconds (0-MAX_WAIT_S), else None."""
-    try:
-        value = float(str(header).strip())
-    except (TypeError, ValueError):
-        return None
-    return min(max(value, 0.0), MAX_WAIT_S) if math.isfinite(value) else None
+    finish = choice.get("finish_reason")
+    finish = str(finish)[:40] if finish is not None else None
+    refused = bool(refusal) or finish == "content_filter"
+    return Answer(text if text or not refusal else str(refusal), refused=refused, finish_reason=finish)
 
 
 class EndpointJudge:
     """POST to an OpenAI-compatible ``/chat/completions`` (GPT-4o, a vLLM or SGLang server) with the
-    standard library. The API key is read from the environment variable ``api_key_env``."""
+    standard library, ``workers`` requests at a time (judge.concurrency). The API key is read from the
+    environment variable ``api_key_env`` and sent to the endpoint's origin only (no redirect is
+    followed). ``max_new_tokens=0`` sends no ``max_tokens`` (the release sends none)."""
 
     def __init__(self, endpoint: str, model: str, api_key_env: str = "OPENAI_API_KEY", max_new_tokens: int = 512,
-                 timeout_s: float = 120.0, transport_retries: int = 4, workers: int = 8):
+                 timeout_s: float = JUDGE_REQUEST_DEADLINE_S, transport_retries: int = JUDGE_RETRIES, workers: int = 8):
         self.url, self.model = completions_url(endpoint), model
         self.api_key_env, self.max_new_tokens = api_key_env, max_new_tokens
         self.timeout_s, self.transport_retries, self.workers = timeout_s, transport_retries, workers
+        self._lock = threading.Lock()
+        self._succeeded, self._rejected = 0, []        # answers received / refusals before the first success
 
     def describe(self) -> str:
-        return f"endpoint:{self.model}"
+        """The backend in the metric version: the URL too, so two servers that serve the same model
+        name never share cached answers."""
+        return f"endpoint:{self.url}:{self.model}"
 
-    def _post(self, body: dict) -> dict:
+    def _headers(self) -> dict:
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(self.api_key_env, "")
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        data = json.dumps(body).encode("utf-8")
-        last = ""
-        for attempt in range(self.transport_retries + 1):
-            wait = None
-            request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    payload = response.read(MAX_RESPONSE_BYTES + 1)
-                if len(payload) > MAX_RESPONSE_BYTES:
-                    raise BenchError(f"judge endpoint {self.url} sent a response over {MAX_RESPONSE_BYTES >> 20} MiB; "
-                                     "is judge.endpoint an OpenAI-compatible chat-completions server?")
-                return json.loads(payload.decode("utf-8", "replace"))
-            except urllib.error.HTTPError as exc:
-                if exc.code in (401, 403):
-                    raise BenchError(f"judge endpoint {self.url} refused the key (HTTP {exc.code}): set "
-                                     f"${self.api_key_env} to a valid API key") from None
-                if exc.code in (400, 404, 422):
-                    detail = exc.read()[:200].decode("utf-8", "replace")
-                    raise BenchError(f"judge endpoint {self.url} answered HTTP {exc.code} ({detail.strip()}): check "
-                                     f"judge.endpoint and judge.model={self.model!r}") from None
-                last = f"HTTP {exc.code}"
-                wait = retry_after(exc.headers.get("Retry-After") if exc.headers else None)
-            except (OSError, http.client.HTTPException, json.JSONDecodeError) as exc:
-                # URLError, timeouts, resets, and replies that are not HTTP at all (BadStatusLine)
-                last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
-            if attempt < self.transport_retries:
-                time.sleep(wait if wait is not None else min(BACKOFF_S * 4 ** attempt, MAX_WAIT_S))
-        raise BenchError(f"judge endpoint {self.url} failed {self.transport_retries + 1} times ({last}); "
-                         "check that the server runs and judge.endpoint is right")
+        return headers
 
-    def _one(self, messages: list[dict], seed: int, temperature: float) -> Answer:
-        body = {"model": self.model, "messages": messages, "temperature": temperature,
-                "seed": seed, "max_tokens": self.max_new_tokens}
-        return reply_answer(self._post(body))
+    def _one(self, messages: list[dict], seed: int, temperature: float, stop: threading.Event | None = None) -> Answer:
+        body = {"model": self.model, "messages": messages, "temperature": temperature, "seed": seed}
+        if self.max_new_tokens:
+            body["max_tokens"] = self.max_new_tokens
+        try:
+            reply = post_json(self.url, body, self._headers(), deadline_s=self.timeout_s,
+                              retries=self.transport_retries, api_key_env=self.api_key_env, model=self.model,
+                              stop=stop)
+        except Rejected as exc:
+            with self._lock:
+                if not self._succeeded:
+                    self._rejected.append(str(exc))
+                    if len(self._rejected) >= JUDGE_FIRST_REJECTS:
+                        raise BenchError(f"judge endpoint {self.url} rejected the first {JUDGE_FIRST_REJECTS} requests "
+                                         f"({self._rejected[-1][:300]}): check judge.endpoint and "
+                                         f"judge.model={self.model!r}") from None
+            return Answer(str(exc), failure=f"rejected: {str(exc)[:300]}")
+        with self._lock:
+            self._succeeded += 1
+        return reply_answer(reply)
 
-    def answer(self, conversations: Sequence[Conversation], seeds: Sequence[int], temperature: float) -> list[Answer]:
-        from concurrent.futures import ThreadPoolExecutor
+    def answer(self, conversations: Sequence[Conversation], seeds: Sequence[int], temperature: float,
+               on_answer: OnAnswer | None = None) -> list[Answer]:
+        from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
         encoded: dict[int, list[dict]] = {}          # a conversation asked several times is encoded once
         for conversation in conversations:
             if id(conversation) not in encoded:
                 encoded[id(conversation)] = openai_messages(conversation)
         messages = [encoded[id(c)] for c in conversations]
+        out: list[Answer | None] = [None] * len(messages)
+        stop, report = threading.Event(), threading.Lock()
+
+        def one(j: int) -> None:
+            if stop.is_set():
+                return
+            try:
+                answer = self._one(messages[j], seeds[j], temperature, stop)
+            except BaseException:
+                stop.set()                            # no other worker sends its next request
+                raise
+            with report:                              # recorded before this worker sends its next request
+                out[j] = answer
+                if on_answer is not None:
+                    on_answer(j, answer)
         if len(messages) <= 1 or self.workers <= 1:
-            return [self._one(m, s, temperature) for m, s in zip(messages, seeds)]
-        with ThreadPoolExecutor(max_workers=min(self.workers, len(messages))) as pool:
-            return list(pool.map(lambda ms: self._one(ms[0], ms[1], temperature), zip(messages, seeds)))
+            for j in range(len(messages)):
+                one(j)
+            return out
+        pool = ThreadPoolExecutor(max_workers=min(self.workers, len(messages)))
+        futures = [pool.submit(one, j) for j in range(len(messages))]
+        try:
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        except BaseException:                         # Ctrl-C: what arrived is on disk; drop the rest
+            stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        failed = next((f for f in futures if f.done() and not f.cancelled() and f.exception() is not None), None)
+        if failed is not None:
+            stop.set()                                # queued requests are not sent, waiting ones give up
+        pool.shutdown(wait=True, cancel_futures=True)   # in-flight answers still arrive and are recorded
+        if failed is not None:
+            raise failed.exception()
+        return out

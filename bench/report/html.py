@@ -39,6 +39,7 @@ from urllib.parse import quote
 from bench.files import write_atomic
 from bench.report.aggregate import aggregation_text, interval_text, suite_summary
 from bench.report.figures import scatter_plot, suite_scatter_axes
+from bench.report.arena import arena_html, find_results
 from bench.report.leaderboard import (RANDOM_STAMP, column_plan, comparison_table, leaderboard_table, stat_notes,
                                       suite_columns)
 from bench.report.load import DASH, PAPER_DIR, run_cells
@@ -472,6 +473,7 @@ def write_html(df, runs, out: Path, paper_dir: Path = PAPER_DIR, copy_images: bo
             + f'<p class="muted">Metric ids (they name the backbone): {ids}.</p>'
             + (f'<h3>{escape(x)} vs {escape(y)}</h3><img class="scatter" src="{escape(scatter.name)}" alt="scatter plot">'
                if has_scatter else "")
+            + arena_html(find_results(out.parent, suite_runs["run_dir"]))
             + f'<h3>Gallery</h3>{gallery(df, runs, suite, plan, out, images, thumbs, page)}</section>')
     body = (f'<h1>Benchmark report</h1><p class="muted">Written by <code>python -m bench report --html</code> on '
             f'{escape(time.strftime("%Y-%m-%d %H:%M"))} from {len(runs)} run(s). Protocols and sources: '

@@ -193,14 +193,15 @@ def md_table(table) -> str:
 
 
 
-def repeat_spread(summary, run: str, metric_id: str) -> float | None:
-    """The std (ddof=1) over a judge's repeats of each repeat's mean, when the run has them."""
+def repeat_spread(summary, run: str, metric_id: str) -> tuple[float, float] | None:
+    """A judge with repeats, as DreamBench++'s benchmarking.py reports it: each repeat's own mean over
+    the images it scored, then the mean and the std (ddof=1) over the repeats (docs/judge.md)."""
     means = [float(summary.loc[(run, m)]["mean"]) for r, m in summary.index
              if r == run and (match := REPEAT_ID.match(m)) and match["base"] == metric_id]
     if len(means) < 2:
         return None
     centre = sum(means) / len(means)
-    return math.sqrt(sum((m - centre) ** 2 for m in means) / (len(means) - 1))
+    return centre, math.sqrt(sum((m - centre) ** 2 for m in means) / (len(means) - 1))
 
 
 def judge_product_title(title: str, values: dict) -> str | None:
@@ -237,9 +238,9 @@ def leaderboard_table(df, runs, suite: str, paper_dir: Path = PAPER_DIR, warning
         for title, _, ids in plan:
             stat = summary.loc[(info.run, ids[0])] if ids and (info.run, ids[0]) in summary.index else None
             values[title] = (float(stat["mean"]), float(stat["std"])) if stat is not None else (math.nan, math.nan)
-            spread = repeat_spread(summary, info.run, ids[0]) if stat is not None else None
-            if spread is not None:               # judge repeats: ± over the repeats' means, as DreamBench++
-                values[title] = (values[title][0], spread)
+            over_repeats = repeat_spread(summary, info.run, ids[0]) if ids else None
+            if over_repeats is not None:         # judge repeats: mean ± sd of the repeats' means, as DreamBench++
+                values[title] = over_repeats
             ci, mark = stat_cell(stats, info.run, ids[0]) if stat is not None else (None, "")
             row[title] = format_value(*values[title], ci=ci, mark=mark)
             if (product_title := judge_product_title(title, values)) is not None:
@@ -285,11 +286,14 @@ def breakdown_table(df, plan, by: str, settings=None):
     rows = []
     for (run, group), _ in df.groupby(["run", by], sort=True):
         row = {"Run": run, by.capitalize(): group}
+        in_group = summary.xs(group, level=by)
         for title, _, ids in plan:
             key = (run, ids[0], group) if ids else None
             stat = summary.loc[key] if key in summary.index else None
             ci, _ = stat_cell(stats.get(group), run, ids[0]) if stat is not None else (None, "")
             row[title] = format_value(float(stat["mean"]), float(stat["std"]), ci) if stat is not None else DASH
+            if ids and (over_repeats := repeat_spread(in_group, run, ids[0])) is not None:   # as the main table
+                row[title] = format_value(*over_repeats, ci)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -375,6 +379,8 @@ def write_leaderboard(df, runs, suite: str, out: Path, paper_dir: Path = PAPER_D
                   "prompt (lowest seed, first image), the prompt under each.", "", f"![samples]({grid.name})", ""]
     lines += [f"Per-subject numbers: [{stem}-by-subject.csv]({stem}-by-subject.csv); "
               f"per-run summary: [{stem}-summary.csv]({stem}-summary.csv).", ""]
+    from bench.report.arena import arena_markdown, find_results
+    lines += arena_markdown(find_results(out, suite_runs["run_dir"]))        # `bench arena` results, when any
     path = out / f"{stem}.md"
     write_atomic(path, "\n".join(lines).encode("utf-8"), fsync=False)
     return path

@@ -107,6 +107,8 @@ def run(args) -> int:
         if counts["sources"]:
             print(f"sources    {counts['sources']}   (images to edit)")
         print(f"per seed   {counts['per_seed']} images at {suite.default_images_per_prompt} per prompt")
+        for line in getattr(suite, "check_notes", list)():              # a suite's own lines (layout, counts)
+            print(line)
         released = getattr(suite, "released_subjects", None)          # a suite may say how large the release is
         if released and counts["subjects"] != released and not args.mini and not getattr(suite, "selected", None):
             print(f"note: the released {args.name} data has {released} subjects, this copy {counts['subjects']} "

@@ -1,10 +1,17 @@
 """DreamBench++ (yuangpeng/dreambench_plus, ICLR 2025): 150 images x 9 prompts, judged by a VLM.
 
 Layout of the released data (docs/protocols.md section 7); ``--data-root`` may be the
-folder that holds ``images/`` and ``captions/`` or its parent holding ``data/``::
+folder that holds ``images/`` and ``captions/`` or its parent holding ``data/``. Two layouts are
+read, and give the same collections (``bench data check`` says which one a copy has)::
 
-    images/<category>/<index>.jpg        category: animal, human, object, style
-    captions/<category>/<index>.txt      line 1: the subject's name; then exactly 9 prompts
+    flat:    images/<category>/<index>.jpg            category: animal, human, object, style
+    nested:  images/live_subject/<animal|human>/<index>.jpg, images/<object|style>/<index>.jpg
+             (the release's zip; its loader globs recursively and names the category by the parent folder)
+    captions/... in the same layout, <index>.txt: line 1 the subject's name; then exactly 9 prompts
+
+The release has 45 animal, 20 human, 65 object and 20 style collections (150); ``bench data
+check`` names a copy whose per-category counts differ. Every file is checked to be a regular file
+(a FIFO, a device or a symlink loop is one line naming it) before it is read.
 
 Prompts 0-3 are photorealistic, 4-6 style transfer, 7-8 imaginative. Collection ids are formed as
 the release forms them, so scores line up with its per-image files: ``animal`` and ``human``
@@ -23,12 +30,16 @@ Option ``subjects``: a list (or comma-separated string) of collection ids to kee
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from pathlib import Path
 from typing import Iterable
 
 from bench import BenchError
 from bench.files import check_path_part
 from bench.images import check_image
+from bench.suites import REPO_ROOT
 from bench.suites.base import Suite
 from bench.types import Sample
 
@@ -36,6 +47,10 @@ CATEGORIES = ("animal", "human", "object", "style")
 #: the release's collection-id prefix per category folder
 ID_PREFIX = {"animal": "live_subject_animal", "human": "live_subject_human", "object": "object", "style": "style"}
 PROMPTS_PER_IMAGE = 9
+#: collections per category in the release (its README: 150 images; counted in its data.zip)
+RELEASED_COUNTS = {"animal": 45, "human": 20, "object": 65, "style": 20}
+#: the release's zip nests the two live-subject categories under this folder
+LIVE_SUBJECT = "live_subject"
 #: prompt index -> kind, as the release's benchmarking script splits prompt following
 PROMPT_KINDS = ("photorealistic",) * 4 + ("style_transfer",) * 3 + ("imaginative",) * 2
 #: bounds on a caption file: characters per line, and bytes read at most
@@ -77,9 +92,81 @@ def _check_line(line: str, path: Path, lineno: int) -> str:
     return line
 
 
+class CorruptCopy(BenchError):
+    """A copy whose files contradict each other (a duplicate id, an image without its caption):
+    re-downloading over it does not fix it, so the advice differs from "data missing"."""
+
+
+def check_regular_file(path: Path, what: str) -> os.stat_result:
+    """``path``'s stat when it is a regular file (through symlinks); a FIFO, a device, a folder,
+    a dangling link or a symlink loop is one BenchError naming it, before anything reads it."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        why = "a symlink loop" if exc.errno == errno.ELOOP else (exc.strerror or type(exc).__name__)
+        raise BenchError(f"DreamBench++ {what} {path}: {why}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise BenchError(f"DreamBench++ {what} {path} is not a regular file")
+    return info
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as exc:
+        raise BenchError(f"cannot list DreamBench++ folder {folder}: {exc.strerror or exc}") from None
+    out = []
+    for entry in entries:
+        try:
+            if entry.is_dir():
+                out.append(entry)
+        except OSError:             # a symlink loop among the folders: is_dir() says so on 3.11
+            raise BenchError(f"DreamBench++ folder {entry}: a symlink loop") from None
+    return out
+
+
+def category_folders(tree: Path) -> tuple[str, dict[str, Path]]:
+    """(layout, {category: folder}) of ``images/`` or ``captions/``: "flat" (``animal/`` ...),
+    "nested" (``live_subject/animal/`` ..., the release's zip), or "empty"."""
+    found, layouts = {}, set()
+    for folder in _subfolders(tree):
+        if folder.name == LIVE_SUBJECT:
+            for inner in _subfolders(folder):
+                layouts.add("nested")                  # an empty live_subject/ is no layout
+                if inner.name not in ("animal", "human"):
+                    raise BenchError(f"{inner}: unknown DreamBench++ category {LIVE_SUBJECT}/{inner.name} "
+                                     "(expected live_subject/animal or live_subject/human)")
+                found[inner.name] = inner
+        elif folder.name in CATEGORIES:
+            if folder.name in ("animal", "human"):
+                layouts.add("flat")
+            if folder.name in found:
+                raise CorruptCopy(f"{folder} and {found[folder.name]}: category {folder.name!r} twice (flat and "
+                                  f"nested layouts mixed in {tree}); keep one of them")
+            found[folder.name] = folder
+        else:
+            raise BenchError(f"{folder}: unknown DreamBench++ category {folder.name!r} (expected "
+                             f"{', '.join(CATEGORIES)}, or {LIVE_SUBJECT}/animal and {LIVE_SUBJECT}/human as released)")
+    if len(layouts) > 1:
+        raise CorruptCopy(f"{tree}: both {LIVE_SUBJECT}/<animal|human>/ and <animal|human>/ folders; keep one layout")
+    return (layouts.pop() if layouts else ("flat" if found else "empty")), found
+
+
+def _files(folder: Path | None, suffix: str, what: str) -> dict[str, Path]:
+    """{stem: path} of the ``*suffix`` files in ``folder``, each checked to be a regular file."""
+    if folder is None:
+        return {}
+    out = {}
+    for path in sorted(folder.glob(f"*{suffix}")):
+        check_regular_file(path, what)
+        out[path.stem] = path
+    return out
+
+
 def read_caption(path: Path) -> tuple[str, tuple[str, ...]]:
     """(subject name, 9 prompts) from one caption file; a bad file is one BenchError naming it."""
     path = Path(path)
+    check_regular_file(path, "caption")             # a FIFO would block the read below forever
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_CAPTION_BYTES + 1)
@@ -144,40 +231,73 @@ class DreamBenchPlus(Suite):
         self.data_dir = resolve_data_dir(self.root)
         self._samples: list[Sample] | None = None
 
+    def layout(self) -> str:
+        """"flat" or "nested" (the release's zip: ``live_subject/animal/`` ...), as this copy is laid out
+        ("nested images/, flat captions/" when the two trees differ)."""
+        images = category_folders(self.data_dir / "images")[0]
+        captions = category_folders(self.data_dir / "captions")[0]
+        return images if images == captions else f"{images} images/, {captions} captions/"
+
     def collections(self) -> list[dict]:
         """Every collection of the copy, ordered by id: {id, category, index, name, image, caption, prompts}."""
         out = {}
         images_dir, captions_dir = self.data_dir / "images", self.data_dir / "captions"
-        for folder in sorted(p for p in captions_dir.iterdir() if p.is_dir()):
-            if folder.name not in CATEGORIES:
-                raise BenchError(f"{folder}: unknown DreamBench++ category {folder.name!r} "
-                                 f"(expected {', '.join(CATEGORIES)})")
-        for folder in sorted(p for p in images_dir.iterdir() if p.is_dir()):
-            if folder.name not in CATEGORIES:
-                raise BenchError(f"{folder}: unknown DreamBench++ category {folder.name!r} "
-                                 f"(expected {', '.join(CATEGORIES)})")
+        _, image_folders = category_folders(images_dir)           # each tree in either layout (as the
+        _, caption_folders = category_folders(captions_dir)       # release's recursive glob reads them)
         for category in CATEGORIES:
-            captions = {p.stem: p for p in (captions_dir / category).glob("*.txt")} \
-                if (captions_dir / category).is_dir() else {}
-            images = {p.stem: p for p in (images_dir / category).glob("*.jpg")} \
-                if (images_dir / category).is_dir() else {}
+            captions = _files(caption_folders.get(category), ".txt", "caption")
+            images = _files(image_folders.get(category), ".jpg", "image")
             for stem in sorted(set(captions) ^ set(images)):
-                have, lacks = ((captions[stem], images_dir / category / f"{stem}.jpg") if stem in captions
-                               else (images[stem], captions_dir / category / f"{stem}.txt"))
-                raise BenchError(f"{have} has no partner {lacks} (every image needs its caption file)")
+                have = captions.get(stem) or images.get(stem)
+                other = (image_folders if stem in captions else caption_folders).get(category)
+                lacks = (other or (images_dir if stem in captions else captions_dir) / category) / \
+                    f"{stem}{'.jpg' if stem in captions else '.txt'}"
+                raise CorruptCopy(f"{have} has no partner {lacks} (every image needs its caption file)")
             for index in sorted(captions):
                 check_path_part(index, str(captions[index]), "file name")
                 name, prompts = read_caption(captions[index])
                 cid = collection_id(category, index, name)
                 check_path_part(cid, str(captions[index]), "collection id")
                 if cid in out:
-                    raise BenchError(f"{captions[index]}: collection id {cid!r} twice (also {out[cid]['caption']})")
+                    raise CorruptCopy(f"{captions[index]}: collection id {cid!r} twice (also {out[cid]['caption']}): "
+                                      "the copy is corrupt; unpack the release's data.zip into an empty folder")
                 out[cid] = {"id": cid, "category": category, "index": index, "name": name,
                             "image": images[index], "caption": captions[index], "prompts": prompts}
         if not out:
             raise BenchError(f"{self.data_dir}: no collections (images/<category>/<index>.jpg with "
-                             "captions/<category>/<index>.txt)")
+                             "captions/<category>/<index>.txt, or the release's images/live_subject/animal/... layout)")
         return [out[k] for k in sorted(out)]
+
+    def check_notes(self) -> list[str]:
+        """What `bench data check` adds for this suite: the layout, and each category whose count
+        differs from the release's (45 animal, 20 human, 65 object, 20 style)."""
+        counts = {category: 0 for category in CATEGORIES}
+        for c in self.collections():
+            counts[c["category"]] += 1
+        lines = [f"layout     {self.layout()}"]
+        if self.selected is None and Path(self.root).resolve() != (REPO_ROOT / self.mini_root).resolve():
+            wrong = [f"{c} {counts[c]} (released: {n})" for c, n in RELEASED_COUNTS.items() if counts[c] != n]
+            if wrong:
+                lines.append(f"note: per-category counts differ from the release: {', '.join(wrong)}")
+        return lines
+
+    @classmethod
+    def requirements(cls, root: Path, **options) -> list:
+        """As every suite's, but a corrupt copy (a duplicate id, an image without caption) is named
+        as corrupt with its own advice, not as missing data to download over it."""
+        needs = super().requirements(root, **options)
+        try:
+            if Path(root).is_dir():
+                cls(Path(root), **options).collections()
+        except CorruptCopy as exc:
+            from bench.needs import probe
+            problem = str(exc)
+            return [probe(f"{cls.name} data (corrupt copy)", str(root),
+                          f"move {root} aside and unpack the release's data.zip into an empty folder "
+                          f"({cls.fetch_command(Path(root))})", lambda: problem)]
+        except BenchError:
+            pass
+        return needs
 
     def samples(self) -> list[Sample]:
         if self._samples is None:
