@@ -64,8 +64,9 @@ def joined(scores, ratings: Ratings, metric: str, aspect: str):
     units = df.drop_duplicates(["method", "item"]).set_index(["method", "item"])["subject" if ratings.unit == "subject" else "item"]
     return {"method": np.array([k[0] for k in keys], dtype=object), "item": [k[1] for k in keys],
             "unit": np.array([units[k] for k in keys], dtype=object),
-            "metric": mine.loc[keys].to_numpy(dtype=np.float64) if keys else np.zeros(0),
-            "human": human.loc[keys].to_numpy(dtype=np.float64) if keys else np.zeros(0),
+            # rounded to 12 decimals: a mean computed in another summation order ties where it should
+            "metric": np.round(mine.loc[keys].to_numpy(dtype=np.float64), 12) if keys else np.zeros(0),
+            "human": np.round(human.loc[keys].to_numpy(dtype=np.float64), 12) if keys else np.zeros(0),
             "raters": wide.loc[keys].to_numpy(dtype=np.float64).T if keys else np.zeros((len(ratings.raters), 0))}
 
 
