@@ -5,9 +5,9 @@ A source is a scored run directory (its method is the rated method) or a long sc
 column names the rated method). Images of one item (seeds, image indices) are averaged first.
 
 The join matches method names normalised as DreamBench++ does (lower case, spaces and hyphens
-to ``_``) and, inside a method, tries in turn: the rating's (subject, prompt); the item key
-``<subject>-<prompt>`` (DreamBench++'s ``<collection id>-<prompt index>``); the subject alone as
-the item key (ImagenHub's ``uid``). Scores are paired with ratings by these keys, never by
+to ``_``) and, inside a method, tries in turn: the rating's (subject, prompt), prompt ids compared
+as numbers where they are (``007`` is ``7``); the item key ``<subject>-<prompt>`` (DreamBench++'s
+``<collection id>-<prompt index>``); the subject alone as the item key (ImagenHub's ``uid``). Scores are paired with ratings by these keys, never by
 position. A score key that no rating has is an error (``strict``), or left out and counted.
 """
 
@@ -46,6 +46,12 @@ def item_means(table: "pd.DataFrame") -> "pd.DataFrame":
     return (table.groupby(["run", "subject", "prompt", "metric"], sort=False, as_index=False)["value"].mean())
 
 
+def _prompt(text: str) -> str:
+    """A prompt id compared as a number where it is one (a run's ``007`` is a table's ``7``)."""
+    text = str(text).strip()
+    return str(int(text)) if text.isdigit() else text
+
+
 def join(table: "pd.DataFrame", ratings: Ratings, source: str, strict: bool = True) -> tuple["pd.DataFrame", int]:
     """(scores keyed like the ratings with the columns of SCORE_COLUMNS, keys left out)."""
     import pandas as pd
@@ -56,12 +62,12 @@ def join(table: "pd.DataFrame", ratings: Ratings, source: str, strict: bool = Tr
     for method, subject, prompt, item in frame[["method", "subject", "prompt", "item"]].drop_duplicates().itertuples(index=False):
         nm = normalise_method(method)
         if subject and prompt:
-            by_pair[(nm, subject, prompt)] = (subject, prompt, item)
+            by_pair[(nm, subject, _prompt(prompt))] = (subject, prompt, item)
         by_item[(nm, item)] = (subject, prompt, item)
     rows, missing = [], []
     for run, subject, prompt, metric, value in item_means(table).itertuples(index=False):
         nm = normalise_method(run)
-        hit = (by_pair.get((nm, subject, prompt)) or by_item.get((nm, f"{subject}-{prompt}"))
+        hit = (by_pair.get((nm, subject, _prompt(prompt))) or by_item.get((nm, f"{subject}-{prompt}"))
                or by_item.get((nm, subject)))
         if hit is None:
             missing.append((run, subject, prompt, nm in names))
