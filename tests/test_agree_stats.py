@@ -87,3 +87,22 @@ def test_paired_difference_and_system_level():
     assert sys_same["top_metric"] == sys_same["top_human"] == "m3"
     reverse = system_level(-shifted, shifted, methods, ["m0", "m1", "m2", "m3"], units, 40, Boot(300), "subject")
     assert reverse["kendall"] == pytest.approx(-1) and reverse["p_same_top"] == 0.0
+
+
+@pytest.mark.parametrize("level", ["ordinal", "interval", "nominal"])
+def test_alpha_replicates_equal_the_package_on_the_expanded_resample(level):
+    import krippendorff
+
+    from bench.agree.reliability import alpha_replicates
+
+    rng = np.random.default_rng(4)
+    data = np.clip(np.round(rng.normal(2, 1, 30) + rng.normal(0, 0.8, (3, 30))), 0, 4)
+    data[1, ::5] = np.nan                                     # missing ratings
+    data[2, 3] = 7.0                                          # a rare value
+    weights = item_weights(np.repeat(np.arange(10), 3), 10, Boot(25, seed=2))
+    reps = alpha_replicates(data, level, weights)
+    domain = np.unique(data[np.isfinite(data)])
+    for w, rep in zip(weights, reps):
+        expected = krippendorff.alpha(reliability_data=data[:, expand(w)], value_domain=domain,
+                                      level_of_measurement=level)
+        assert rep == pytest.approx(expected, abs=1e-12)

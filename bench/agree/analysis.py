@@ -58,16 +58,18 @@ def joined(scores, ratings: Ratings, metric: str, aspect: str):
     df = ratings.frame[ratings.frame["aspect"] == aspect]
     wide = df.pivot_table(index=["method", "item"], columns="rater", values="value", aggfunc="first",
                           dropna=False).reindex(columns=ratings.raters)
-    mine = scores[scores["metric"] == metric].set_index(["method", "item"])["value"]
     human = wide.mean(axis=1, skipna=True)
-    keys = [k for k in mine.index if k in human.index and np.isfinite(human.get(k, np.nan))]
-    units = df.drop_duplicates(["method", "item"]).set_index(["method", "item"])["subject" if ratings.unit == "subject" else "item"]
-    return {"method": np.array([k[0] for k in keys], dtype=object), "item": [k[1] for k in keys],
-            "unit": np.array([units[k] for k in keys], dtype=object),
+    mine = scores[scores["metric"] == metric].set_index(["method", "item"])["value"]
+    keys = mine.index[mine.index.isin(human.index)]
+    keys = keys[human.reindex(keys).notna().to_numpy()]
+    unit_col = "subject" if ratings.unit == "subject" else "item"
+    units = df.drop_duplicates(["method", "item"]).set_index(["method", "item"])[unit_col].reindex(keys)
+    return {"method": keys.get_level_values(0).to_numpy(dtype=object), "item": list(keys.get_level_values(1)),
+            "unit": units.to_numpy(dtype=object),
             # rounded to 12 decimals: a mean computed in another summation order ties where it should
-            "metric": np.round(mine.loc[keys].to_numpy(dtype=np.float64), 12) if keys else np.zeros(0),
-            "human": np.round(human.loc[keys].to_numpy(dtype=np.float64), 12) if keys else np.zeros(0),
-            "raters": wide.loc[keys].to_numpy(dtype=np.float64).T if keys else np.zeros((len(ratings.raters), 0))}
+            "metric": np.round(mine.reindex(keys).to_numpy(dtype=np.float64), 12),
+            "human": np.round(human.reindex(keys).to_numpy(dtype=np.float64), 12),
+            "raters": wide.reindex(keys).to_numpy(dtype=np.float64).T.reshape(len(ratings.raters), len(keys))}
 
 
 def metric_tables(scores, ratings: Ratings, boot: Boot, rescale: str = "none", progress: bool = False):

@@ -22,13 +22,20 @@ _BLOCK = 200            # resamples handled at once in the weighted statistics
 
 def weighted_pearson(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Pearson r of each row's weighted sample; x and y (n,) or (B, n), w (B, n)."""
+    def dot(a, b):                    # row-wise sums of a * b, a matrix product where b is a vector
+        return a @ b if b.ndim == 1 else np.einsum("bn,bn->b", a, b)
+
+    x = x - x.mean(axis=-1, keepdims=True)           # centred first: the sums below stay well conditioned
+    y = y - y.mean(axis=-1, keepdims=True)
     total = w.sum(axis=1)
-    mx = (w * x).sum(axis=1) / total
-    my = (w * y).sum(axis=1) / total
-    dx = x - mx[:, None]
-    dy = y - my[:, None]
+    mx, my = dot(w, x) / total, dot(w, y) / total
+    wx = w * x
+    sxy = dot(wx, y) / total - mx * my
+    sxx = dot(wx, x) / total - mx * mx
+    syy = dot(w * y, y) / total - my * my
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (w * dx * dy).sum(axis=1) / np.sqrt((w * dx * dx).sum(axis=1) * (w * dy * dy).sum(axis=1))
+        r = sxy / np.sqrt(sxx * syy)
+    return np.clip(r, -1.0, 1.0)
 
 
 def weighted_ranks(x: np.ndarray, w: np.ndarray) -> np.ndarray:

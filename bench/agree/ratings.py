@@ -48,11 +48,15 @@ class Ratings:
 
     @property
     def raters(self) -> list[str]:
-        return list(dict.fromkeys(self.frame["rater"]))
+        import pandas as pd
+
+        return [str(r) for r in pd.unique(self.frame["rater"])]
 
     @property
     def methods(self) -> list[str]:
-        return list(dict.fromkeys(self.frame["method"]))
+        import pandas as pd
+
+        return [str(m) for m in pd.unique(self.frame["method"])]
 
     def unit_of(self, frame: "pd.DataFrame") -> "pd.Series":
         """The resampling unit of each row of a frame holding subject and item columns."""
