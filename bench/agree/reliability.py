@@ -15,6 +15,8 @@ ImagenHub's ``humaneval.py`` and DreamBench++'s ``krippendorff_analysis.py`` cal
   Metric values with many distinct values are rounded to 1/40 of the human scale first (the
   package's coincidence matrices grow with the number of distinct values); a metric on the
   human grid (a judge) is unchanged.
+- Both alphas' intervals are bias-corrected (:func:`bench.agree.resample.ci`): the plain
+  percentile interval of alpha undercovers with few clustered units (about 92% at 15 subjects).
 """
 
 from __future__ import annotations
@@ -123,7 +125,7 @@ def inter_rater(frame, raters, unit_of_item: dict, level: str, boot: Boot, unit:
     unit_codes, n_units = codes([unit_of_item[i] for i in items])
     est = kd_alpha(data, level)
     reps = boot_alpha(data, level, unit_codes, n_units, boot) if np.isfinite(est) else np.array([])
-    out = with_ci("alpha", est, reps, n_units, boot, unit)
+    out = with_ci("alpha", est, reps, n_units, boot, unit, bias_correct=True)
     if not np.isfinite(est):
         out["alpha_note"] = "alpha undefined (one value only, or no item rated twice)"
     return out
@@ -152,6 +154,6 @@ def metric_alpha(human: np.ndarray, metric: np.ndarray, unit_codes: np.ndarray, 
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             reps = np.nanmean(each, axis=0)
-    out = with_ci("alpha", est, reps, n_units, boot, unit)
+    out = with_ci("alpha", est, reps, n_units, boot, unit, bias_correct=True)
     out["alpha_per_rater"] = [None if not np.isfinite(v) else float(v) for v in per_rater]
     return out

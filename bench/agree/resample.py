@@ -47,8 +47,12 @@ def expand(weights_row: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(len(weights_row)), weights_row.astype(np.int64))
 
 
-def ci(reps, n_units: int, boot: Boot, unit: str = "unit") -> tuple[float | None, float | None, str | None]:
-    """(low, high, None), or (None, None, why there is no interval)."""
+def ci(reps, n_units: int, boot: Boot, unit: str = "unit",
+       estimate: float | None = None) -> tuple[float | None, float | None, str | None]:
+    """(low, high, None), or (None, None, why there is no interval). With ``estimate`` the interval
+    is bias-corrected: shifted by twice the bootstrap bias, ``-2 * (mean(reps) - estimate)``
+    (Krippendorff's alpha: its expected disagreement is underestimated when items are clustered,
+    and about as much again in a resample with repeated units; benchmarks/agree_calibration.py)."""
     if n_units < MIN_UNITS:
         return None, None, f"too few {unit}s ({n_units}, fewer than {MIN_UNITS}) for an interval"
     reps = np.asarray(reps, dtype=np.float64)
@@ -57,12 +61,14 @@ def ci(reps, n_units: int, boot: Boot, unit: str = "unit") -> tuple[float | None
         return None, None, (f"undefined in {len(reps) - len(finite)} of {len(reps)} resamples (too little "
                             f"variation); no interval")
     low, high = interval(finite[:, None], boot.alpha, n_units)
-    return float(low[0]), float(high[0]), None
+    shift = -2.0 * (float(finite.mean()) - estimate) if estimate is not None else 0.0
+    return float(low[0]) + shift, float(high[0]) + shift, None
 
 
-def with_ci(prefix: str, estimate, reps, n_units: int, boot: Boot, unit: str) -> dict:
+def with_ci(prefix: str, estimate, reps, n_units: int, boot: Boot, unit: str, bias_correct: bool = False) -> dict:
     """``{prefix: estimate, prefix_ci_low, prefix_ci_high}`` and a note when there is no interval."""
-    low, high, why = ci(reps, n_units, boot, unit) if estimate is not None and np.isfinite(estimate) else (None, None, None)
+    low, high, why = (ci(reps, n_units, boot, unit, estimate if bias_correct else None)
+                      if estimate is not None and np.isfinite(estimate) else (None, None, None))
     out = {prefix: _num(estimate), f"{prefix}_ci_low": low, f"{prefix}_ci_high": high}
     if why:
         out[f"{prefix}_note"] = why
