@@ -238,6 +238,12 @@ def test_bad_inputs_are_one_line(tmp_path, capsys):
     err = error_line(capsys, folder)
     assert "t2_rater3.tsv line 5" in err and "is not [a, b]" in err
 
+    lines[4] = lines[4].replace("(", "[", 1).replace(")", "]", 1)
+    lines[6] = "\t".join([lines[6].split("\t")[0], "[0.7, 1]"] + lines[6].split("\t")[2:])
+    bad.write_text("\n".join(lines) + "\n")
+    err = error_line(capsys, folder)
+    assert "t2_rater3.tsv line 7 column ModelA" in err and "value other than 0, 0.5 or 1" in err
+
     folder = imagenhub_folder(tmp_path / "t3", raters=1)
     err = error_line(capsys, folder)
     assert "only one rater" in err and "t3" in err
@@ -257,6 +263,20 @@ def test_bad_inputs_are_one_line(tmp_path, capsys):
     assert "method zz is not among the rated methods" in error_line(capsys, tmp_path / "r.csv", "--scores",
                                                                     tmp_path / "s.csv")
     assert "holds 3 ImagenHub task folders (t1, t2, t3)" in error_line(capsys, tmp_path)
+
+
+def test_imagenhub_scores_join_by_uid(tmp_path, capsys):
+    folder = imagenhub_folder(tmp_path / "task", items=12)
+    rng = np.random.default_rng(3)
+    rows = [(model, f"sample_{i}.jpg", "0", "0", "0", "clip", rng.normal()) for model in MODELS for i in range(12)]
+    table = pd.DataFrame(rows, columns=["run", "subject", "prompt", "seed", "image", "metric", "value"])
+    table.to_csv(tmp_path / "scores.csv", index=False)
+    result = run_json(capsys, folder, "--scores", tmp_path / "scores.csv", "--compare", "clip,clip")
+    pooled = [r for r in result["metrics"] if r["method"] == "all"]
+    assert {r["aspect"] for r in pooled} == {"SC", "PQ", "O"} and all(r["n_items"] == 36 for r in pooled)
+    assert all(r["n_units"] == 12 for r in pooled)              # unit: the uid, shared by the models
+    assert main(["agree", str(folder), "--scores", str(tmp_path / "scores.csv"), "--compare", "clip,dino"]) == 2
+    assert "--compare clip,dino: no metric dino" in capsys.readouterr().err
 
 
 def test_json_file_is_written(tmp_path, capsys):

@@ -62,10 +62,12 @@ def joined(scores, ratings: Ratings, metric: str, aspect: str):
     mine = scores[scores["metric"] == metric].set_index(["method", "item"])["value"]
     keys = mine.index[mine.index.isin(human.index)]
     keys = keys[human.reindex(keys).notna().to_numpy()]
-    unit_col = "subject" if ratings.unit == "subject" else "item"
-    units = df.drop_duplicates(["method", "item"]).set_index(["method", "item"])[unit_col].reindex(keys)
+    if ratings.unit == "subject":
+        units = df.drop_duplicates(["method", "item"]).set_index(["method", "item"])["subject"].reindex(keys)
+    else:
+        units = keys.get_level_values(1)
     return {"method": keys.get_level_values(0).to_numpy(dtype=object), "item": list(keys.get_level_values(1)),
-            "unit": units.to_numpy(dtype=object),
+            "unit": np.asarray(units, dtype=object),
             # rounded to 12 decimals: a mean computed in another summation order ties where it should
             "metric": np.round(mine.reindex(keys).to_numpy(dtype=np.float64), 12),
             "human": np.round(human.reindex(keys).to_numpy(dtype=np.float64), 12),

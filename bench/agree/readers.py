@@ -20,6 +20,7 @@ from bench.agree.ratings import COLUMNS, Ratings, check, make_frame
 
 FORMATS = ("imagenhub", "dreambench-plus", "long")
 IMAGENHUB_ASPECTS = ("SC", "PQ", "O")
+IMAGENHUB_VALUES = (0.0, 0.5, 1.0, 2.0)     # the keys of humaneval.py's value mapping
 _NUMBER = r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*"
 _CELL = re.compile(rf"^\[{_NUMBER},{_NUMBER}\]$")
 _MISSING = {"", "nan", "none", "null", "na", "n/a"}
@@ -94,7 +95,11 @@ def parse_cell(text: str, where: str) -> tuple[float, float]:
     match = _CELL.match(text)
     if not match:
         raise BenchError(f"{where}: cell {text[:40]!r} is not [a, b] (two numbers, e.g. [1, 0.5])")
-    return float(match.group(1)), float(match.group(2))
+    a, b = float(match.group(1)), float(match.group(2))
+    if a not in IMAGENHUB_VALUES or b not in IMAGENHUB_VALUES:
+        raise BenchError(f"{where}: cell {text[:40]!r} holds a value other than 0, 0.5 or 1 (or 2), the values "
+                         f"ImagenHub's analysis maps")
+    return a, b
 
 
 def read_imagenhub(folder: Path) -> Ratings:
