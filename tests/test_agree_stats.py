@@ -14,7 +14,7 @@ from scipy import stats
 
 from bench.agree.correlation import (item_level, paired_difference, system_level, weighted_pearson,
                                      weighted_ranks)
-from bench.agree.resample import Boot, ci, expand, item_weights
+from bench.agree.resample import Boot, expand, item_weights
 from tests.script_loader import load_script
 
 CALIBRATION = load_script(Path(__file__).resolve().parents[1] / "benchmarks" / "agree_calibration.py")
