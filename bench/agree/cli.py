@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 
 from bench import BenchError
 from bench.agree.ratings import LEVELS
@@ -89,6 +90,9 @@ def run(args) -> int:
     if args.json and args.json != "-":
         from bench.options import check_output_file
         check_output_file(args.json, "--json")
+    for source in args.scores:
+        if not (Path(source).is_dir() or Path(source).is_file()):
+            raise BenchError(f"--scores {source}: neither a run directory nor a score table")
     ratings = read_ratings(args.ratings, args.format, args.level, args.scale)
     scores, notes = collect(args.scores, ratings, strict=True)
     result = analyse(ratings, scores, boot, args.rescale, compare, notes, progress=sys.stderr.isatty())
