@@ -52,7 +52,8 @@ def ci(reps, n_units: int, boot: Boot, unit: str = "unit",
     """(low, high, None), or (None, None, why there is no interval). With ``estimate`` the interval
     is bias-corrected: shifted by twice the bootstrap bias, ``-2 * (mean(reps) - estimate)``
     (Krippendorff's alpha: its expected disagreement is underestimated when items are clustered,
-    and about as much again in a resample with repeated units; benchmarks/agree_calibration.py)."""
+    and about as much again in a resample with repeated units; benchmarks/agree_calibration.py),
+    its upper end at most 1, alpha's largest value."""
     if n_units < MIN_UNITS:
         return None, None, f"too few {unit}s ({n_units}, fewer than {MIN_UNITS}) for an interval"
     reps = np.asarray(reps, dtype=np.float64)
@@ -61,8 +62,10 @@ def ci(reps, n_units: int, boot: Boot, unit: str = "unit",
         return None, None, (f"undefined in {len(reps) - len(finite)} of {len(reps)} resamples (too little "
                             f"variation); no interval")
     low, high = interval(finite[:, None], boot.alpha, n_units)
-    shift = -2.0 * (float(finite.mean()) - estimate) if estimate is not None else 0.0
-    return float(low[0]) + shift, float(high[0]) + shift, None
+    if estimate is None:
+        return float(low[0]), float(high[0]), None
+    shift = -2.0 * (float(finite.mean()) - estimate)
+    return float(low[0]) + shift, min(float(high[0]) + shift, 1.0), None
 
 
 def with_ci(prefix: str, estimate, reps, n_units: int, boot: Boot, unit: str, bias_correct: bool = False) -> dict:
