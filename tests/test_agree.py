@@ -173,6 +173,8 @@ def test_dreambench_plus_matches_release_analysis(tmp_path, capsys, merged):
                             for g in ("group1", "group2")])
         assert metrics[("gpt/prompt_following_full", "pf", name)]["alpha"] == pytest.approx(judge_pf, abs=1e-9)
     assert ("gpt/concept_preservation_full", "pf", "emu2") not in metrics      # a judge setting keeps its aspect
+    inner = run_json(capsys, human / ("merged_data" if merged else "raw_data"))   # the ratings folder itself
+    assert [r["alpha"] for r in inner["humans"]] == [r["alpha"] for r in result["humans"]]
 
 
 def long_table(path, n_subjects=10, prompts=3, seed=0):

@@ -94,9 +94,12 @@ def read_merged_group(folder: Path) -> dict[str, dict[str, list]]:
 
 
 def human_root(path: Path) -> tuple[Path, Path]:
-    """(data_human_rating folder, release root)."""
+    """(data_human_rating folder, release root) of the release root, its data_human_rating/, or
+    one of its raw_data/ and merged_data/ folders."""
     if (path / "data_human_rating").is_dir():
         return path / "data_human_rating", path
+    if path.name in ("raw_data", "merged_data"):
+        return path.parent, path.parent.parent
     return path, path.parent
 
 
@@ -145,9 +148,11 @@ def read_dreambench_plus(path: Path) -> Ratings:
     human, root = human_root(path)
     raw, merged = human / "raw_data", human / "merged_data"
     base = raw if raw.is_dir() and any(raw.glob("*/*.json")) else merged
+    if path.name in ("raw_data", "merged_data"):
+        base = path                                   # the folder given, not its sibling
     if not base.is_dir():
         raise BenchError(f"{human}: no raw_data/ or merged_data/ folder of human ratings")
-    reader = read_raw_group if base is raw else read_merged_group
+    reader = read_raw_group if base.name == "raw_data" else read_merged_group
     rows = []
     for group in _visible(base):
         if not group.is_dir():

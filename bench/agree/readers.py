@@ -56,7 +56,8 @@ def detect(path: Path) -> str:
         if path.suffix.lower() == ".tsv" and _first_line(path).split("\t")[0].strip().lower() == "uid":
             raise BenchError(f"{path}: one ImagenHub rater file; give the folder that holds every rater's file")
         return "long"
-    if (path / "data_human_rating").is_dir() or (path / "raw_data").is_dir() or (path / "merged_data").is_dir():
+    if ((path / "data_human_rating").is_dir() or (path / "raw_data").is_dir() or (path / "merged_data").is_dir()
+            or path.name in ("raw_data", "merged_data")):
         return "dreambench-plus"
     if any(path.glob("*.tsv")):
         return "imagenhub"
