@@ -106,3 +106,18 @@ def test_alpha_replicates_equal_the_package_on_the_expanded_resample(level):
         expected = krippendorff.alpha(reliability_data=data[:, expand(w)], value_domain=domain,
                                       level_of_measurement=level)
         assert rep == pytest.approx(expected, abs=1e-12)
+
+
+def test_weighted_kendall_equals_scipy_on_the_expanded_resample():
+    from bench.agree.correlation import weighted_kendall
+
+    rng = np.random.default_rng(6)
+    human = np.round(rng.normal(size=36) * 2) / 2                  # a coarse scale: ties
+    metric = np.round(human + rng.normal(size=36), 2)
+    w = item_weights(np.repeat(np.arange(12), 3), 12, Boot(30, seed=1))
+    for x, y in ((metric, human), (human, metric)):
+        fast = weighted_kendall(x, y, w)
+        for b in range(len(w)):
+            i = expand(w[b])
+            assert fast[b] == pytest.approx(stats.kendalltau(x[i], y[i], variant="b").statistic, abs=1e-12)
+    assert weighted_kendall(rng.normal(size=100), rng.normal(size=100), np.ones((2, 100))) is None

@@ -49,6 +49,64 @@ def weighted_ranks(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return (below + (group + 1) / 2)[:, inverse]
 
 
+MAX_KENDALL_GROUPS = 40     # distinct values of the coarser variable up to which tau-b is vectorised
+
+
+def _groups(values: np.ndarray) -> tuple[np.ndarray, int]:
+    _, inverse = np.unique(values, return_inverse=True)
+    inverse = np.asarray(inverse).ravel()
+    return inverse, int(inverse.max()) + 1
+
+
+def _tie_pairs(codes: np.ndarray, n_groups: int, w: np.ndarray) -> np.ndarray:
+    """Pairs of draws tied on a variable, per resample: sum over its values of t (t - 1) / 2."""
+    order = np.argsort(codes, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(codes[order]) != 0])
+    t = np.add.reduceat(w[:, order], starts, axis=1)
+    return (t * (t - 1)).sum(axis=1) / 2
+
+
+def weighted_kendall(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Kendall's tau-b of each row's weighted sample (an item drawn k times counts k times, its
+    copies tied with each other): (B,). Vectorised over the distinct values of the coarser
+    variable; None where it has more than MAX_KENDALL_GROUPS of them."""
+    xc, nx = _groups(x)
+    yc, ny = _groups(y)
+    if min(nx, ny) > MAX_KENDALL_GROUPS:
+        return None
+    if ny > nx:
+        xc, nx, yc, ny = yc, ny, xc, nx
+    order = np.argsort(xc, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(xc[order]) != 0])
+    total = np.zeros(len(w))
+    for h in range(ny):
+        in_h = (yc == h)
+        per_value = np.add.reduceat((w * in_h)[:, order], starts, axis=1)          # (B, distinct x)
+        cum = np.cumsum(per_value, axis=1)
+        below, above = cum - per_value, cum[:, -1:] - cum
+        diff = (below - above)[:, xc]                                            # sum_j in h w_j sign(x_i - x_j)
+        sign = np.sign(yc - h)                                                   # sign(y_i - y_h)
+        total += (w * sign * diff).sum(axis=1)
+    n = w.sum(axis=1)
+    n0 = n * (n - 1) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (total / 2) / np.sqrt((n0 - _tie_pairs(xc, nx, w)) * (n0 - _tie_pairs(yc, ny, w)))
+
+
+def _kendall_reps(x, y, weights) -> np.ndarray:
+    from scipy import stats
+
+    out = []
+    for start in range(0, len(weights), _BLOCK):
+        block = weights[start:start + _BLOCK]
+        fast = weighted_kendall(x, y, block)
+        if fast is None:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                fast = np.array([stats.kendalltau(x[i], y[i], variant="b").statistic for i in map(expand, block)])
+        out.append(fast)
+    return np.concatenate(out)
+
+
 def _pearson_spearman_reps(x, y, weights):
     pear, spear = [], []
     for start in range(0, len(weights), _BLOCK):
@@ -70,8 +128,6 @@ def _point(x, y) -> tuple[float, float, float]:
 def item_level(metric: np.ndarray, human: np.ndarray, unit_codes: np.ndarray, n_units: int, boot: Boot,
                unit: str) -> dict:
     """n, pearson, spearman, kendall (tau-b), each with its interval."""
-    from scipy import stats
-
     pearson, spearman, kendall = _point(metric, human)
     out = {"n_items": int(len(metric)), "n_units": int(n_units)}
     if not np.isfinite(pearson):
@@ -80,9 +136,7 @@ def item_level(metric: np.ndarray, human: np.ndarray, unit_codes: np.ndarray, n_
         return out
     weights = item_weights(unit_codes, n_units, boot)
     rep_p, rep_s = _pearson_spearman_reps(metric, human, weights)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rep_k = np.array([stats.kendalltau(metric[i], human[i], variant="b").statistic
-                          for i in (expand(w) for w in weights)])
+    rep_k = _kendall_reps(metric, human, weights)
     out |= with_ci("pearson", pearson, rep_p, n_units, boot, unit)
     out |= with_ci("spearman", spearman, rep_s, n_units, boot, unit)
     out |= with_ci("kendall", kendall, rep_k, n_units, boot, unit)
