@@ -1,7 +1,7 @@
 """Calibration of `bench agree`'s intervals on simulated ratings with a known truth.
 
-    python benchmarks/agree_calibration.py                 # about ten minutes on one core
-    python benchmarks/agree_calibration.py --sims 2000 --kendall-sims 1000
+    python benchmarks/agree_calibration.py                 # a few minutes
+    python benchmarks/agree_calibration.py --sims 2000
 
 Model: subjects x prompts items; an item's latent quality q = subject effect (sd 0.7) + item
 effect (sd 1); each rater gives round(2 + 0.8 q + noise) clipped to 0..4 (DreamBench++'s scale);
@@ -25,9 +25,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.agree.correlation import _pearson_spearman_reps  # noqa: E402
+from bench.agree.correlation import _kendall_reps, _pearson_spearman_reps  # noqa: E402
 from bench.agree.reliability import boot_alpha, kd_alpha  # noqa: E402
-from bench.agree.resample import Boot, ci, expand, item_weights  # noqa: E402
+from bench.agree.resample import Boot, ci, item_weights  # noqa: E402
 
 SUBJECT_SD, ITEM_SD = 0.7, 1.0
 
@@ -55,8 +55,6 @@ def truth(rho: float, noise: float, raters: int, seed: int = 12345) -> dict:
 
 def study(rng, subjects, prompts, raters, rho, noise, boot: Boot, kendall: bool = True) -> dict:
     """Each statistic's (low, high) on one simulated study (None where no interval)."""
-    from scipy import stats
-
     units, ratings, metric = simulate(rng, subjects, prompts, raters, rho, noise)
     human = ratings.mean(axis=0)
     weights = item_weights(units, subjects, boot)
@@ -65,8 +63,7 @@ def study(rng, subjects, prompts, raters, rho, noise, boot: Boot, kendall: bool 
            "alpha": ci(boot_alpha(ratings, "interval", units, subjects, boot), subjects, boot,
                        estimate=kd_alpha(ratings, "interval"))[:2]}
     if kendall:
-        rep_k = np.array([stats.kendalltau(metric[i], human[i]).statistic for i in (expand(w) for w in weights)])
-        out["kendall"] = ci(rep_k, subjects, boot)[:2]
+        out["kendall"] = ci(_kendall_reps(metric, human, weights), subjects, boot)[:2]
     return out
 
 
@@ -89,8 +86,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sims", type=int, default=1000)
     parser.add_argument("--resamples", type=int, default=400)
-    parser.add_argument("--kendall-sims", type=int, default=300, help="studies on which Kendall's interval is checked")
+    parser.add_argument("--kendall-sims", type=int, default=None,
+                        help="studies on which Kendall's interval is checked (default: all)")
     args = parser.parse_args(argv)
+    args.kendall_sims = args.sims if args.kendall_sims is None else args.kendall_sims
     designs = [(15, 6, 3, 0.5, 0.8), (30, 9, 2, 0.6, 0.8), (60, 5, 3, 0.3, 1.0), (30, 9, 2, 0.0, 0.8)]
     print(f"Coverage of the 95% intervals ({args.sims} simulated studies each, Kendall's on {args.kendall_sims}; "
           f"{args.resamples} resamples, cluster bootstrap over subjects):\n")

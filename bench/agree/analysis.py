@@ -12,8 +12,6 @@ from bench.agree.ratings import Ratings
 from bench.agree.reliability import human_means, inter_rater, metric_alpha, to_grid
 from bench.agree.resample import Boot, codes
 
-RESCALE = ("none", "minmax")
-
 
 def _progress(total: int, what: str, enabled: bool):
     from tqdm import tqdm
