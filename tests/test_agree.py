@@ -291,3 +291,16 @@ def test_json_file_is_written(tmp_path, capsys):
                 "n_items", "n_units", "level", "rater_means"):
         assert key in row
     assert all(not (isinstance(v, float) and math.isnan(v)) for v in row.values())
+
+
+def test_rescale_puts_a_metric_on_the_human_scale(tmp_path, capsys):
+    df = long_table(tmp_path / "ratings.csv", n_subjects=8, prompts=2)
+    means = df.groupby(["method", "subject", "prompt"], as_index=False)["value"].mean()
+    scores = means.assign(metric="cosine", value=0.5 + means["value"] / 50, seed="0", image="0").rename(
+        columns={"method": "run"})[["run", "subject", "prompt", "seed", "image", "metric", "value"]]
+    scores.to_parquet(tmp_path / "scores.parquet", index=False)
+    plain = run_json(capsys, tmp_path / "ratings.csv", "--scores", tmp_path / "scores.parquet")
+    scaled = run_json(capsys, tmp_path / "ratings.csv", "--scores", tmp_path / "scores.parquet", "--rescale", "minmax")
+    pooled = [next(r for r in res["metrics"] if r["method"] == "all") for res in (plain, scaled)]
+    assert pooled[0]["spearman"] == pytest.approx(1) and pooled[1]["spearman"] == pytest.approx(1)
+    assert pooled[0]["alpha"] < 0.2 < 0.6 < pooled[1]["alpha"]          # same order, other scale
