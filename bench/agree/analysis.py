@@ -78,7 +78,8 @@ def metric_tables(scores, ratings: Ratings, boot: Boot, rescale: str = "none", p
     with _progress(len(pairs) * (len(ratings.methods) + 2), "metric-human", progress) as bar:
         for metric, aspect in pairs:
             j = joined(scores, ratings, metric, aspect)
-            on_scale = to_grid(rescaled(j["metric"], ratings.scale, rescale), ratings.scale) if len(j["metric"]) else j["metric"]
+            on_scale = (to_grid(rescaled(j["metric"], ratings.scale, rescale), ratings.scale)
+                        if len(j["metric"]) else j["metric"])
             for method in ["all"] + ratings.methods:
                 keep = np.ones(len(j["metric"]), bool) if method == "all" else j["method"] == method
                 if keep.sum() == 0:

@@ -7,8 +7,9 @@ column names the rated method). Images of one item (seeds, image indices) are av
 The join matches method names normalised as DreamBench++ does (lower case, spaces and hyphens
 to ``_``) and, inside a method, tries in turn: the rating's (subject, prompt), prompt ids compared
 as numbers where they are (``007`` is ``7``); the item key ``<subject>-<prompt>`` (DreamBench++'s
-``<collection id>-<prompt index>``); the subject alone as the item key (ImagenHub's ``uid``). Scores are paired with ratings by these keys, never by
-position. A score key that no rating has is an error (``strict``), or left out and counted.
+``<collection id>-<prompt index>``); the subject alone as the item key (ImagenHub's ``uid``).
+Scores are paired with ratings by these keys, never by position. A score key that no rating has
+is an error (``strict``), or left out and counted.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def join(table: "pd.DataFrame", ratings: Ratings, source: str, strict: bool = Tr
     frame = ratings.frame
     names = {normalise_method(m): m for m in ratings.methods}
     by_pair, by_item = {}, {}
-    for method, subject, prompt, item in frame[["method", "subject", "prompt", "item"]].drop_duplicates().itertuples(index=False):
+    keys = frame[["method", "subject", "prompt", "item"]].drop_duplicates()
+    for method, subject, prompt, item in keys.itertuples(index=False):
         nm = normalise_method(method)
         if subject and prompt:
             by_pair[(nm, subject, _prompt(prompt))] = (subject, prompt, item)

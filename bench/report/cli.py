@@ -70,7 +70,8 @@ def run(args) -> int:
     runs = load_runs(run_dirs)
     df = load_scores(run_dirs)
     versus = resolve_versus(runs, args.versus)
-    humans = human_section(args.humans, run_dirs, settings, sys.stderr.isatty()) if getattr(args, "humans", None) else None
+    humans = (human_section(args.humans, run_dirs, settings, sys.stderr.isatty())
+              if getattr(args, "humans", None) else None)
     for suite in sorted(runs["suite"].unique()):
         path = write_leaderboard(df, runs, suite, Path(args.out), Path(args.paper_dir), settings, versus, humans=humans)
         print(path)
