@@ -28,6 +28,7 @@ SUBCOMMANDS = {
     "arena": ("bench.arena.cli", "method against method: a judge compares two runs' images pairwise (Bradley-Terry)"),
     "check": ("bench.check", "regression check of a run against a baseline (for CI)"),
     "stats": ("bench.stats.cli", "means, bootstrap intervals and paired comparisons of any score table"),
+    "agree": ("bench.agree.cli", "do the scores agree with people? human ratings, inter-rater and metric-human agreement"),
     "power": ("bench.stats.power", "detectable effect sizes for given numbers of subjects and seeds"),
     "doctor": ("bench.doctor", "list every piece a run needs (weights, data), present or missing, and how to get it"),
     "metric": ("bench.metrics.cli", "compute one metric on given images and texts"),

@@ -9,12 +9,13 @@ from pathlib import Path
 from bench import BenchError
 from bench.report.aggregate import resolve_versus, summarize
 from bench.report.html import write_html
+from bench.report.humans import human_section
 from bench.report.leaderboard import format_value, print_warnings, write_leaderboard
 from bench.report.load import PAPER_DIR, load_runs, load_scores
 
 
 def write_reports(run_dirs, out: Path | str = "reports", paper_dir: Path = PAPER_DIR,
-                  html: bool = False, settings=None, versus: str | None = None) -> list[Path]:
+                  html: bool = False, settings=None, versus: str | None = None, humans=None) -> list[Path]:
     """A leaderboard per suite found among the runs, and with ``html`` the HTML report
     (``<out>/html/index.html``); returns the markdown paths (then the HTML page). ``settings``
     (bench.stats.analysis.Settings) and ``versus`` (a run label, directory or method) shape the
@@ -28,10 +29,12 @@ def write_reports(run_dirs, out: Path | str = "reports", paper_dir: Path = PAPER
     runs = load_runs(run_dirs)
     df = load_scores(run_dirs)
     versus = resolve_versus(runs, versus)
-    paths = [write_leaderboard(df, runs, suite, Path(out), paper_dir, settings, versus)
+    humans = human_section(humans, run_dirs, settings) if humans else None      # docs/agreement.md
+    paths = [write_leaderboard(df, runs, suite, Path(out), paper_dir, settings, versus, humans=humans)
              for suite in sorted(runs["suite"].unique())]
     if html:
-        paths.append(write_html(df, runs, Path(out) / "html", paper_dir, settings=settings, versus=versus))
+        paths.append(write_html(df, runs, Path(out) / "html", paper_dir, settings=settings, versus=versus,
+                                humans=humans))
     return paths
 
 
@@ -53,6 +56,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "directory, or a method name held by one run): paired differences on common keys, "
                              "Holm-adjusted p-values, significant cells marked ▲/▼ (docs/statistics.md)")
     add_settings_options(parser, aggregate=False)
+    parser.add_argument("--humans", metavar="RATINGS", default=None, help="add agreement with these human ratings "
+                        "(a `bench agree` RATINGS: ImagenHub, DreamBench++ or a long table; docs/agreement.md)")
 
 
 def run(args) -> int:
@@ -69,8 +74,10 @@ def run(args) -> int:
     runs = load_runs(run_dirs)
     df = load_scores(run_dirs)
     versus = resolve_versus(runs, args.versus)
+    humans = (human_section(args.humans, run_dirs, settings, sys.stderr.isatty())
+              if getattr(args, "humans", None) else None)
     for suite in sorted(runs["suite"].unique()):
-        path = write_leaderboard(df, runs, suite, Path(args.out), Path(args.paper_dir), settings, versus)
+        path = write_leaderboard(df, runs, suite, Path(args.out), Path(args.paper_dir), settings, versus, humans=humans)
         print(path)
         summary = summarize(df[df["suite"] == suite])
         weights = dict(zip(runs["run"], runs["weights"]))
@@ -80,6 +87,7 @@ def run(args) -> int:
                   f"images={rec.images}{stamp}", file=sys.stderr)
     if getattr(args, "html", False):
         print(write_html(df, runs, Path(args.out) / "html", Path(args.paper_dir),
-                         copy_images=getattr(args, "html_images", "link") == "copy", settings=settings, versus=versus))
+                         copy_images=getattr(args, "html_images", "link") == "copy", settings=settings, versus=versus,
+                         humans=humans))
     print_warnings(df, runs)
     return 0

@@ -430,7 +430,7 @@ def _page(path: Path, title: str, body: str, random: bool) -> None:
 
 
 def write_html(df, runs, out: Path, paper_dir: Path = PAPER_DIR, copy_images: bool = False, settings=None,
-               versus: str | None = None) -> Path:
+               versus: str | None = None, humans=None) -> Path:
     """Write ``out/index.html`` (leaderboards, scatter plots, the subjects of each gallery) and one
     page per subject under ``out/gallery/<suite>/``, with thumbnails in ``out/thumbs/`` (made once);
     with ``copy_images`` the full images too; ``settings`` and ``versus`` as for the markdown
@@ -477,7 +477,8 @@ def write_html(df, runs, out: Path, paper_dir: Path = PAPER_DIR, copy_images: bo
             + f'<h3>Gallery</h3>{gallery(df, runs, suite, plan, out, images, thumbs, page)}</section>')
     body = (f'<h1>Benchmark report</h1><p class="muted">Written by <code>python -m bench report --html</code> on '
             f'{escape(time.strftime("%Y-%m-%d %H:%M"))} from {len(runs)} run(s). Protocols and sources: '
-            f'docs/protocols.md in the repository.</p>{"".join(sections)}')
+            f'docs/protocols.md in the repository.</p>{"".join(sections)}'
+            + (humans.html() if humans is not None else ""))        # bench.report.humans
     path = out / "index.html"
     page(path, "bench report", body)
     return path

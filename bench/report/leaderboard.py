@@ -307,7 +307,7 @@ ALLSTEP_NOTE = ("*all-step*: the adapter is on for every step, one pass, no loop
 
 
 def write_leaderboard(df, runs, suite: str, out: Path, paper_dir: Path = PAPER_DIR, settings=None,
-                      versus: str | None = None) -> Path:
+                      versus: str | None = None, humans=None) -> Path:
     """``settings``: bench.stats.analysis.Settings of the intervals; ``versus``: the run label the
     other runs are compared with (paired, docs/statistics.md)."""
     from bench.output_guard import guard_file
@@ -377,6 +377,7 @@ def write_leaderboard(df, runs, suite: str, out: Path, paper_dir: Path = PAPER_D
     if has_grid:
         lines += ["## Samples", "", "Each row: the subject's reference image, then every run's image for one "
                   "prompt (lowest seed, first image), the prompt under each.", "", f"![samples]({grid.name})", ""]
+    lines += humans.markdown() if humans is not None else []        # bench.report.humans
     lines += [f"Per-subject numbers: [{stem}-by-subject.csv]({stem}-by-subject.csv); "
               f"per-run summary: [{stem}-summary.csv]({stem}-summary.csv).", ""]
     from bench.report.arena import arena_markdown, find_results
