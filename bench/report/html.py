@@ -87,8 +87,9 @@ class ImageSources:
 
 
 # ---- the leaderboard ------------------------------------------------------------------------
-def leaderboard_html(df, runs, suite: str, paper_dir: Path, warnings: dict, stats=None) -> tuple[str, list, list]:
-    table, plan, numeric = leaderboard_table(df, runs, suite, paper_dir, warnings, stats)
+def leaderboard_html(df, runs, suite: str, paper_dir: Path, warnings: dict, stats=None,
+                     settings=None) -> tuple[str, list, list]:
+    table, plan, numeric = leaderboard_table(df, runs, suite, paper_dir, warnings, stats, settings)
     metric_titles = {title for title, _, _ in plan}
     head = "".join(f'<th data-col="{escape(c)}" title="click to sort">{escape(c) if c else "row"}</th>'
                    for c in table.columns)
@@ -398,6 +399,17 @@ def statistics_html(stats, settings, versus: str | None) -> str:
     return markup
 
 
+def ceiling_html(mine, suite_runs, suite: str, settings) -> str:
+    """The real-photo row's note and the cells beyond it (bench.report.ceiling)."""
+    from bench.report import ceiling
+    from bench.report.aggregate import summarize
+
+    lines = ceiling.markdown_lines(summarize(mine) if len(mine) else None, suite_runs, suite, settings)
+    plain = [line.replace("**", "").replace("`", "").lstrip("*").replace("*:", ":") for line in lines if line]
+    return "".join(f'<p class="muted">{escape(line)}</p>' if not line.startswith("- ") else
+                   f'<p class="warnings">{escape(line[2:])}</p>' for line in plain)
+
+
 def _page(path: Path, title: str, body: str, random: bool) -> None:
     """Write one page of the report (style and script inline, atomically)."""
     banner = f'<p class="banner">{escape(RANDOM_STAMP)}</p>' if random else ""
@@ -432,7 +444,7 @@ def write_html(df, runs, out: Path, paper_dir: Path = PAPER_DIR, copy_images: bo
     sections = []
     for suite in sorted(runs["suite"].unique()):
         mine, suite_runs, warnings, against, stats = suite_summary(df, runs, suite, settings, versus)
-        table, plan, numeric = leaderboard_html(df, runs, suite, paper_dir, warnings, stats)
+        table, plan, numeric = leaderboard_html(df, runs, suite, paper_dir, warnings, stats, settings)
         x, y = suite_scatter_axes(suite)
         scatter = out / f"{suite}-scatter.png"
         has_scatter = scatter_plot(numeric, x, y, scatter, f"{suite}: {x} vs {y}",
@@ -444,7 +456,7 @@ def write_html(df, runs, out: Path, paper_dir: Path = PAPER_DIR, copy_images: bo
             f'<section class="suite" id="suite-{escape(suite)}"><h2>{escape(suite)}</h2>'
             f'<p>Our rows: {escape(aggregation_text(suite))}. Rows marked <i>paper</i> are published numbers '
             f'(docs/protocols.md section 5), not rerun here; {DASH} means not measured. Click a column to sort.</p>'
-            + table + statistics_html(stats, settings, against)
+            + table + ceiling_html(mine, suite_runs, suite, settings) + statistics_html(stats, settings, against)
             + (f'<div class="warnings"><b>Check:</b> rows marked ⚠ are not comparable as they stand:<ul>'
                f'{"".join(flagged)}</ul></div>' if flagged else "")
             + f'<p class="muted">Metric ids (they name the backbone): {ids}.</p>'

@@ -20,6 +20,7 @@ from pathlib import Path
 from bench import BenchError
 from bench.report.aggregate import (aggregation_text, interval_text, intervals, run_warnings, suite_summary,
                                     summarize)
+from bench.report import ceiling
 from bench.report.figures import sample_grid, scatter_plot, suite_scatter_axes
 from bench.report.load import BACKGROUND_MARK, DASH, PAPER_DIR, read_paper_rows
 
@@ -33,7 +34,9 @@ FALLBACK_COLUMNS = {
 
 
 # Titles of metrics any suite may gain (docs/judge.md) when the suite's own columns do not name them.
-EXTRA_TITLES = {"dreamsim": "DreamSim ↓", "dreamsim_paired": "DreamSim paired ↓", "cp": "CP", "pf": "PF"}
+EXTRA_TITLES = {"dreamsim": "DreamSim ↓", "dreamsim_paired": "DreamSim paired ↓", "cp": "CP", "pf": "PF",
+                "clip_i_heldout": "CLIP-I held-out", "dino_heldout": "DINO held-out", "dinov2_heldout": "DINOv2 held-out",
+                "dreamsim_heldout": "DreamSim held-out ↓", "copy": "Copy rate"}
 #: a judge repeat's own score (``cp/<judge>/r<k>``): it feeds the ± of its base id's column
 REPEAT_ID = re.compile(r"^(?P<base>[^/]+/[^/]+)/r\d+$")
 PRODUCT_TITLE = "CP·PF"                    # DreamBench++ reports CP x PF beside the two
@@ -177,7 +180,7 @@ def judge_product_title(title: str, values: dict) -> str | None:
 
 
 def leaderboard_table(df, runs, suite: str, paper_dir: Path = PAPER_DIR, warnings: dict | None = None,
-                      stats=None):
+                      stats=None, settings=None):
     """(table, plan, numeric): the leaderboard as display strings, the column plan, and the
     numbers behind it (mean/std per row and column title) for plotting and sorting. ``stats``:
     the suite's ``intervals`` frame (computed with the default settings when not given)."""
@@ -233,6 +236,7 @@ def leaderboard_table(df, runs, suite: str, paper_dir: Path = PAPER_DIR, warning
                 row[product_title] = format_value(product)
         rows.append(row)
         numeric.append({"label": rec["method"], "paper": True, **values})
+    ceiling.add_row(rows, numeric, runs, suite, plan, settings)        # the "real photos" reference row
     table = pd.DataFrame(rows)
     table = table[[c for c in table.columns if c != "Check"] + ["Check"]]
     return table, plan, numeric
@@ -273,7 +277,7 @@ def write_leaderboard(df, runs, suite: str, out: Path, paper_dir: Path = PAPER_D
     other runs are compared with (paired, docs/statistics.md)."""
     out.mkdir(parents=True, exist_ok=True)
     mine, suite_runs, warnings, versus, stats = suite_summary(df, runs, suite, settings, versus)
-    table, plan, numeric = leaderboard_table(df, runs, suite, paper_dir, warnings, stats)
+    table, plan, numeric = leaderboard_table(df, runs, suite, paper_dir, warnings, stats, settings)
     stem = f"leaderboard-{suite}"
     x, y = suite_scatter_axes(suite)
     scatter = out / f"{stem}-scatter.png"
@@ -285,7 +289,8 @@ def write_leaderboard(df, runs, suite: str, out: Path, paper_dir: Path = PAPER_D
     if len(stats):
         extra = [c for c in stats.columns if c not in summary.columns and not c.endswith("_keys") and c != "suite"]
         summary = summary.merge(stats[["run", "metric"] + extra], on=["run", "metric"], how="left")
-    summary.to_csv(out / f"{stem}-summary.csv", index=False)
+    ceiling_notes = ceiling.markdown_lines(summary, suite_runs, suite, settings)
+    ceiling.summary_rows(summary, suite_runs, suite, settings).to_csv(out / f"{stem}-summary.csv", index=False)
     summarize(mine, by="subject").to_csv(out / f"{stem}-by-subject.csv", index=False)
 
     lines = [f"# Leaderboard: {suite}", "",
@@ -301,6 +306,7 @@ def write_leaderboard(df, runs, suite: str, out: Path, paper_dir: Path = PAPER_D
     if flagged:
         lines += ["**Check:** the rows marked ⚠ are not comparable as they stand:", ""]
         lines += [f"- `{run}`: {'; '.join(notes)}" for run, notes in flagged.items()] + [""]
+    lines += ceiling_notes
     if table["Method"].astype(str).str.contains("all-step").any():
         lines += [ALLSTEP_NOTE, ""]
     if table["Method"].astype(str).str.contains(BACKGROUND_MARK, regex=False).any():
