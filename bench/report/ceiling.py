@@ -60,7 +60,7 @@ def _images_protocol(suite: str) -> bool:
 def table_row(stats, plan, format_value, dash: str):
     """(display row, numeric values) of the row for a leaderboard's column plan."""
     by_id = stats.set_index("metric") if stats is not None else None
-    row = {"": "reference", "Method": LABEL, "Run": "the suite's own photos", "Base model": dash,
+    row = {"": "reference", "Method": LABEL, "Run": dash, "Base model": dash,
            "Weights": dash, "Seeds": dash, "Images": int(stats["images"].max()) if by_id is not None else dash,
            "Check": dash}
     values = {}
@@ -118,10 +118,10 @@ def beyond_notes(summary, runs, suite: str, settings=None) -> list[str]:
             continue
         edge = top.get("ci_low") if lower_better else top.get("ci_high")
         outside = edge is not None and not math.isnan(edge) and (r["mean"] < edge if lower_better else r["mean"] > edge)
-        notes.append(f"`{r['run']}` `{metric}` = {r['mean']:.3f} is {'below' if lower_better else 'above'} the "
-                     f"real-photo row ({top['mean']:.3f}{', beyond its interval' if outside else ''}): its outputs are "
-                     "closer to the subject's photos than those photos are to each other, which copying the input "
-                     "does; read it with references=held-out and the copy rate (docs/metrics.md)")
+        interval = (f" [{top['ci_low']:.3f}, {top['ci_high']:.3f}]"
+                    if not any(math.isnan(float(top.get(c, math.nan))) for c in ("ci_low", "ci_high")) else "")
+        notes.append(f"`{r['run']}` `{metric}` = {r['mean']:.3f} {'<' if lower_better else '>'} {top['mean']:.3f}"
+                     f"{interval} ({'beyond' if outside else 'within'} the row's interval)")
     return notes
 
 
@@ -138,4 +138,7 @@ def markdown_lines(summary, runs, suite: str, settings=None) -> list[str]:
     if suite_frame(runs, suite) is None:
         return []
     notes = beyond_notes(summary, runs, suite, settings)
-    return [NOTE, ""] + ((["**Beyond the real photos:**", ""] + [f"- {n}" for n in notes] + [""]) if notes else [])
+    head = ("**Beyond the real photos:** these identity cells are closer to the subject's photos than the photos "
+            "are to each other (DreamSim: a smaller distance), which is what copying the input gives; read them with "
+            "references=held-out and the copy rate (docs/metrics.md):")
+    return [NOTE, ""] + (([head, ""] + [f"- {n}" for n in notes] + [""]) if notes else [])

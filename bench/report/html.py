@@ -456,12 +456,13 @@ def write_html(df, runs, out: Path, paper_dir: Path = PAPER_DIR, copy_images: bo
             f'<section class="suite" id="suite-{escape(suite)}"><h2>{escape(suite)}</h2>'
             f'<p>Our rows: {escape(aggregation_text(suite))}. Rows marked <i>paper</i> are published numbers '
             f'(docs/protocols.md section 5), not rerun here; {DASH} means not measured. Click a column to sort.</p>'
-            + table + ceiling_html(mine, suite_runs, suite, settings) + statistics_html(stats, settings, against)
+            + table + statistics_html(stats, settings, against)
             + (f'<div class="warnings"><b>Check:</b> rows marked ⚠ are not comparable as they stand:<ul>'
                f'{"".join(flagged)}</ul></div>' if flagged else "")
             + f'<p class="muted">Metric ids (they name the backbone): {ids}.</p>'
             + (f'<h3>{escape(x)} vs {escape(y)}</h3><img class="scatter" src="{escape(scatter.name)}" alt="scatter plot">'
                if has_scatter else "")
+            + ceiling_html(mine, suite_runs, suite, settings)
             + f'<h3>Gallery</h3>{gallery(df, runs, suite, plan, out, images, thumbs, page)}</section>')
     body = (f'<h1>Benchmark report</h1><p class="muted">Written by <code>python -m bench report --html</code> on '
             f'{escape(time.strftime("%Y-%m-%d %H:%M"))} from {len(runs)} run(s). Protocols and sources: '
