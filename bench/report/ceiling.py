@@ -76,10 +76,10 @@ def table_row(stats, plan, format_value, dash: str):
     return row, values
 
 
-def add_row(rows: list, numeric: list, runs, suite: str, plan, settings=None) -> None:
-    """Append the row (when the suite's runs have real-photo scores) to a leaderboard's rows."""
+def add_row(rows: list, numeric: list, runs, suite: str, plan, settings, format_value) -> None:
+    """Append the row (when the suite's runs have real-photo scores) to a leaderboard's rows;
+    ``format_value`` is the leaderboard's cell formatter."""
     from bench.report.load import DASH
-    from bench.report.leaderboard import format_value
 
     stats = suite_stats(runs, suite, settings)
     if stats is None:

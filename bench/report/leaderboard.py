@@ -236,7 +236,7 @@ def leaderboard_table(df, runs, suite: str, paper_dir: Path = PAPER_DIR, warning
                 row[product_title] = format_value(product)
         rows.append(row)
         numeric.append({"label": rec["method"], "paper": True, **values})
-    ceiling.add_row(rows, numeric, runs, suite, plan, settings)        # the "real photos" reference row
+    ceiling.add_row(rows, numeric, runs, suite, plan, settings, format_value)     # the "real photos" reference row
     table = pd.DataFrame(rows)
     table = table[[c for c in table.columns if c != "Check"] + ["Check"]]
     return table, plan, numeric
