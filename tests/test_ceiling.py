@@ -140,3 +140,16 @@ def test_real_photo_row_in_markdown_html_and_csv(reported):
         assert held < ours[f"{family}/tiny-random"]
         assert ceiling.loc[f"{family}_heldout/tiny-random", "ci_low"] <= held
         assert held <= ceiling.loc[f"{family}_heldout/tiny-random", "ci_high"]
+
+
+def test_bench_score_refuses_held_out_on_a_run_conditioned_on_every_photo(tmp_path, capsys):
+    run = tmp_path / "all"
+    assert main(["run", "--method", "copy-input", "--suite", "dreambench", "--preset", "smoke", "--suite-option",
+                 "conditioning=all", "--metrics", "dino", "--out", str(run)]) == 0
+    before = (run / "scores.parquet").read_bytes()
+    capsys.readouterr()
+    assert main(["score", str(run), "--metrics", "dino", "--metric-param", "dino.references=held-out",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "dino.references=held-out" in err
+    assert (run / "scores.parquet").read_bytes() == before
