@@ -12,7 +12,8 @@ import torch
 
 from bench import BenchError
 from bench.cli import main
-from bench.metrics.clip import ClipMetric, check_references, reference_set
+from bench.metrics.clip import ClipMetric
+from bench.metrics.references import check_references, reference_set
 from bench.metrics.dino import DinoMetric, Dinov2Metric
 from bench.metrics.dreamsim import DreamSimMetric
 from bench.metrics.real_photos import subject_scores

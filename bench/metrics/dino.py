@@ -22,9 +22,9 @@ import torch
 
 from bench import BenchError
 from bench.metrics.base import Metric, ScoreItem
-from bench.metrics.clip import (MODES, REFERENCE_ID_SUFFIX, EmbeddingCache, check_precision, check_references,
-                                image_key, mean_cosines, normalize, reference_choice, reference_set, slug,
+from bench.metrics.clip import (MODES, EmbeddingCache, check_precision, image_key, mean_cosines, normalize, slug,
                                 to_rgb_image, weights_missing, _refuse_in_memory_reference)
+from bench.metrics.references import REFERENCE_ID_SUFFIX, check_references, reference_choice, reference_set
 from bench.metrics.tiny import IMAGENET_MEAN, IMAGENET_STD
 
 DEFAULT_DINO = "timm:vit_small_patch16_224.dino"

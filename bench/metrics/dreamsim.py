@@ -31,8 +31,8 @@ import torch
 
 from bench import BenchError
 from bench.metrics.base import Metric, ScoreItem
-from bench.metrics.clip import (MODES, REFERENCE_ID_SUFFIX, EmbeddingCache, check_references, image_key,
-                                reference_choice, reference_set, to_rgb_image, _refuse_in_memory_reference)
+from bench.metrics.clip import MODES, EmbeddingCache, image_key, to_rgb_image, _refuse_in_memory_reference
+from bench.metrics.references import REFERENCE_ID_SUFFIX, check_references, reference_choice, reference_set
 
 IMAGE_SIZE = 224
 #: files each variant's loader reads from its cache folder (the package's own list), plus the
