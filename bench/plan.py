@@ -323,6 +323,9 @@ def precheck_metrics(names: list[str], params: dict[str, dict], preset: str | No
         check = getattr(entry.load(), "precheck", None)
         if check is not None:
             check(preset=preset, **{**entry.params, **suite_params.get(name, {}), **params.get(name, {})})
+        given = {**entry.params, **suite_params.get(name, {}), **params.get(name, {})}
+        if given.get("references") == "held-out" and hasattr(entry.load(), "check_samples"):
+            entry.load().check_samples(suite.samples(), **given)      # a subject with no photo held out: refused now
 
 
 def metric_names(text: str | None) -> list[str] | None:

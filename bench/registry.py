@@ -244,6 +244,8 @@ METRICS = Registry("metric")
 _EZ = "methods.ezigen:EZIGenMethod"
 METHODS.add("sd", "methods.sd:StableDiffusionMethod",
             "plain Stable Diffusion with the class-noun prompt (text-only baseline)")
+METHODS.add("copy-input", "methods.copy_input:CopyInputMethod",
+            "copy-the-input baseline: the conditioning photo resized to the output size (identity scores' sanity row)")
 METHODS.add("ezigen", _EZ, "EZIGen: decoupled layout/appearance, iterative transfer "
             "(protocol=release by default, as the public code; --param protocol=paper for the paper text)")
 METHODS.add("ezigen-allstep", _EZ, "EZIGen ablation: adapter on for every step, one pass (Tab. 5 line 1)",
@@ -329,5 +331,7 @@ METRICS.add("judge", "bench.metrics.judge:JudgeMetric",
             "DreamBench++ judge: a vision-language model rates concept preservation (CP) and prompt following (PF), 0-4")
 METRICS.add("omnicontext-judge", "bench.metrics.omnicontext_judge:OmniContextJudge",
             "OmniContext judge: a vision-language model rates prompt following (PF) and subject consistency (SC), 0-10")
+METRICS.add("copy", "bench.metrics.copy:CopyMetric",
+            "copy detector: 1 when an output is much closer to its conditioning photo than real photos are to each other")
 METRICS.add("dreamsim", "bench.metrics.dreamsim:DreamSimMetric",
             "DreamSim perceptual distance to the subject's reference image(s), lower is better (ensemble by default)")

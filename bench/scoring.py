@@ -243,6 +243,9 @@ def score_run(run_dir, metrics=None, device: str = "cpu", batch_size: int = 16, 
     for name, defaults in getattr(suite, "metric_params", dict)().items():   # the suite's protocol settings
         params[name] = {**defaults, **params.get(name, {})}
     instances = build_metrics(names, device, preset, params)
+    for metric in instances:    # references=held-out with no photo held out: one line, before any model loads
+        if getattr(metric, "reference_choice", None) == "held-out":
+            metric.check_samples([item for item, _, _ in items], references="held-out")
     for metric in instances:
         if hasattr(metric, "bind_run"):          # a metric that keeps a side record (the judge's raw answers)
             metric.bind_run(store.root)
@@ -276,6 +279,8 @@ def score_run(run_dir, metrics=None, device: str = "cpu", batch_size: int = 16, 
         raise
     computed = sum(len(p) for p in todo.values())
     df, requested = _write_scores(pd, store, old, items, contexts, instances, cache)
+    from bench.metrics.real_photos import write_real_photo_scores     # the report's "real photos" row
+    write_real_photo_scores(store, [item for item, _, _ in items], instances, suite.name)
     store.update_run(scored={"metrics": names, "metric_preset": preset, "ids": sorted(requested)})
     if timing is not None and timing.images:
         print(f"pipeline: {timing.images} images decoded once each, {timing.wait_s:.1f} s waiting for decoded "

@@ -239,7 +239,7 @@ HOSTILE_NAMES = ["a|b", "line\nbreak", "<script>alert(1)</script>", "<img src=x 
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
 def test_markdown_cells_hold_any_name(name):
-    from bench.report.leaderboard import md_code, md_table
+    from bench.report.mdtext import md_code, md_table
 
     table = pd.DataFrame({"Run": [name, "ok"], "Seeds": ["1 (0)", "2 (0,1)"]})
     lines = md_table(table).splitlines()

@@ -45,6 +45,8 @@ from bench import BenchError
 from bench.images import as_saved_jpeg, jpeg_roundtrip, load_rgb, to_rgb
 from bench.limits import clip_text, reason
 from bench.metrics.base import Metric, ScoreItem
+from bench.metrics.references import (REFERENCE_ID_SUFFIX, REFERENCES, check_references,  # noqa: F401 (re-exported)
+                                      reference_choice, reference_set)
 
 DEFAULT_BACKBONE = "open_clip:ViT-B-32/openai"
 MODES = ("all-pairs", "paired")
@@ -350,14 +352,21 @@ class ClipMetric(Metric):
         """The backbone's spelling, checked before a run generates anything."""
         parse_clip_backbone(str(backbone))
 
+    @classmethod
+    def check_samples(cls, samples, **params) -> None:
+        """references=held-out where a subject has no photo left: refused before any work."""
+        check_references(samples, cls.family, **params)
+
     def __init__(self, device: str = "cpu", preset: str | None = None, backbone: str = DEFAULT_BACKBONE,
                  mode: Literal["all-pairs", "paired"] = "all-pairs", image_metric: bool = True, text_metric: bool = True,
-                 preprocessing: Literal["pil", "fastcomposer"] = "pil", precision: Literal["fp32", "fp16"] = "fp32"):
+                 preprocessing: Literal["pil", "fastcomposer"] = "pil", precision: Literal["fp32", "fp16"] = "fp32",
+                 references: Literal["all", "held-out", "conditioning"] = "all"):
         if preset not in (None, "tiny"):
             raise BenchError(f"unknown metric preset {preset!r} (only 'tiny')")
         self.precision = check_precision(precision, device, "clip")
         if mode not in MODES:
             raise BenchError(f"unknown CLIP mode {mode!r}: use one of {', '.join(MODES)}")
+        self.reference_choice = reference_choice(mode, references, "clip")
         if preprocessing not in PREPROCESSING:
             raise BenchError(f"unknown CLIP preprocessing {preprocessing!r}: use one of {', '.join(PREPROCESSING)}")
         self.kind, self.source, self.pretrained = parse_clip_backbone(backbone)
@@ -377,7 +386,7 @@ class ClipMetric(Metric):
             name = "tiny-random" if self.kind == "open_clip" else "hf-tiny-random"
         self.backbone_name = slug(name)
         self.text_id = f"clip_t/{self.backbone_name}"
-        self.image_id = f"{'clip_i' if mode == 'all-pairs' else 'clip_i_paired'}/{self.backbone_name}"
+        self.image_id = f"clip_i{REFERENCE_ID_SUFFIX[self.reference_choice]}/{self.backbone_name}"
         self._backend = None
         self.references = EmbeddingCache()   # real images, per file: computed once
         self.texts = EmbeddingCache()        # prompts: computed once
@@ -459,19 +468,10 @@ class ClipMetric(Metric):
             for row, value in zip(out, (generated * text).sum(-1)):
                 row[self.text_id] = float(value)
         if self.image_metric:
-            groups = [self.embed_references(reference_set(it, self.mode)) for it in items]
+            groups = [self.embed_references(reference_set(it, self.reference_choice)) for it in items]
             for row, value in zip(out, mean_cosines(generated, groups)):
                 row[self.image_id] = value
         return out
-
-
-def reference_set(item: ScoreItem, mode: str) -> tuple[Path, ...]:
-    """The real images an output is compared with (docs/protocols.md section 2): every real image of
-    the subject ("all-pairs"), or only the conditioning image(s) ("paired")."""
-    refs = item.reference_images if mode == "all-pairs" else item.subject_images
-    if not refs:
-        raise BenchError(f"{item.key}: no {'reference' if mode == 'all-pairs' else 'conditioning'} images to compare with")
-    return refs
 
 
 def _is_jpeg(path) -> bool:

@@ -22,9 +22,9 @@ import torch
 
 from bench import BenchError
 from bench.metrics.base import Metric, ScoreItem
-from bench.metrics.clip import (MODES, EmbeddingCache, check_precision, image_key, mean_cosines, normalize,
-                                reference_set, slug,
+from bench.metrics.clip import (MODES, EmbeddingCache, check_precision, image_key, mean_cosines, normalize, slug,
                                 to_rgb_image, weights_missing, _refuse_in_memory_reference)
+from bench.metrics.references import REFERENCE_ID_SUFFIX, check_references, reference_choice, reference_set
 from bench.metrics.tiny import IMAGENET_MEAN, IMAGENET_STD
 
 DEFAULT_DINO = "timm:vit_small_patch16_224.dino"
@@ -51,20 +51,26 @@ class _EmbeddingSimilarity(Metric):
 
     prefix = ""
 
-    def __init__(self, device: str, preset: str | None, backbone: str, mode: str, name: str):
+    def __init__(self, device: str, preset: str | None, backbone: str, mode: str, name: str, references: str = "all"):
         if preset not in (None, "tiny"):
             raise BenchError(f"unknown metric preset {preset!r} (only 'tiny')")
         if mode not in MODES:
             raise BenchError(f"unknown {self.prefix} mode {mode!r}: use one of {', '.join(MODES)}")
         self.device, self.preset, self.backbone, self.mode = device, preset, backbone, mode
+        self.reference_choice = reference_choice(mode, references, self.family)
         self.backbone_name = "tiny-random" if preset == "tiny" else slug(name)
-        self.metric_id = f"{self.prefix if mode == 'all-pairs' else self.prefix + '_paired'}/{self.backbone_name}"
+        self.metric_id = f"{self.prefix}{REFERENCE_ID_SUFFIX[self.reference_choice]}/{self.backbone_name}"
         self.references = EmbeddingCache()
         self._model = None
 
     @property
     def ids(self) -> tuple[str, ...]:
         return (self.metric_id,)
+
+    @classmethod
+    def check_samples(cls, samples, **params) -> None:
+        """references=held-out where a subject has no photo left: refused before any work."""
+        check_references(samples, cls.family, **params)
 
     def embed_images(self, images: Sequence) -> torch.Tensor:
         return self._encode([to_rgb_image(im) for im in images])
@@ -80,7 +86,7 @@ class _EmbeddingSimilarity(Metric):
     def score(self, items: Sequence[ScoreItem]) -> list[dict[str, float]]:
         if not items:
             return []
-        values = self.similarity([it.image for it in items], [reference_set(it, self.mode) for it in items])
+        values = self.similarity([it.image for it in items], [reference_set(it, self.reference_choice) for it in items])
         return [{self.metric_id: v} for v in values]
 
     def _encode(self, images) -> torch.Tensor:
@@ -108,12 +114,13 @@ class DinoMetric(_EmbeddingSimilarity):
         return model_name
 
     def __init__(self, device: str = "cpu", preset: str | None = None, backbone: str = DEFAULT_DINO,
-                 mode: Literal["all-pairs", "paired"] = "all-pairs", precision: Literal["fp32", "fp16"] = "fp32"):
+                 mode: Literal["all-pairs", "paired"] = "all-pairs", precision: Literal["fp32", "fp16"] = "fp32",
+                 references: Literal["all", "held-out", "conditioning"] = "all"):
         self.precision = check_precision(precision, device, "dino")
         if self.precision != "fp32":
             self.version = f"{type(self).version}-{self.precision}"
         self.model_name = self.precheck(backbone)
-        super().__init__(device, preset, backbone, mode, _KNOWN_NAMES.get(self.model_name, self.model_name))
+        super().__init__(device, preset, backbone, mode, _KNOWN_NAMES.get(self.model_name, self.model_name), references)
         self._transform = None
 
     @property
@@ -165,7 +172,7 @@ class DinoMetric(_EmbeddingSimilarity):
     def score_views(self, items: Sequence[ScoreItem], pixels) -> list[dict[str, float]]:
         generated = self.embed_pixels(pixels["image"])
         return [{self.metric_id: v} for v in
-                mean_cosines(generated, [self.embed_references(reference_set(it, self.mode)) for it in items])]
+                mean_cosines(generated, [self.embed_references(reference_set(it, self.reference_choice)) for it in items])]
 
 
 class Dinov2Metric(_EmbeddingSimilarity):
@@ -184,12 +191,13 @@ class Dinov2Metric(_EmbeddingSimilarity):
     prefix = "dinov2"
 
     def __init__(self, device: str = "cpu", preset: str | None = None, backbone: str = DEFAULT_DINOV2,
-                 mode: Literal["all-pairs", "paired"] = "all-pairs"):
+                 mode: Literal["all-pairs", "paired"] = "all-pairs",
+                 references: Literal["all", "held-out", "conditioning"] = "all"):
         kind, _, self.source = backbone.partition(":")
         if kind != "hf" or not self.source:
             raise BenchError(f"bad DINOv2 backbone {backbone!r}: use hf:<model id or folder> (default {DEFAULT_DINOV2})")
         name = _KNOWN_NAMES.get(self.source, Path(self.source.rstrip("/")).name)
-        super().__init__(device, preset, backbone, mode, name)
+        super().__init__(device, preset, backbone, mode, name, references)
         self._processor = None
 
     def _load(self) -> None:

@@ -31,7 +31,8 @@ import torch
 
 from bench import BenchError
 from bench.metrics.base import Metric, ScoreItem
-from bench.metrics.clip import MODES, EmbeddingCache, image_key, reference_set, to_rgb_image, _refuse_in_memory_reference
+from bench.metrics.clip import MODES, EmbeddingCache, image_key, to_rgb_image, _refuse_in_memory_reference
+from bench.metrics.references import REFERENCE_ID_SUFFIX, check_references, reference_choice, reference_set
 
 IMAGE_SIZE = 224
 #: files each variant's loader reads from its cache folder (the package's own list), plus the
@@ -98,7 +99,7 @@ class DreamSimMetric(Metric):
     lower_is_better = True
 
     def __init__(self, device: str = "cpu", preset: str | None = None, variant: str = "ensemble",
-                 cache_dir: str | None = None, mode: str = "all-pairs", batch_size: int = 16):
+                 cache_dir: str | None = None, mode: str = "all-pairs", batch_size: int = 16, references: str = "all"):
         if preset not in (None, "tiny"):
             raise BenchError(f"unknown metric preset {preset!r} (only 'tiny')")
         if variant not in REQUIRED_FILES:
@@ -106,10 +107,11 @@ class DreamSimMetric(Metric):
         if mode not in MODES:
             raise BenchError(f"--metric-param dreamsim.mode={mode!r}: choose one of {', '.join(MODES)}")
         self.device, self.preset, self.variant, self.mode = device, preset, variant, mode
+        self.reference_choice = reference_choice(mode, references, "dreamsim")
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         self.batch_size = max(1, int(batch_size))
         name = "tiny-random" if preset == "tiny" else variant.replace("_", "-")
-        self.metric_id = f"{'dreamsim' if mode == 'all-pairs' else 'dreamsim_paired'}/{name}"
+        self.metric_id = f"dreamsim{REFERENCE_ID_SUFFIX[self.reference_choice]}/{name}"
         self.transform = dreamsim_transform()
         self.references = EmbeddingCache()
         self._model = None
@@ -142,6 +144,11 @@ class DreamSimMetric(Metric):
             folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
             if missing_files(folder, variant):
                 load_dreamsim(variant, folder, "cpu")         # raises the one-line error naming them
+
+    @classmethod
+    def check_samples(cls, samples, **params) -> None:
+        """references=held-out where a subject has no photo left: refused before any work."""
+        check_references(samples, "dreamsim", **params)
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -183,5 +190,5 @@ class DreamSimMetric(Metric):
     def score(self, items: Sequence[ScoreItem]) -> list[dict[str, float]]:
         if not items:
             return []
-        values = self.distances([it.image for it in items], [reference_set(it, self.mode) for it in items])
+        values = self.distances([it.image for it in items], [reference_set(it, self.reference_choice) for it in items])
         return [{self.metric_id: v} for v in values]

@@ -89,8 +89,9 @@ class ImageSources:
 
 
 # ---- the leaderboard ------------------------------------------------------------------------
-def leaderboard_html(df, runs, suite: str, paper_dir: Path, warnings: dict, stats=None) -> tuple[str, list, list]:
-    table, plan, numeric = leaderboard_table(df, runs, suite, paper_dir, warnings, stats)
+def leaderboard_html(df, runs, suite: str, paper_dir: Path, warnings: dict, stats=None,
+                     settings=None) -> tuple[str, list, list]:
+    table, plan, numeric = leaderboard_table(df, runs, suite, paper_dir, warnings, stats, settings)
     metric_titles = {title for title, _, _ in plan}
     head = "".join(f'<th data-col="{escape(c)}" title="click to sort">{escape(c) if c else "row"}</th>'
                    for c in table.columns)
@@ -418,6 +419,17 @@ def statistics_html(stats, settings, versus: str | None) -> str:
     return markup
 
 
+def ceiling_html(mine, suite_runs, suite: str, settings) -> str:
+    """The real-photo row's note and the cells beyond it (bench.report.ceiling)."""
+    from bench.report import ceiling
+    from bench.report.aggregate import summarize
+
+    lines = ceiling.markdown_lines(summarize(mine) if len(mine) else None, suite_runs, suite, settings)
+    plain = [line.replace("**", "").replace("`", "").lstrip("*").replace("*:", ":") for line in lines if line]
+    return "".join(f'<p class="muted">{escape(line)}</p>' if not line.startswith("- ") else
+                   f'<p class="warnings">{escape(line[2:])}</p>' for line in plain)
+
+
 def _page(path: Path, title: str, body: str, random: bool) -> None:
     """Write one page of the report (style and script inline, atomically)."""
     banner = f'<p class="banner">{escape(RANDOM_STAMP)}</p>' if random else ""
@@ -455,7 +467,7 @@ def write_html(df, runs, out: Path, paper_dir: Path = PAPER_DIR, copy_images: bo
     sections = []
     for suite in sorted(runs["suite"].unique()):
         mine, suite_runs, warnings, against, stats = suite_summary(df, runs, suite, settings, versus)
-        table, plan, numeric = leaderboard_html(df, runs, suite, paper_dir, warnings, stats)
+        table, plan, numeric = leaderboard_html(df, runs, suite, paper_dir, warnings, stats, settings)
         x, y = suite_scatter_axes(suite)
         scatter = out / f"{suite}-scatter.png"
         has_scatter = scatter_plot(numeric, x, y, scatter, f"{suite}: {x} vs {y}",
@@ -474,6 +486,7 @@ def write_html(df, runs, out: Path, paper_dir: Path = PAPER_DIR, copy_images: bo
             + (f'<h3>{escape(x)} vs {escape(y)}</h3><img class="scatter" src="{escape(scatter.name)}" alt="scatter plot">'
                if has_scatter else "")
             + arena_html(find_results(out.parent, suite_runs["run_dir"]))
+            + ceiling_html(mine, suite_runs, suite, settings)
             + f'<h3>Gallery</h3>{gallery(df, runs, suite, plan, out, images, thumbs, page)}</section>')
     body = (f'<h1>Benchmark report</h1><p class="muted">Written by <code>python -m bench report --html</code> on '
             f'{escape(time.strftime("%Y-%m-%d %H:%M"))} from {len(runs)} run(s). Protocols and sources: '

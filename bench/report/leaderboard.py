@@ -20,6 +20,8 @@ from pathlib import Path
 from bench import BenchError
 from bench.report.aggregate import (aggregation_text, interval_text, intervals, run_warnings, suite_summary,
                                     summarize)
+from bench.report import ceiling
+from bench.report.mdtext import md_code, md_escape, md_table
 from bench.report.figures import sample_grid, scatter_plot, suite_scatter_axes
 from bench.report.load import BACKGROUND_MARK, DASH, PAPER_DIR, read_paper_rows
 
@@ -33,7 +35,9 @@ FALLBACK_COLUMNS = {
 
 
 # Titles of metrics any suite may gain (docs/judge.md) when the suite's own columns do not name them.
-EXTRA_TITLES = {"dreamsim": "DreamSim ↓", "dreamsim_paired": "DreamSim paired ↓", "cp": "CP", "pf": "PF"}
+EXTRA_TITLES = {"dreamsim": "DreamSim ↓", "dreamsim_paired": "DreamSim paired ↓", "cp": "CP", "pf": "PF",
+                "clip_i_heldout": "CLIP-I held-out", "dino_heldout": "DINO held-out", "dinov2_heldout": "DINOv2 held-out",
+                "dreamsim_heldout": "DreamSim held-out ↓", "copy": "Copy rate"}
 #: a judge repeat's own score (``cp/<judge>/r<k>``): it feeds the ± of its base id's column
 REPEAT_ID = re.compile(r"^(?P<base>[^/]+/[^/]+)/r\d+$")
 PRODUCT_TITLE = "CP·PF"                    # DreamBench++ reports CP x PF beside the two
@@ -164,35 +168,6 @@ def seeds_text(seeds) -> str:
     return f"{len(seeds)} ({','.join(map(str, seeds))})"
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
-
-
-def md_escape(value) -> str:
-    """Text from a run or data file made safe for a markdown table cell or line: control
-    characters (a newline ends the row) become a space, '|' and '\\' are escaped, and '<', '>', '&'
-    are HTML entities, so no name carries markup into the page."""
-    import html
-
-    text = _CONTROL.sub(" ", str(value)).replace("\\", "\\\\")
-    return html.escape(text, quote=False).replace("|", "\\|")
-
-
-def md_code(value) -> str:
-    """A name in backticks, or escaped text when a backtick, control character or '|' would break the span."""
-    text = str(value)
-    return f"`{text}`" if not re.search(r"[`|\x00-\x1f\x7f]", text) else md_escape(text)
-
-
-def md_table(table) -> str:
-    """A DataFrame as a markdown table with every header and cell escaped (md_escape)."""
-    table = table.copy()
-    table.columns = [md_escape(c) for c in table.columns]
-    for column in table.columns:
-        table[column] = table[column].map(md_escape)
-    return table.to_markdown(index=False, disable_numparse=True)
-
-
-
 def repeat_spread(summary, run: str, metric_id: str) -> tuple[float, float] | None:
     """A judge with repeats, as DreamBench++'s benchmarking.py reports it: each repeat's own mean over
     the images it scored, then the mean and the std (ddof=1) over the repeats (docs/judge.md)."""
@@ -213,7 +188,7 @@ def judge_product_title(title: str, values: dict) -> str | None:
 
 
 def leaderboard_table(df, runs, suite: str, paper_dir: Path = PAPER_DIR, warnings: dict | None = None,
-                      stats=None):
+                      stats=None, settings=None):
     """(table, plan, numeric): the leaderboard as display strings, the column plan, and the
     numbers behind it (mean/std per row and column title) for plotting and sorting. ``stats``:
     the suite's ``intervals`` frame (computed with the default settings when not given)."""
@@ -269,6 +244,7 @@ def leaderboard_table(df, runs, suite: str, paper_dir: Path = PAPER_DIR, warning
                 row[product_title] = format_value(product)
         rows.append(row)
         numeric.append({"label": rec["method"], "paper": True, **values})
+    ceiling.add_row(rows, numeric, runs, suite, plan, settings, format_value)     # the "real photos" reference row
     table = pd.DataFrame(rows)
     table = table[[c for c in table.columns if c != "Check"] + ["Check"]]
     return table, plan, numeric
@@ -316,7 +292,7 @@ def write_leaderboard(df, runs, suite: str, out: Path, paper_dir: Path = PAPER_D
         guard_file(out / f"leaderboard-{suite}{name or '.md'}", "--out")
     out.mkdir(parents=True, exist_ok=True)
     mine, suite_runs, warnings, versus, stats = suite_summary(df, runs, suite, settings, versus)
-    table, plan, numeric = leaderboard_table(df, runs, suite, paper_dir, warnings, stats)
+    table, plan, numeric = leaderboard_table(df, runs, suite, paper_dir, warnings, stats, settings)
     stem = f"leaderboard-{suite}"
     x, y = suite_scatter_axes(suite)
     scatter = out / f"{stem}-scatter.png"
@@ -328,6 +304,8 @@ def write_leaderboard(df, runs, suite: str, out: Path, paper_dir: Path = PAPER_D
     if len(stats):
         extra = [c for c in stats.columns if c not in summary.columns and not c.endswith("_keys") and c != "suite"]
         summary = summary.merge(stats[["run", "metric"] + extra], on=["run", "metric"], how="left")
+    ceiling_notes = ceiling.markdown_lines(summary, suite_runs, suite, settings)
+    summary = ceiling.summary_rows(summary, suite_runs, suite, settings)
     from bench.files import write_atomic          # a rename: a symlink or hard link named like our file is
                                                   # replaced, never written through
     write_atomic(out / f"{stem}-summary.csv", summary.to_csv(index=False).encode("utf-8"), fsync=False)
@@ -347,6 +325,7 @@ def write_leaderboard(df, runs, suite: str, out: Path, paper_dir: Path = PAPER_D
     if flagged:
         lines += ["**Check:** the rows marked ⚠ are not comparable as they stand:", ""]
         lines += [f"- {md_code(run)}: {md_escape('; '.join(notes))}" for run, notes in flagged.items()] + [""]
+    lines += ceiling_notes
     if table["Method"].astype(str).str.contains("all-step").any():
         lines += [ALLSTEP_NOTE, ""]
     if table["Method"].astype(str).str.contains(BACKGROUND_MARK, regex=False).any():
