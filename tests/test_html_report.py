@@ -223,10 +223,10 @@ def test_filters_travel_between_the_pages(report, tmp_path):
 def test_screenshot_shows_the_report(report, tmp_path):
     page, _ = report
     shot = tmp_path / "gallery.png"
-    chromium(page.as_uri() + "?eager=1", tmp_path / "profile", "--hide-scrollbars", "--window-size=1400,2400",
+    chromium(page.as_uri() + "?eager=1", tmp_path / "profile", "--hide-scrollbars", "--window-size=1400,4000",
              f"--screenshot={shot}")
     with Image.open(shot) as image:
-        assert image.size == (1400, 2400)
+        assert image.size == (1400, 4000)
         colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
         assert colours is not None and len(colours) > 1000                      # text, plots and pictures
         red = sum(n for n, (r, g, b) in colours if r > 150 and g < 40 and b < 40)
