@@ -17,7 +17,8 @@ from PIL import Image
 from bench import BenchError
 from bench.metrics.clip import ClipMetric
 from bench.metrics.dino import DinoMetric
-from bench.scoring import SCORE_COLUMNS, build_items, load_run_samples, prepare_external_run, score_run
+from bench.external_images import prepare_external_run
+from bench.scoring import SCORE_COLUMNS, build_items, load_run_samples, score_run
 from bench.store import RunStore
 from bench.suites import REPO_ROOT, load_suite
 from bench.types import request_key
