@@ -9,6 +9,7 @@ from pathlib import Path
 from bench import BenchError
 from bench.files import check_path_part
 from bench.scoring import metric_names, score_run
+from bench.store import RunStore
 
 
 def parse_metric_params(items: list[str]) -> dict[str, dict]:
@@ -94,7 +95,36 @@ def run(args) -> int:
     df = score_run(run_dir, metrics=args.metrics, device=device, batch_size=args.batch_size,
                    metric_preset=args.metric_preset, progress=not args.no_progress, metric_params=params,
                    verify=args.verify, workers=args.workers)
-    means = df.groupby("metric")["value"].mean()
-    for metric, value in means.items():
-        print(f"{metric:<40} {value:.4f}  (mean over {int((df['metric'] == metric).sum())} images)")
+    for line in summary_lines(df, RunStore(run_dir).read_run()):
+        print(line)
     return 0
+
+
+def summary_lines(df, run: dict, settings=None) -> list[str]:
+    """The console summary of a scored run: per metric the protocol's mean with its cluster-bootstrap
+    interval (bench.report.aggregate.intervals: the numbers `bench report` writes), over the values
+    that exist (a NaN is a score that could not be computed, never a number)."""
+    import pandas as pd
+
+    from bench.report.aggregate import interval_text, intervals
+
+    suite = str((run.get("suite") or {}).get("name") or "")
+    label = str((run.get("method") or {}).get("name") or "run")
+    stats = intervals(df.assign(run=label, suite=suite), settings) if len(df) else pd.DataFrame()
+    by_metric = {r["metric"]: r for r in stats.to_dict("records")} if len(stats) else {}
+    lines = []
+    for metric, values in df.groupby("metric", sort=True)["value"]:
+        total, n = len(values), int(values.notna().sum())
+        count = f"{n} of {total} images have a value" if n < total else f"over {total} images"
+        row = by_metric.get(metric)
+        if row is None or n == 0:
+            lines.append(f"{metric:<40} -       (no value: 0 of {total} images)")
+            continue
+        if row.get("ci_low") is None or pd.isna(row.get("ci_low")):
+            lines.append(f"{metric:<40} {row['mean']:.4f}  (no interval with {row['units']} {row['unit']}; {count})")
+        else:
+            lines.append(f"{metric:<40} {row['mean']:.4f} [{row['ci_low']:.4f}, {row['ci_high']:.4f}]  ({count}, "
+                         f"{row['units']} {row['unit']}s)")
+    if lines:
+        lines.append(f"mean: the suite's protocol mean; {interval_text(settings)}")
+    return lines
