@@ -123,6 +123,45 @@ class EmbeddingCache:
         return torch.stack([self._store[k] for k in keys]) if keys else torch.empty(0)
 
 
+class ReferenceBlocks:
+    """The embeddings of each reference set (the tuple of files :func:`reference_set` chose for an
+    item: a subject's real images, its conditioning images, or another selection), stacked once per
+    command: per scored image only a dictionary lookup by that tuple, where keying the files
+    (:func:`image_key` resolves each path) and gathering their cached rows used to be repeated for
+    every image of a subject. Each file is still embedded once (``files``, an
+    :class:`EmbeddingCache` by resolved path), whichever sets it belongs to; a block is exactly the
+    tensor ``files.get`` returns for the set (then ``finish``, e.g. a normalisation, applied once),
+    so scores do not change."""
+
+    #: blocks kept at most (items come sorted by key, so a subject's images are scored together)
+    MAX_BLOCKS = 4096
+
+    def __init__(self, files: EmbeddingCache | None = None, finish: Callable | None = None):
+        self.files = files if files is not None else EmbeddingCache()
+        self.finish = finish
+        self._blocks: dict[tuple, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def get(self, paths: Sequence, compute: Callable[[list[str]], torch.Tensor]) -> torch.Tensor:
+        """[len(paths), dim]: the embeddings of the files ``paths``, in order (``compute`` as in
+        :meth:`EmbeddingCache.get`); an in-memory image is refused (its embedding has no key)."""
+        key = tuple(paths)
+        try:
+            block = self._blocks.get(key)
+        except TypeError:                 # an unhashable in-memory image among the paths
+            block = None
+        if block is None:
+            block = self.files.get([image_key(p) or _refuse_in_memory_reference() for p in key], compute)
+            if self.finish is not None:
+                block = self.finish(block)
+            if len(self._blocks) >= self.MAX_BLOCKS:
+                self._blocks.clear()
+            self._blocks[key] = block
+        return block
+
+
 PRECISIONS = ("fp32", "fp16")
 
 
@@ -379,7 +418,7 @@ class ClipMetric(Metric):
         self.text_id = f"clip_t/{self.backbone_name}"
         self.image_id = f"{'clip_i' if mode == 'all-pairs' else 'clip_i_paired'}/{self.backbone_name}"
         self._backend = None
-        self.references = EmbeddingCache()   # real images, per file: computed once
+        self.references = ReferenceBlocks()  # real images: per file computed once, per set stacked once
         self.texts = EmbeddingCache()        # prompts: computed once
 
     @property
@@ -404,8 +443,9 @@ class ClipMetric(Metric):
         return self.texts.get(list(texts), self.backend.encode_texts)
 
     def embed_references(self, paths: Sequence) -> torch.Tensor:
-        keys = [image_key(p) or _refuse_in_memory_reference() for p in paths]
-        return self.references.get(keys, self.embed_images)
+        """[len(paths), dim]: the reference files' embeddings, computed once per file and stacked
+        once per set (:class:`ReferenceBlocks`)."""
+        return self.references.get(paths, self.embed_images)
 
     def embed_generated(self, images: Sequence) -> torch.Tensor:
         """Generated images: with fastcomposer preprocessing, files go through a JPEG save/load

@@ -22,9 +22,8 @@ import torch
 
 from bench import BenchError
 from bench.metrics.base import Metric, ScoreItem
-from bench.metrics.clip import (MODES, EmbeddingCache, check_precision, image_key, mean_cosines, normalize,
-                                reference_set, slug,
-                                to_rgb_image, weights_missing, _refuse_in_memory_reference)
+from bench.metrics.clip import (MODES, ReferenceBlocks, check_precision, mean_cosines, normalize, reference_set,
+                                slug, to_rgb_image, weights_missing)
 from bench.metrics.tiny import IMAGENET_MEAN, IMAGENET_STD
 
 DEFAULT_DINO = "timm:vit_small_patch16_224.dino"
@@ -59,7 +58,7 @@ class _EmbeddingSimilarity(Metric):
         self.device, self.preset, self.backbone, self.mode = device, preset, backbone, mode
         self.backbone_name = "tiny-random" if preset == "tiny" else slug(name)
         self.metric_id = f"{self.prefix if mode == 'all-pairs' else self.prefix + '_paired'}/{self.backbone_name}"
-        self.references = EmbeddingCache()
+        self.references = ReferenceBlocks()   # per file computed once, per reference set stacked once
         self._model = None
 
     @property
@@ -70,8 +69,7 @@ class _EmbeddingSimilarity(Metric):
         return self._encode([to_rgb_image(im) for im in images])
 
     def embed_references(self, paths: Sequence) -> torch.Tensor:
-        keys = [image_key(p) or _refuse_in_memory_reference() for p in paths]
-        return self.references.get(keys, self.embed_images)
+        return self.references.get(paths, self.embed_images)
 
     def similarity(self, images: Sequence, references: Sequence[Sequence]) -> list[float]:
         """Per image, the mean cosine with each of its reference images (paths)."""
