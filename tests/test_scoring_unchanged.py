@@ -19,7 +19,8 @@ from PIL import Image
 
 import bench.metrics.pipeline as pipeline
 from bench.metrics.base import ImageView, ScoreItem
-from bench.metrics.clip import ClipMetric, EmbeddingCache, ReferenceBlocks
+from bench.metrics.clip import ClipMetric
+from bench.metrics.embeddings import EmbeddingCache, ReferenceBlocks
 from bench.metrics.dino import DinoMetric
 from bench.metrics.dreamsim import DreamSimMetric
 from bench.scoring import score_images
@@ -142,11 +143,11 @@ def test_every_score_equals_the_old_computation_to_the_last_digit(items, name, m
 
 
 def test_references_are_keyed_once_per_reference_set_not_per_image(items, monkeypatch):
-    import bench.metrics.clip as clip
+    import bench.metrics.embeddings as embeddings
 
     keyed = []
-    original = clip.image_key
-    monkeypatch.setattr(clip, "image_key", lambda p: keyed.append(p) or original(p))
+    original = embeddings.image_key
+    monkeypatch.setattr(embeddings, "image_key", lambda p: keyed.append(p) or original(p))
     metric = ClipMetric(preset="tiny", text_metric=False)
     many = items * 3                                   # each subject scored three times as often
     _scores(metric, many, 0)
@@ -164,13 +165,28 @@ def test_a_reference_block_is_keyed_by_its_files_so_selections_compose(tmp_path)
         Image.new("RGB", (8, 8), (40 * k, 0, 0)).save(files[-1])
     computed = []
 
-    def compute(keys):
-        computed.extend(keys)
-        return torch.tensor([[float(Path(k).stem), 1.0] for k in keys])
+    def compute(decoded):                  # the files' images, decoded: red channel 0, 40, 80
+        computed.extend(decoded)
+        return torch.tensor([[float(im.getpixel((0, 0))[0]), 1.0] for im in decoded])
     blocks = ReferenceBlocks()
     everything, held_out = blocks.get(tuple(files), compute), blocks.get(tuple(files[1:]), compute)
-    assert everything[:, 0].tolist() == [0.0, 1.0, 2.0] and held_out[:, 0].tolist() == [1.0, 2.0]
+    assert everything[:, 0].tolist() == [0.0, 40.0, 80.0] and held_out[:, 0].tolist() == [40.0, 80.0]
     assert blocks.get(tuple(files[1:]), compute) is held_out
     assert len(computed) == 3 and len(blocks) == 3
     with pytest.raises(Exception, match="reference images must be files"):
         blocks.get([Image.new("RGB", (4, 4))], compute)
+
+
+def test_a_reference_file_is_decoded_once_for_all_metrics(items, monkeypatch):
+    import bench.metrics.embeddings as embeddings
+
+    decoded = []
+    original = embeddings.load_rgb
+    monkeypatch.setattr(embeddings, "load_rgb", lambda p: decoded.append(p) or original(p))
+    embeddings._DECODED.clear()
+    embeddings._DECODED_PIXELS[0] = 0
+    one = [it for it in items if it.subject == items[0].subject]
+    for metric in (ClipMetric(preset="tiny"), DinoMetric(preset="tiny"), DreamSimMetric(preset="tiny")):
+        _scores(metric, one, 0)
+    references = sorted(str(p.resolve()) for p in one[0].reference_images)
+    assert sorted(str(p) for p in decoded if str(p) in references) == references

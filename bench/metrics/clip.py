@@ -33,7 +33,6 @@ HWC (PIL convention); 1-channel images are expanded to RGB.
 from __future__ import annotations
 
 import logging
-
 from pathlib import Path
 from typing import Callable, Iterable, Literal, Sequence
 
@@ -45,6 +44,7 @@ from bench import BenchError
 from bench.images import as_saved_jpeg, jpeg_roundtrip, load_rgb, to_rgb
 from bench.limits import clip_text, reason
 from bench.metrics.base import Metric, ScoreItem
+from bench.metrics.embeddings import EmbeddingCache, ReferenceBlocks, image_key  # noqa: F401 (image_key: also from here)
 
 DEFAULT_BACKBONE = "open_clip:ViT-B-32/openai"
 MODES = ("all-pairs", "paired")
@@ -91,75 +91,6 @@ def _to_uint8(values: torch.Tensor, what: str) -> torch.Tensor:
                 "(pass uint8 0..255, or divide by 255); other ranges would score a different image")
         return (values.double() * 255.0).round().to(torch.uint8)
     raise BenchError(f"image {what} of dtype {values.dtype}: pass uint8 (0..255) or floats in [0, 1]")
-
-
-def image_key(image) -> str | None:
-    """A cache key for an image given as a file path (None for in-memory images)."""
-    if isinstance(image, (str, Path)):
-        return str(Path(image).resolve())
-    return None
-
-
-class EmbeddingCache:
-    """Normalised embeddings of files or texts, computed once per backbone (a metric instance).
-
-    ``get(keys, compute)`` returns a [len(keys), dim] tensor, computing only the missing keys
-    (unique ones, in chunks of ``chunk``) with ``compute(list_of_keys) -> tensor``.
-    """
-
-    def __init__(self, chunk: int = 32):
-        self.chunk = chunk
-        self._store: dict[str, torch.Tensor] = {}
-
-    def __len__(self) -> int:
-        return len(self._store)
-
-    def get(self, keys: Sequence[str], compute: Callable[[list[str]], torch.Tensor]) -> torch.Tensor:
-        missing = list(dict.fromkeys(k for k in keys if k not in self._store))
-        for start in range(0, len(missing), self.chunk):
-            part = missing[start:start + self.chunk]
-            for key, vector in zip(part, compute(part)):
-                self._store[key] = vector
-        return torch.stack([self._store[k] for k in keys]) if keys else torch.empty(0)
-
-
-class ReferenceBlocks:
-    """The embeddings of each reference set (the tuple of files :func:`reference_set` chose for an
-    item: a subject's real images, its conditioning images, or another selection), stacked once per
-    command: per scored image only a dictionary lookup by that tuple, where keying the files
-    (:func:`image_key` resolves each path) and gathering their cached rows used to be repeated for
-    every image of a subject. Each file is still embedded once (``files``, an
-    :class:`EmbeddingCache` by resolved path), whichever sets it belongs to; a block is exactly the
-    tensor ``files.get`` returns for the set (then ``finish``, e.g. a normalisation, applied once),
-    so scores do not change."""
-
-    #: blocks kept at most (items come sorted by key, so a subject's images are scored together)
-    MAX_BLOCKS = 4096
-
-    def __init__(self, files: EmbeddingCache | None = None, finish: Callable | None = None):
-        self.files = files if files is not None else EmbeddingCache()
-        self.finish = finish
-        self._blocks: dict[tuple, torch.Tensor] = {}
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def get(self, paths: Sequence, compute: Callable[[list[str]], torch.Tensor]) -> torch.Tensor:
-        """[len(paths), dim]: the embeddings of the files ``paths``, in order (``compute`` as in
-        :meth:`EmbeddingCache.get`); an in-memory image is refused (its embedding has no key)."""
-        key = tuple(paths)
-        try:
-            block = self._blocks.get(key)
-        except TypeError:                 # an unhashable in-memory image among the paths
-            block = None
-        if block is None:
-            block = self.files.get([image_key(p) or _refuse_in_memory_reference() for p in key], compute)
-            if self.finish is not None:
-                block = self.finish(block)
-            if len(self._blocks) >= self.MAX_BLOCKS:
-                self._blocks.clear()
-            self._blocks[key] = block
-        return block
 
 
 PRECISIONS = ("fp32", "fp16")
@@ -518,10 +449,6 @@ def _is_jpeg(path) -> bool:
     """Whether a file is a JPEG (a header read, no decode): as_saved_jpeg's test."""
     with Image.open(path) as header:
         return header.format == "JPEG"
-
-
-def _refuse_in_memory_reference() -> str:
-    raise BenchError("reference images must be files (their embeddings are cached per file)")
 
 
 def _as_bool(value) -> bool:

@@ -22,8 +22,9 @@ import torch
 
 from bench import BenchError
 from bench.metrics.base import Metric, ScoreItem
-from bench.metrics.clip import (MODES, ReferenceBlocks, check_precision, mean_cosines, normalize, reference_set,
-                                slug, to_rgb_image, weights_missing)
+from bench.metrics.clip import (MODES, check_precision, mean_cosines, normalize, reference_set, slug, to_rgb_image,
+                                weights_missing)
+from bench.metrics.embeddings import ReferenceBlocks
 from bench.metrics.tiny import IMAGENET_MEAN, IMAGENET_STD
 
 DEFAULT_DINO = "timm:vit_small_patch16_224.dino"

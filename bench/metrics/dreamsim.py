@@ -31,7 +31,8 @@ import torch
 
 from bench import BenchError
 from bench.metrics.base import Metric, ScoreItem
-from bench.metrics.clip import MODES, ReferenceBlocks, reference_set, to_rgb_image
+from bench.metrics.clip import MODES, reference_set, to_rgb_image
+from bench.metrics.embeddings import ReferenceBlocks
 
 IMAGE_SIZE = 224
 #: files each variant's loader reads from its cache folder (the package's own list), plus the
