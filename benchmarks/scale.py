@@ -238,7 +238,7 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-report", action="store_true")
     parser.add_argument("--margin", type=int, nargs=2, default=(300, 3000), metavar=("SMALL", "LARGE"),
                         help="external 64 px images for the marginal cost of bench score --images (default 300 3000)")
-    parser.add_argument("--margin-repeats", type=int, default=2, help="repeats of that measurement (default 2)")
+    parser.add_argument("--margin-repeats", type=int, default=3, help="repeats of that measurement (default 3)")
     parser.add_argument("--only-margin", action="store_true", help="measure only the marginal cost of bench score "
                         "--images (nothing else is built)")
     args = parser.parse_args(argv)
