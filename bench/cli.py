@@ -23,7 +23,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 SUBCOMMANDS = {
     "run": ("bench.runner", "generate a suite with a method (then score it)"),
-    "score": ("bench.scoring", "score a run directory, or a folder of images made elsewhere"),
+    "score": ("bench.score_cli", "score a run directory, or a folder of images made elsewhere"),
     "report": ("bench.report", "aggregate runs into pandas tables and markdown leaderboards"),
     "arena": ("bench.arena.cli", "method against method: a judge compares two runs' images pairwise (Bradley-Terry)"),
     "check": ("bench.check", "regression check of a run against a baseline (for CI)"),

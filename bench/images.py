@@ -17,6 +17,7 @@ What it does, in order (docs/protocols.md, "Image files"):
 
 from __future__ import annotations
 
+import contextlib
 import io
 from pathlib import Path
 
@@ -67,20 +68,11 @@ def check_dimensions(size: tuple[int, int], path: Path | str) -> None:
                          f"limit of {MAX_IMAGE_ASPECT:g}:1 (bench.limits.MAX_IMAGE_ASPECT); crop it to the subject")
 
 
-def open_image(path: Path | str) -> Image.Image:
-    """Check the header's size (bench.limits), decode the file fully and apply its EXIF
-    orientation; keep its mode. One-line error if bad."""
-    path = Path(path)
-    from bench.output_guard import require_regular
-
-    require_regular(path, "image")                # a FIFO would block Image.open, a device never ends
+@contextlib.contextmanager
+def _one_line(path: Path):
+    """PIL's and the file system's exceptions while reading ``path`` as one-line BenchErrors."""
     try:
-        with Image.open(path) as opened:
-            check_dimensions(opened.size, path)
-            opened.load()
-            image = ImageOps.exif_transpose(opened)
-            if image is opened:
-                image = opened.copy()
+        yield
     except FileNotFoundError:
         raise BenchError(f"missing image file {path}") from None
     except IsADirectoryError:
@@ -92,7 +84,43 @@ def open_image(path: Path | str) -> Image.Image:
                          "(bench.limits.MAX_IMAGE_PIXELS); resize it") from None
     except Exception as exc:  # PIL raises many kinds (UnidentifiedImageError, OSError, SyntaxError, ...)
         raise BenchError(f"corrupt or unreadable image {path}: {exc}") from None
+
+
+def open_image(path: Path | str) -> Image.Image:
+    """Check the header's size (bench.limits), decode the file fully and apply its EXIF
+    orientation; keep its mode. One-line error if bad."""
+    path = Path(path)
+    from bench.output_guard import require_regular
+
+    require_regular(path, "image")                # a FIFO would block Image.open, a device never ends
+    with _one_line(path):
+        with Image.open(path) as opened:
+            check_dimensions(opened.size, path)
+            opened.load()
+            image = ImageOps.exif_transpose(opened)
+            if image is opened:
+                image = opened.copy()
     return image
+
+
+def check_header(path: Path | str, data: bytes | None = None) -> None:
+    """Refuse a file whose header is not an image's or whose size is outside bench.limits (the
+    decompression-bomb bounds included), in the one-line errors of :func:`open_image`, without
+    decoding a pixel. ``data``: the file's bytes when the caller has read them already (the header
+    is then parsed from memory). A truncated pixel stream passes here: the full decode, where the
+    image is read for use, refuses it."""
+    path = Path(path)
+    if data is None:
+        from bench.output_guard import require_regular
+
+        require_regular(path, "image")
+    with _one_line(path):
+        try:
+            opened = Image.open(io.BytesIO(data) if data is not None else path)
+        except Image.UnidentifiedImageError:          # named as open_image names it, not as a buffer
+            raise BenchError(f"corrupt or unreadable image {path}: cannot identify image file {str(path)!r}") from None
+        with opened:
+            check_dimensions(opened.size, path)
 
 
 def load_rgb(path: Path | str) -> Image.Image:

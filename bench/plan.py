@@ -303,7 +303,7 @@ def output_dir(args) -> Path:
 def metric_param_values(items: list[str]) -> dict[str, dict]:
     """--metric-param NAME.KEY=VALUE, checked against each metric's parameters before anything runs."""
     from bench.registry import METRICS, check_method_params
-    from bench.scoring import parse_metric_params
+    from bench.score_cli import parse_metric_params
 
     params = parse_metric_params(items)
     for name, values in params.items():

@@ -1,7 +1,8 @@
-"""`bench score`: the scoring stage. Reads a run, writes per-image metric rows to scores.parquet.
+"""The scoring stage: reads a run, writes per-image metric rows to scores.parquet.
 
 Scoring is separate from generation (docs/architecture.md "Data flow"): a metric can change without
-regenerating images, and images made by any other tool can be scored.
+regenerating images, and images made by any other tool can be scored (bench/external_images.py
+imports them as a run; bench/score_cli.py is the `bench score` command line).
 
 ``scores.parquet`` is long format, one row per (image, metric id)::
 
@@ -12,43 +13,26 @@ and version, and the item's context (eval text, subject, reference and source fi
 unchanged, so re-scoring a run computes only new images or new metrics and, when nothing is new,
 loads no model at all. Rows of metrics not requested this time are kept for the images that
 still exist unchanged.
-
-External images (``--images DIR``): DIR holds the same layout as a run's images/::
-
-    DIR/<subject>/<prompt index>/s<seed>/i<k>.png     (also .jpg/.jpeg/.webp; prompt index 0-based,
-                                                        "003" or "3")
-
-or DIR is a CSV manifest with a ``path`` column (relative to the CSV's folder, or absolute) and
-either a ``key`` column (``<suite>/<subject>/<prompt index>/s<seed>/i<k>``) or the columns
-``subject, prompt_index, seed, image_index``. The images are referenced in place (not copied)
-from a run directory (``--out``) that then works with `bench report` and `bench check`.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
 import hashlib
 import json
 import math
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Iterable
 
 from bench import BenchError
-from bench.files import check_path_part, file_sha256, temporary_name, write_atomic
-from bench.output_guard import check_library_path, guard_folder, require_regular
-from bench.images import check_image
+from bench.files import temporary_name
 from bench.metrics.base import ScoreItem
 from bench.store import RunStore
 from bench.types import Sample
 
 SCORE_COLUMNS = ["key", "seed", "subject", "category", "prompt_index", "metric", "metric_version", "value",
                  "sha256", "context"]
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-_LAYOUT = re.compile(r"^(?P<subject>[^/]+)/(?P<prompt>\d+)/s(?P<seed>-?\d+)/i(?P<index>\d+)$")
 
 
 # ---- building the items ---------------------------------------------------------------------
@@ -134,6 +118,8 @@ def read_scores(path: Path):
 
     if not path.exists():
         return pd.DataFrame(columns=SCORE_COLUMNS)
+    from bench.output_guard import require_regular
+
     require_regular(path, "scores file")           # a FIFO would block the read
     try:
         df = pd.read_parquet(path)
@@ -223,7 +209,6 @@ def score_run(run_dir, metrics=None, device: str = "cpu", batch_size: int = 16, 
     run.json's "metric_preset". metric_params: {metric name: {param: value}}.
     """
     import pandas as pd
-    from tqdm import tqdm
 
     if batch_size < 1:
         raise BenchError("--batch-size must be at least 1")
@@ -319,196 +304,3 @@ def _write_scores(pd, store, old, items, contexts, instances, cache, partial: bo
     df = df.sort_values(["metric", "key"], ignore_index=True)
     _write_parquet_atomic(df, store.scores_path)
     return df, requested
-
-
-# ---- images made elsewhere ------------------------------------------------------------------
-def find_external_images(source: Path, samples: list[Sample]) -> dict[str, tuple[Path, int]]:
-    """key -> (image path, seed) from a folder in the documented layout or a CSV manifest."""
-    by_cell = {(s.subject, s.prompt_index): s for s in samples}
-
-    def key_for(subject: str, prompt: str, seed: str, index: str, where: str) -> tuple[str, int]:
-        try:
-            prompt_index, seed_value, image_index = int(prompt), int(seed), int(index)
-        except ValueError:
-            raise BenchError(f"{where}: prompt index, seed and image index must be integers") from None
-        sample = by_cell.get((subject, prompt_index))
-        if sample is None:
-            raise BenchError(f"{where}: subject {subject!r} with prompt index {prompt_index} is not in the suite")
-        return f"{sample.cell}/s{seed_value}/i{image_index}", seed_value
-
-    found: dict[str, tuple[Path, int]] = {}
-    if source.is_file():
-        if source.suffix.lower() != ".csv":
-            raise BenchError(f"--images {source}: expected a folder or a .csv manifest")
-        try:
-            with open(source, newline="", encoding="utf-8") as f:
-                rows = list(csv.DictReader(f))
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise BenchError(f"--images {source}: not a UTF-8 CSV manifest ({exc})") from None
-        for n, row in enumerate(rows, start=2):
-            where = f"{source}:{n}"
-            if not row.get("path"):
-                raise BenchError(f"{where}: the manifest needs a 'path' column")
-            if row.get("key"):
-                parts = row["key"].strip().split("/")
-                match = _LAYOUT.match("/".join(parts[-4:])) if len(parts) >= 4 else None
-                if match is None:
-                    raise BenchError(f"{where}: key {row['key']!r} is not <suite>/<subject>/<prompt>/s<seed>/i<k>")
-                fields = match.groupdict()
-                key, seed = key_for(fields["subject"], fields["prompt"], fields["seed"], fields["index"], where)
-            else:
-                if any(not row.get(c) for c in ("subject", "prompt_index", "seed", "image_index")):
-                    raise BenchError(f"{where}: give 'key' or all of subject, prompt_index, seed, image_index")
-                key, seed = key_for(row["subject"], row["prompt_index"], row["seed"], row["image_index"], where)
-            path = Path(row["path"]).expanduser()
-            path = path if path.is_absolute() else source.parent / path
-            if not path.exists():
-                raise BenchError(f"{where}: image {path} does not exist")
-            try:
-                check_image(path)                      # a regular, decodable image: not /dev/zero
-            except BenchError as exc:
-                raise BenchError(f"{where}: {exc}") from None
-            if key in found:
-                raise BenchError(f"{where}: a second image for {key} (also {found[key][0]})")
-            found[key] = (path.resolve(), seed)
-    elif source.is_dir():
-        for path in sorted(source.rglob("*")):
-            if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
-                continue
-            relative = path.relative_to(source).with_suffix("").as_posix()
-            match = _LAYOUT.match(relative)
-            if match is None:
-                raise BenchError(f"{path}: not in the layout <subject>/<prompt index>/s<seed>/i<k>.png")
-            fields = match.groupdict()
-            key, seed = key_for(fields["subject"], fields["prompt"], fields["seed"], fields["index"], str(path))
-            check_image(path)
-            if key in found:
-                raise BenchError(f"{path}: a second image for {key} (also {found[key][0]})")
-            found[key] = (path.resolve(), seed)
-    else:
-        raise BenchError(f"--images {source}: no such folder or file")
-    if not found:
-        raise BenchError(f"--images {source}: no images found")
-    return found
-
-
-def prepare_external_run(suite_name: str, images: Path | str, out: Path | str, data_root=None, mini: bool = False,
-                         suite_options: dict | None = None, name: str | None = None, metrics=None,
-                         metric_preset: str | None = None) -> RunStore:
-    """A run directory whose records point at images made elsewhere (referenced in place)."""
-    from bench.suites import load_suite
-
-    images = Path(images).expanduser().resolve()
-    options = dict(suite_options or {})
-    suite = load_suite(suite_name, data_root, mini=mini, **options)
-    found = find_external_images(images, suite.samples())
-    label = name or (images.stem if images.is_file() else images.name)
-    seeds = sorted({seed for _, seed in found.values()})
-    identity = {"method": f"external:{label}", "images": str(images),
-                "suite": {"name": suite_name, "version": suite.version, "options": options}}
-    info = {"suite": {"name": suite_name, "root": str(suite.root.resolve()), "options": options},
-            "plan": {"seeds": seeds, "total": len(found)},
-            "metrics": metric_names(metrics) or list(suite.default_metrics), "metric_preset": metric_preset,
-            "random_weights": False, "weights_status": "external images", "method": {"name": label}}
-    store = RunStore.open_for_run(out, identity, info)
-    store.generations_dir.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for key, (path, seed) in sorted(found.items()):
-        st = path.stat()
-        lines.append(json.dumps({"key": key, "seed": seed, "image": str(path), "sha256": file_sha256(path),
-                                 "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "seconds": None,
-                                 "external": True}))
-    records = store.generations_dir / "rank-00000.jsonl"
-    with store.lock_shard(0):
-        write_atomic(records, ("\n".join(lines) + "\n").encode("utf-8"))   # the folder's current content
-    return store
-
-
-# ---- CLI ------------------------------------------------------------------------------------
-def parse_metric_params(items: list[str]) -> dict[str, dict]:
-    """--metric-param NAME.KEY=VALUE (e.g. clip.mode=paired) -> {name: {key: value}}."""
-    from bench.options import parse_params
-
-    out: dict[str, dict] = {}
-    for item in items:
-        target, sep, rest = item.partition(".")
-        if not sep or not rest or "=" not in rest:
-            raise BenchError(f"--metric-param {item!r}: expected METRIC.KEY=VALUE, e.g. clip.mode=paired")
-        out.setdefault(target, {}).update(parse_params([rest]))
-    return out
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    add = parser.add_argument
-    add("run_dir", nargs="?", help="run directory to score (omit with --images)")
-    add("--metrics", default=None, help="comma-separated metric names, e.g. clip,dino "
-        "(default: the run's metrics, else the suite's protocol metrics)")
-    add("--metric-param", action="append", default=[], metavar="METRIC.KEY=VALUE",
-        help="a metric parameter, e.g. clip.mode=paired or clip.backbone=hf:openai/clip-vit-base-patch32 (repeatable)")
-    add("--metric-preset", choices=["tiny"], default=None,
-        help="tiny random metric models, for tests (default: the run's setting)")
-    add("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    add("--batch-size", type=int, default=16, help="images per metric forward pass (default 16)")
-    add("--workers", type=int, default=None, help="processes decoding and preprocessing images beside the "
-        "metric forwards (default: one per core less one, at most 16; 0: decode in the main process)")
-    add("--no-progress", action="store_true", help="no progress bar")
-    add("--suite", default=None, help="with --images: the suite the images answer")
-    add("--images", default=None, help="a folder <subject>/<prompt index>/s<seed>/i<k>.png, or a CSV manifest "
-        "with columns path and key (or subject, prompt_index, seed, image_index)")
-    add("--data-root", default=None, help="with --images: the suite's data (default: its download location)")
-    add("--mini", action="store_true", help="with --images: use the suite's embedded mini copy")
-    add("--suite-option", action="append", default=[], metavar="KEY=VALUE",
-        help="with --images: a suite option, as in `bench run` (repeatable)")
-    add("--name", default=None, help="with --images: the method name shown in reports (default: the folder name)")
-    add("--out", default=None, help="with --images: the run directory to create (default: runs/external-<name>)")
-    add("--verify", action="store_true", help="re-hash every image (sha256) against its record before scoring; "
-        "by default an image whose size and mtime match its record is trusted without a re-hash")
-
-
-def run(args) -> int:
-    from bench.options import (check_device, check_input_dir, check_int, check_run_dir,
-                               default_device, parse_params)
-
-    check_int(args.batch_size, "--batch-size", 1, 4096)
-    check_int(args.workers, "--workers", 0, 256)
-    device = check_device(args.device) or default_device()
-    params = parse_metric_params(args.metric_param)
-    from bench.registry import METRICS, check_method_params
-
-    for name in metric_names(args.metrics) or []:
-        METRICS.get(name)                      # an unknown metric: one line before anything is written
-    for name, values in params.items():
-        check_method_params(name, METRICS.get(name).load(), values, "--metric-param", "metric", f"{name}.")
-    if args.images:
-        if args.run_dir:
-            raise BenchError("give a RUN_DIR or --images, not both")
-        if not args.suite:
-            raise BenchError("--images needs --suite (which suite the images answer)")
-        images = Path(args.images)
-        if not images.exists():
-            raise BenchError(f"--images {images}: no such folder or file")
-        label = args.name or (images.stem if images.is_file() else images.resolve().name)
-        check_path_part(label, "--name" if args.name else f"--images {images}", "run name")
-        if args.out is not None and not args.out.strip():
-            raise BenchError("--out is empty: name the run directory")
-        out = guard_folder(check_run_dir(Path(args.out) if args.out else Path("runs") / f"external-{label}"),
-                           "--out", [images], run_ok=True)
-        check_input_dir(args.data_root, "--data-root")
-        store = prepare_external_run(args.suite, images, out, data_root=args.data_root, mini=args.mini,
-                                     suite_options=parse_params(args.suite_option), name=label,
-                                     metrics=args.metrics, metric_preset=args.metric_preset)
-        run_dir = store.root
-    elif args.run_dir:
-        if args.suite or args.data_root or args.suite_option or args.name or args.out or args.mini:
-            raise BenchError("--suite/--data-root/--suite-option/--name/--out/--mini go with --images only")
-        run_dir = check_library_path(Path(args.run_dir), "RUN_DIR")     # pyarrow writes its scores.parquet
-    else:
-        raise BenchError("give a RUN_DIR to score, or --suite NAME --images DIR")
-    df = score_run(run_dir, metrics=args.metrics, device=device, batch_size=args.batch_size,
-                   metric_preset=args.metric_preset, progress=not args.no_progress, metric_params=params,
-                   verify=args.verify, workers=args.workers)
-    means = df.groupby("metric")["value"].mean()
-    for metric, value in means.items():
-        values = df.loc[df["metric"] == metric, "value"]          # a missing value (NaN) is not averaged
-        print(f"{metric:<40} {value:.4f}  (mean over {int(values.notna().sum())} of {len(values)} images)")
-    return 0

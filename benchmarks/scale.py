@@ -8,6 +8,10 @@ images a run, written through the store's writer), then times, each as the user 
    image recorded, no model loads) on a run of ``--records`` records;
 2. ``bench score`` with the tiny metric models on ``--images`` images (the harness's overhead:
    decode, preprocess, cache), and the score cache lookup (``bench score`` again, nothing new);
+   then the marginal cost per image of ``bench score --images`` (``--margin SMALL LARGE`` external
+   64 px images, benchmarks/score_margin.py): the main process's CPU time per image beside the
+   decoding workers' and the forwards', and the ratio to a plain single-process decode + resize +
+   normalise loop over the same files, measured in the same run;
 3. ``bench score`` with the protocol's real architectures (open_clip ViT-B/32 with OpenAI's
    layout, timm DINO ViT-S/16) and random weights, planted in a temporary Hugging Face cache, on
    ``--real-images`` images: the share of wall time spent inside the metric forwards;
@@ -19,6 +23,7 @@ says at what size it ran, and extrapolates to 18,000 images a run, labelled as a
 
     python benchmarks/scale.py                          # make scale: a size this machine affords
     python benchmarks/scale.py --images 18000 --records 18000 --real-images 200
+    python benchmarks/scale.py --only-margin            # only the marginal cost of bench score --images
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+import score_margin  # noqa: E402
 from synthetic_run import (FULL_SIZE, PROTOCOL_SEEDS, plant_random_backbones, write_run,  # noqa: E402
                            write_suite)
 
@@ -210,6 +216,15 @@ def page_load(url: str, profile: Path) -> tuple[float, float | None]:
     return wall, (ready / 1000 if ready is not None else None)
 
 
+def margin(say, folder: Path, args) -> None:
+    """The marginal cost per image of `bench score --images` against a plain decode loop
+    (benchmarks/score_margin.py), with the machine's load beside it."""
+    say()
+    result = score_margin.measure(folder, *args.margin, workers=args.workers, repeats=args.margin_repeats)
+    for line in score_margin.lines(result):
+        say(line)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=3000, help="images a run for scoring and the report "
@@ -221,7 +236,14 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="bench score --workers (default: its own)")
     parser.add_argument("--keep", type=Path, default=None, help="build in this folder and keep it")
     parser.add_argument("--skip-report", action="store_true")
+    parser.add_argument("--margin", type=int, nargs=2, default=(300, 3000), metavar=("SMALL", "LARGE"),
+                        help="external 64 px images for the marginal cost of bench score --images (default 300 3000)")
+    parser.add_argument("--margin-repeats", type=int, default=3, help="repeats of that measurement (default 3)")
+    parser.add_argument("--only-margin", action="store_true", help="measure only the marginal cost of bench score "
+                        "--images (nothing else is built)")
     args = parser.parse_args(argv)
+    if not 0 < args.margin[0] < args.margin[1]:
+        parser.error("--margin SMALL LARGE: 0 < SMALL < LARGE")
     if args.records < PER_SUBJECT or args.records % PER_SUBJECT and args.records < FULL_SIZE:
         parser.error(f"--records must be a multiple of {PER_SUBJECT} (one subject's images), at most {FULL_SIZE}")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -240,8 +262,14 @@ def main(argv=None) -> int:
     say(f"# benchmarks/scale.py on {cores} CPU core(s), load average {load:.1f} at the start, "
         f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
     say(f"# sizes: dry-run/resume/cache on {args.records} records; tiny scoring and report on {args.images} "
-        f"images a run at {args.size} px; real architectures on {args.real_images} images")
+        f"images a run at {args.size} px; real architectures on {args.real_images} images; marginal cost of "
+        f"bench score --images between {args.margin[0]} and {args.margin[1]} external 64 px images")
     say("# absolute seconds depend on the machine and its load; the ratios carry")
+    if args.only_margin:
+        margin(say, folder, args)
+        if args.keep is None:
+            shutil.rmtree(folder, ignore_errors=True)
+        return 0
     data_root = folder / "suite"
     if not (data_root / "dataset").is_dir():
         write_suite(data_root)
@@ -298,6 +326,7 @@ def main(argv=None) -> int:
     say(f"wall {wall:.1f} s = {args.images / wall:.1f} images/s; {pipeline_line}")
     say(f"extrapolated to {FULL_SIZE} images (linear): {wall / args.images * FULL_SIZE / 60:.1f} min")
     bench_cli(["score", str(runs[1]), "--no-progress", *workers])
+    margin(say, folder, args)
 
     # 3. the real architectures, random weights
     if args.real_images:

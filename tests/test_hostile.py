@@ -127,7 +127,7 @@ def _adversarial(pattern: re.Pattern, size: int = 1_000_000) -> list[str]:
 def test_no_parser_regex_backtracks_catastrophically():
     patterns = _module_patterns()
     names = {name for name, _ in patterns}
-    assert {"bench.scoring._LAYOUT", "bench.files._TEMP", "bench.suites.dreamedit.SOURCE_PATTERN"} <= names
+    assert {"bench.external_images._LAYOUT", "bench.files._TEMP", "bench.suites.dreamedit.SOURCE_PATTERN"} <= names
     for name, pattern in patterns:
         for line in _adversarial(pattern):
             start = time.perf_counter()

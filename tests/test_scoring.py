@@ -17,7 +17,8 @@ from PIL import Image
 from bench import BenchError
 from bench.metrics.clip import ClipMetric
 from bench.metrics.dino import DinoMetric
-from bench.scoring import SCORE_COLUMNS, build_items, load_run_samples, prepare_external_run, score_run
+from bench.external_images import prepare_external_run
+from bench.scoring import SCORE_COLUMNS, build_items, load_run_samples, score_run
 from bench.store import RunStore
 from bench.suites import REPO_ROOT, load_suite
 from bench.types import request_key
@@ -214,3 +215,28 @@ def test_cli_score_and_bad_input(scored_run, capsys):
     assert "--images needs --suite" in capsys.readouterr().err
     assert main(["score", str(store.root), "--metrics", "clipp"]) == 2
     assert "did you mean 'clip'" in capsys.readouterr().err
+
+
+def test_the_console_summary_gives_each_mean_with_its_interval_over_the_values_that_exist(scored_run):
+    from bench.score_cli import summary_lines
+    from bench.stats.analysis import Settings, analyse
+    from bench.stats.table import from_scores
+
+    store, df = scored_run
+    df = df.copy()
+    clip_t = df.index[df["metric"] == "clip_t/tiny-random"]
+    df.loc[clip_t[::3], "value"] = np.nan                   # a third could not be computed
+    df.loc[df["metric"] == "dino/tiny-random", "value"] = np.nan
+    lines = summary_lines(df, store.read_run())
+    by_metric = {line.split()[0]: line for line in lines[:-1]}
+    assert set(by_metric) == IDS
+    kept = len(clip_t) - len(clip_t[::3])
+    assert f"{kept} of {len(clip_t)} images have a value" in by_metric["clip_t/tiny-random"]
+    assert "no value: 0 of" in by_metric["dino/tiny-random"]
+    expected = {r["metric"]: r for r in analyse(from_scores(df.assign(run="x")), Settings())}
+    for metric in ("clip_t/tiny-random", "clip_i/tiny-random"):
+        row = expected[metric]
+        assert f"{row['mean']:.4f} [{row['ci_low']:.4f}, {row['ci_high']:.4f}]" in by_metric[metric]
+    assert expected["clip_t/tiny-random"]["mean"] != pytest.approx(df.loc[clip_t, "value"].fillna(0).mean())
+    assert "cluster bootstrap over subjects" in lines[-1]
+    assert all(line.isascii() for line in lines)            # a console without UTF-8 prints it too

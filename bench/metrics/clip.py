@@ -33,9 +33,8 @@ HWC (PIL convention); 1-channel images are expanded to RGB.
 from __future__ import annotations
 
 import logging
-
 from pathlib import Path
-from typing import Callable, Iterable, Literal, Sequence
+from typing import Iterable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -47,6 +46,7 @@ from bench.limits import clip_text, reason
 from bench.metrics.base import Metric, ScoreItem
 from bench.metrics.references import (REFERENCE_ID_SUFFIX, REFERENCES, check_references,  # noqa: F401 (re-exported)
                                       reference_choice, reference_set)
+from bench.metrics.embeddings import EmbeddingCache, ReferenceBlocks, image_key  # noqa: F401 (image_key: also from here)
 
 DEFAULT_BACKBONE = "open_clip:ViT-B-32/openai"
 MODES = ("all-pairs", "paired")
@@ -93,36 +93,6 @@ def _to_uint8(values: torch.Tensor, what: str) -> torch.Tensor:
                 "(pass uint8 0..255, or divide by 255); other ranges would score a different image")
         return (values.double() * 255.0).round().to(torch.uint8)
     raise BenchError(f"image {what} of dtype {values.dtype}: pass uint8 (0..255) or floats in [0, 1]")
-
-
-def image_key(image) -> str | None:
-    """A cache key for an image given as a file path (None for in-memory images)."""
-    if isinstance(image, (str, Path)):
-        return str(Path(image).resolve())
-    return None
-
-
-class EmbeddingCache:
-    """Normalised embeddings of files or texts, computed once per backbone (a metric instance).
-
-    ``get(keys, compute)`` returns a [len(keys), dim] tensor, computing only the missing keys
-    (unique ones, in chunks of ``chunk``) with ``compute(list_of_keys) -> tensor``.
-    """
-
-    def __init__(self, chunk: int = 32):
-        self.chunk = chunk
-        self._store: dict[str, torch.Tensor] = {}
-
-    def __len__(self) -> int:
-        return len(self._store)
-
-    def get(self, keys: Sequence[str], compute: Callable[[list[str]], torch.Tensor]) -> torch.Tensor:
-        missing = list(dict.fromkeys(k for k in keys if k not in self._store))
-        for start in range(0, len(missing), self.chunk):
-            part = missing[start:start + self.chunk]
-            for key, vector in zip(part, compute(part)):
-                self._store[key] = vector
-        return torch.stack([self._store[k] for k in keys]) if keys else torch.empty(0)
 
 
 PRECISIONS = ("fp32", "fp16")
@@ -388,7 +358,7 @@ class ClipMetric(Metric):
         self.text_id = f"clip_t/{self.backbone_name}"
         self.image_id = f"clip_i{REFERENCE_ID_SUFFIX[self.reference_choice]}/{self.backbone_name}"
         self._backend = None
-        self.references = EmbeddingCache()   # real images, per file: computed once
+        self.references = ReferenceBlocks()  # real images: per file computed once, per set stacked once
         self.texts = EmbeddingCache()        # prompts: computed once
 
     @property
@@ -413,8 +383,9 @@ class ClipMetric(Metric):
         return self.texts.get(list(texts), self.backend.encode_texts)
 
     def embed_references(self, paths: Sequence) -> torch.Tensor:
-        keys = [image_key(p) or _refuse_in_memory_reference() for p in paths]
-        return self.references.get(keys, self.embed_images)
+        """[len(paths), dim]: the reference files' embeddings, computed once per file and stacked
+        once per set (:class:`ReferenceBlocks`)."""
+        return self.references.get(paths, self.embed_images)
 
     def embed_generated(self, images: Sequence) -> torch.Tensor:
         """Generated images: with fastcomposer preprocessing, files go through a JPEG save/load
@@ -478,10 +449,6 @@ def _is_jpeg(path) -> bool:
     """Whether a file is a JPEG (a header read, no decode): as_saved_jpeg's test."""
     with Image.open(path) as header:
         return header.format == "JPEG"
-
-
-def _refuse_in_memory_reference() -> str:
-    raise BenchError("reference images must be files (their embeddings are cached per file)")
 
 
 def _as_bool(value) -> bool:

@@ -22,8 +22,8 @@ import torch
 
 from bench import BenchError
 from bench.metrics.base import Metric, ScoreItem
-from bench.metrics.clip import (MODES, EmbeddingCache, check_precision, image_key, mean_cosines, normalize, slug,
-                                to_rgb_image, weights_missing, _refuse_in_memory_reference)
+from bench.metrics.clip import MODES, check_precision, mean_cosines, normalize, slug, to_rgb_image, weights_missing
+from bench.metrics.embeddings import ReferenceBlocks
 from bench.metrics.references import REFERENCE_ID_SUFFIX, check_references, reference_choice, reference_set
 from bench.metrics.tiny import IMAGENET_MEAN, IMAGENET_STD
 
@@ -60,7 +60,7 @@ class _EmbeddingSimilarity(Metric):
         self.reference_choice = reference_choice(mode, references, self.family)
         self.backbone_name = "tiny-random" if preset == "tiny" else slug(name)
         self.metric_id = f"{self.prefix}{REFERENCE_ID_SUFFIX[self.reference_choice]}/{self.backbone_name}"
-        self.references = EmbeddingCache()
+        self.references = ReferenceBlocks()   # per file computed once, per reference set stacked once
         self._model = None
 
     @property
@@ -76,8 +76,7 @@ class _EmbeddingSimilarity(Metric):
         return self._encode([to_rgb_image(im) for im in images])
 
     def embed_references(self, paths: Sequence) -> torch.Tensor:
-        keys = [image_key(p) or _refuse_in_memory_reference() for p in paths]
-        return self.references.get(keys, self.embed_images)
+        return self.references.get(paths, self.embed_images)
 
     def similarity(self, images: Sequence, references: Sequence[Sequence]) -> list[float]:
         """Per image, the mean cosine with each of its reference images (paths)."""

@@ -31,7 +31,8 @@ import torch
 
 from bench import BenchError
 from bench.metrics.base import Metric, ScoreItem
-from bench.metrics.clip import MODES, EmbeddingCache, image_key, to_rgb_image, _refuse_in_memory_reference
+from bench.metrics.clip import MODES, to_rgb_image
+from bench.metrics.embeddings import ReferenceBlocks
 from bench.metrics.references import REFERENCE_ID_SUFFIX, check_references, reference_choice, reference_set
 
 IMAGE_SIZE = 224
@@ -113,7 +114,8 @@ class DreamSimMetric(Metric):
         name = "tiny-random" if preset == "tiny" else variant.replace("_", "-")
         self.metric_id = f"dreamsim{REFERENCE_ID_SUFFIX[self.reference_choice]}/{name}"
         self.transform = dreamsim_transform()
-        self.references = EmbeddingCache()
+        # per file embedded once; per reference set stacked and normalised once
+        self.references = ReferenceBlocks(finish=lambda block: torch.nn.functional.normalize(block, dim=-1))
         self._model = None
 
     @classmethod
@@ -182,8 +184,7 @@ class DreamSimMetric(Metric):
         generated = torch.nn.functional.normalize(self.embed(list(images)), dim=-1)
         out = []
         for vector, refs in zip(generated, references):
-            keys = [image_key(p) or _refuse_in_memory_reference() for p in refs]
-            ref = torch.nn.functional.normalize(self.references.get(keys, self.embed), dim=-1)
+            ref = self.references.get(refs, self.embed)
             out.append(float((1 - ref @ vector).mean()))
         return out
 
