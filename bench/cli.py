@@ -188,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         if type(exc).__name__ == "OutOfMemoryError":          # torch's CUDA out of memory
             print(f"error: out of GPU memory{memory_advice(parser, argv, GPU_OOM_OPTIONS)}", file=sys.stderr)
             return 2
+        if isinstance(exc, RuntimeError) and str(exc).startswith("Symlink loop from"):   # Path.resolve, Python < 3.13
+            print(f"error: {' '.join(str(exc).split())[:500]}: a link that points back to itself; remove or fix it",
+                  file=sys.stderr)
+            return 2
         print(f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:500]} "
               "(a bug; run again with BENCH_DEBUG=1 for the traceback and report it)", file=sys.stderr)
         return 1

@@ -62,7 +62,7 @@ def folder_size(path: Path) -> int:
             if real.is_file() and real not in seen:
                 seen.add(real)
                 total += real.stat().st_size
-        except OSError:
+        except (OSError, RuntimeError):   # RuntimeError: a symlink loop (Python before 3.13)
             pass
     return total
 

@@ -464,3 +464,18 @@ def test_impossible_target_names_are_one_line(world, name):
     for guard in (guard_file, guard_folder):
         with pytest.raises(BenchError):
             guard(target, "--out")
+
+
+def test_a_symlink_loop_below_the_data_root_is_no_internal_error(tmp_path, capsys):
+    """The doctor measures a data folder's size by following its links: a link that points back to
+    itself somewhere below --data-root (Path.resolve raises RuntimeError before Python 3.13) is
+    skipped, not an internal error."""
+    from bench.cli import main
+
+    loop = tmp_path / "root" / "elsewhere" / "a.jpg"
+    loop.parent.mkdir(parents=True)
+    loop.symlink_to("a.jpg")
+    rc = main(["run", "--method", "sd", "--suite", "dreambench", "--preset", "smoke", "--limit", "1", "--dry-run",
+               "--out", str(tmp_path / "o"), "--data-root", str(tmp_path / "root")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "internal error" not in err and "prompts" in err
