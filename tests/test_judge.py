@@ -289,7 +289,9 @@ def test_run_scored_by_endpoint_records_failures_and_caches(tmp_path, capsys):
         capsys.readouterr()
         assert main(["score", str(out)]) == 0                      # everything from the cache
         assert len(server.requests) == first == 6
-        assert "(mean over 1 of 3 images)" in capsys.readouterr().out     # the two missing answers are not counted
+        summary = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if "/judge-y" in line}
+        assert "1 of 3 images have a value" in summary["pf/judge-y"]    # the two missing answers are not counted
+        assert "over 3 images" in summary["cp/judge-y"]
     scores = pd.read_parquet(out / "scores.parquet").set_index(["metric", "prompt_index"])["value"]
     assert scores[("cp/judge-y", 0)] == 1.0 and scores[("pf/judge-y", 0)] == 0.5
     assert math.isnan(scores[("pf/judge-y", 1)]) and math.isnan(scores[("pf/judge-y", 2)])
