@@ -102,7 +102,18 @@ def json_onto_other_file(tmp):
     return [tmp / "r.csv", "--json", tmp / "notes.json"], ["--json", "notes.json", "not a bench agree JSON"]
 
 
-CASES = [ih_fifo, long_fifo, long_fifo_as_long, dbpp_fifo, long_huge, dbpp_huge, dbpp_infinite, dbpp_judge_infinite,
+def too_many_values(tmp):
+    """3,000 items rated on a 0..199 slider: 1.2e8 coincidence cells (minutes, gigabytes)."""
+    rng = np.random.default_rng(0)
+    n = 3000
+    values = rng.integers(0, 200, size=(2, n))
+    lines = ["rater,method,subject,prompt,item,aspect,value"]
+    lines += [f"r{r},m,s{i % 50},{i},,q,{values[r, i]}" for r in range(2) for i in range(n)]
+    (tmp / "slider.csv").write_text("\n".join(lines) + "\n")
+    return [tmp / "slider.csv"], ["slider.csv", "aspect q", "3000 items x 200 distinct values", "MAX_ALPHA_CELLS"]
+
+
+CASES = [too_many_values, ih_fifo, long_fifo, long_fifo_as_long, dbpp_fifo, long_huge, dbpp_huge, dbpp_infinite, dbpp_judge_infinite,
          json_onto_ratings, json_onto_rater_file, json_inside_ratings_folder, json_onto_run_file,
          json_onto_other_file]
 
