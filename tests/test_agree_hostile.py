@@ -37,7 +37,14 @@ def long_fifo_as_long(tmp):
 def dbpp_fifo(tmp):
     root = dreambench_release(tmp / "rel")
     _fifo(root / "data_human_rating" / "raw_data" / "group1" / "part3-emu2.json")
-    return [root], ["part3-emu2.json", "is a FIFO"]
+    return [root], ["part3-emu2.json", "not a regular file"]
+
+
+def dbpp_deep(tmp):
+    root = dreambench_release(tmp / "rel")
+    path = root / "data_human_rating" / "raw_data" / "group1" / "part1-emu2.json"
+    path.write_text('{"a-1": ' + "[" * 100_000 + "]" * 100_000 + "}")       # a RecursionError in json
+    return [root], ["part1-emu2.json", "nested deeper"]
 
 
 def long_huge(tmp):
@@ -113,7 +120,7 @@ def too_many_values(tmp):
     return [tmp / "slider.csv"], ["slider.csv", "aspect q", "3000 items x 200 distinct values", "MAX_ALPHA_CELLS"]
 
 
-CASES = [too_many_values, ih_fifo, long_fifo, long_fifo_as_long, dbpp_fifo, long_huge, dbpp_huge, dbpp_infinite, dbpp_judge_infinite,
+CASES = [too_many_values, ih_fifo, long_fifo, long_fifo_as_long, dbpp_fifo, dbpp_deep, long_huge, dbpp_huge, dbpp_infinite, dbpp_judge_infinite,
          json_onto_ratings, json_onto_rater_file, json_inside_ratings_folder, json_onto_run_file,
          json_onto_other_file]
 

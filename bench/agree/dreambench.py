@@ -20,7 +20,6 @@ NaN score is a missing rating.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -38,17 +37,10 @@ def _visible(folder: Path):
 
 
 def _load(path: Path):
-    from bench.limits import MAX_JSON_BYTES
-    from bench.output_guard import require_regular
+    """One rating file: size, nesting, UTF-8 and a FIFO checked by bench.files.read_json."""
+    from bench.files import read_json
 
-    require_regular(path, "rating file")                # a FIFO would block the read
-    if path.stat().st_size > MAX_JSON_BYTES:
-        raise BenchError(f"{path}: {path.stat().st_size} bytes, more than a rating file may hold "
-                         f"({MAX_JSON_BYTES} bytes, bench.limits.MAX_JSON_BYTES)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise BenchError(f"{path}: cannot read it as JSON: {' '.join(str(exc).split())[:160]}") from None
+    return read_json(path, "rating file")
 
 
 def _score(value, where: str) -> float:
