@@ -70,6 +70,14 @@ MAX_POWER_GRID = 400
 #: DreamBench's 750 cells x 2,000 resamples is 1.5 million.
 MAX_TWO_WAY_WORK = 2_000_000_000
 
+# agreement with people (issue 28) ---------------------------------------------------------------
+#: Items x distinct values squared of one Krippendorff's alpha (`bench agree`): the package builds
+#: a values x values coincidence matrix per item, so this many float64 cells (times about five
+#: temporaries) are held at once, and it takes about a second per ten million. DreamBench++'s
+#: pooled items with a continuous metric (about 9,450 items x 46 values squared) are 2e7;
+#: ImagenHub's largest task 1,611 x 69 squared, 8e6.
+MAX_ALPHA_CELLS = 50_000_000
+
 # judge (issue 27/32) -------------------------------------------------------------------------
 # The served judge (docs/judge.md): every wait on an endpoint is bounded, and said when hit.
 #: Total seconds one request to a judge endpoint may take (connect, send, every byte of the reply):

@@ -9,7 +9,7 @@ import numpy as np
 from bench import BenchError
 from bench.agree.correlation import item_level, paired_difference, system_level
 from bench.agree.ratings import Ratings
-from bench.agree.reliability import human_means, inter_rater, metric_alpha, to_grid
+from bench.agree.reliability import METRIC_GRID, MAX_DISTINCT, human_means, inter_rater, metric_alpha, to_grid
 from bench.agree.resample import Boot, codes
 
 
@@ -139,9 +139,31 @@ def check_compare(compare, scores) -> None:
                                  f"({', '.join(sorted(known)[:6]) or 'none given'})")
 
 
+def check_size(ratings: Ratings, scores) -> None:
+    """Refuse, before any statistic, an alpha whose coincidence tensor (items x values x values)
+    exceeds bench.limits.MAX_ALPHA_CELLS: it would take minutes and gigabytes."""
+    from bench.limits import MAX_ALPHA_CELLS
+
+    present = ratings.frame[ratings.frame["value"].notna()]
+    for aspect, sub in present.groupby("aspect", sort=False):
+        human_values = sub["value"].nunique()
+        tasks = [(f"method {m}", g["item"].nunique(), human_values) for m, g in sub.groupby("method", sort=False)]
+        for metric, values in scores[scores["aspect"].isin(["", aspect])].groupby("metric")["value"]:
+            distinct = values.nunique()
+            distinct = distinct if distinct <= MAX_DISTINCT else METRIC_GRID + 1        # rounded: to_grid
+            tasks.append((f"metric {metric}", len(values), human_values + distinct))
+        for what, items, values in tasks:
+            if items * values ** 2 > MAX_ALPHA_CELLS:
+                raise BenchError(f"{ratings.source}: aspect {aspect}, {what}: {items} items x {values} distinct values "
+                                 f"is too large for Krippendorff's alpha (items x values^2 = {items * values ** 2:.2g} "
+                                 f"> {MAX_ALPHA_CELLS:.0e}, bench.limits.MAX_ALPHA_CELLS); round the ratings to "
+                                 "fewer values or split the study")
+
+
 def analyse(ratings: Ratings, scores, boot: Boot, rescale: str = "none", compare=None,
             notes=(), progress: bool = False) -> dict:
     check_compare(compare, scores)
+    check_size(ratings, scores)
     humans = human_table(ratings, boot, progress)
     metric_rows, system = metric_tables(scores, ratings, boot, rescale, progress) if len(scores) else ([], [])
     paired = comparisons(scores, ratings, metric_rows, boot, compare) if len(scores) else []

@@ -78,6 +78,26 @@ def check_scale(scale) -> None:
         raise BenchError(f"--scale {scale[0]:g} {scale[1]:g}: give LO < HI, both finite")
 
 
+def agree_json(head: bytes) -> bool:
+    """An existing file `bench agree --json` may replace: its own output (a JSON object whose first
+    field is ``ratings``)."""
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{") and b'"ratings"' in head[:200]
+
+
+def check_json_target(target, ratings, scores) -> None:
+    """--json never replaces an input, a run's own files or a file that is not an agree JSON, and
+    never lies inside the ratings folder (the next read would take it for a rating file)."""
+    import os
+
+    from bench.output_guard import guard_file
+
+    path = guard_file(target, "--json", [ratings, *scores], agree_json, "a bench agree JSON")
+    folder = Path(ratings)
+    if folder.is_dir() and Path(os.path.realpath(folder)) in Path(os.path.realpath(path)).parents:
+        raise BenchError(f"--json {target}: lies inside the ratings folder {ratings}; a later read would take it "
+                         "for ratings: name a file outside it")
+
+
 def run(args) -> int:
     from bench.agree.analysis import analyse, pairs_from
     from bench.agree.output import console, write_json
@@ -88,8 +108,7 @@ def run(args) -> int:
     check_scale(args.scale)
     compare = pairs_from(args.compare)
     if args.json and args.json != "-":
-        from bench.options import check_output_file
-        check_output_file(args.json, "--json")
+        check_json_target(args.json, args.ratings, args.scores)
     for source in args.scores:
         if not (Path(source).is_dir() or Path(source).is_file()):
             raise BenchError(f"--scores {source}: neither a run directory nor a score table")

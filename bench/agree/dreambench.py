@@ -8,8 +8,8 @@ and ``merge_data.py``), read as a :class:`bench.agree.ratings.Ratings`.
   ``-pf.json`` (``{key: score}``). Raw data win where both exist. Each group is one rater.
 - Judge ratings: ``data_gpt_rating/concept_preservation_<setting>/<method>.json`` and
   ``prompt_following_<setting>/<method>.json`` (``{key: score}``), or the per-item files
-  (``collection_id``, ``prompt_index``, ``score``) in a ``<method>/`` folder beside them. Each
-  setting is a metric of its own, pinned to its aspect (cp or pf).
+  (``collection_id``, ``prompt_index``, ``score``) in a ``<method>/`` folder beside them (these win
+  where both exist, as in the release). Each setting is a metric of its own, pinned to its aspect.
 - Other ``data_<name>_rating/<method>.json`` folders (the release's DINO, CLIP-I and CLIP-T
   scores for ``pearson.py``) are metrics too: dino and clipi rate cp, clipt pf.
 
@@ -20,12 +20,12 @@ NaN score is a missing rating.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from bench import BenchError
 from bench.agree.ratings import SCORE_COLUMNS, Ratings, make_frame, normalise_method
+from bench.stats.table import MAX_ABS_VALUE
 
 ASPECTS = ("cp", "pf")
 JUDGE_PREFIXES = {"concept_preservation_": "cp", "prompt_following_": "pf"}
@@ -37,10 +37,10 @@ def _visible(folder: Path):
 
 
 def _load(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise BenchError(f"{path}: cannot read it as JSON: {' '.join(str(exc).split())[:160]}") from None
+    """One rating file: size, nesting, UTF-8 and a FIFO checked by bench.files.read_json."""
+    from bench.files import read_json
+
+    return read_json(path, "rating file")
 
 
 def _score(value, where: str) -> float:
@@ -48,7 +48,11 @@ def _score(value, where: str) -> float:
         return math.nan
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise BenchError(f"{where}: score {str(value)[:40]!r} is not a number")
-    return float(value) if math.isfinite(value) else math.nan
+    if value != value:                                  # NaN: a missing rating, as the release's is_nan
+        return math.nan
+    if abs(value) > MAX_ABS_VALUE:                      # infinite, or an int of 400 digits
+        raise BenchError(f"{where}: score {str(value)[:20]} is not a finite number of at most {MAX_ABS_VALUE:g}")
+    return float(value)
 
 
 def split_key(key: str, where: str) -> tuple[str, str]:
@@ -120,25 +124,30 @@ def read_judges(root: Path) -> list[tuple]:
 
 
 def _rating_folder(folder: Path, metric: str, aspect: str, items: bool) -> list[tuple]:
+    """The ratings of one judge setting (or one metric folder). A method's per-item files win over
+    its merged ``<method>.json``, as in the release, whose analysis rewrites the merged file from
+    them (``merge_data_gpt_rating``) before reading it."""
     rows, done = [], set()
-    for path in sorted(folder.glob("*.json")):
-        method = normalise_method(path.stem)
-        done.add(method)
-        for key, score in _mapping(path).items():
-            subject, prompt = split_key(key, str(path))
-            rows.append((metric, aspect, method, subject, prompt, f"{subject}-{prompt}",
-                         _score(score, f"{path} key {key}")))
     if items:
         for sub in _visible(folder):
-            if not sub.is_dir() or normalise_method(sub.name) in done:
-                continue
-            for path in sorted(sub.glob("*.json")):
+            files = sorted(sub.glob("*.json")) if sub.is_dir() else []
+            if files:
+                done.add(normalise_method(sub.name))
+            for path in files:
                 data = _load(path)
                 if not isinstance(data, dict) or not {"collection_id", "prompt_index", "score"} <= set(data):
                     raise BenchError(f"{path}: a per-item judge file needs collection_id, prompt_index and score")
                 subject, prompt = str(data["collection_id"]), str(data["prompt_index"])
                 rows.append((metric, aspect, normalise_method(sub.name), subject, prompt, f"{subject}-{prompt}",
                              _score(data["score"], str(path))))
+    for path in sorted(folder.glob("*.json")):
+        method = normalise_method(path.stem)
+        if method in done:
+            continue
+        for key, score in _mapping(path).items():
+            subject, prompt = split_key(key, str(path))
+            rows.append((metric, aspect, method, subject, prompt, f"{subject}-{prompt}",
+                         _score(score, f"{path} key {key}")))
     return rows
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bench import BenchError
 from bench.agree.ratings import COLUMNS, Ratings, check, make_frame
+from bench.stats.table import MAX_ABS_VALUE
 
 FORMATS = ("imagenhub", "dreambench-plus", "long")
 IMAGENHUB_ASPECTS = ("SC", "PQ", "O")
@@ -34,6 +35,9 @@ def read_ratings(path, fmt: str | None = None, level: str | None = None,
     if not path.exists():
         raise BenchError(f"ratings {path} do not exist (give an ImagenHub task folder, a DreamBench++ release "
                          f"folder or a long table; docs/agreement.md)")
+    if not path.is_dir():
+        from bench.output_guard import require_regular
+        require_regular(path, "ratings")                # a FIFO would block the read
     fmt = fmt or detect(path)
     if fmt == "imagenhub":
         ratings = read_imagenhub(path)
@@ -77,6 +81,9 @@ def _first_line(path: Path) -> str:
 def _read_tsv(path: Path):
     import pandas as pd
 
+    from bench.output_guard import require_regular
+
+    require_regular(path, "rater file")                 # a FIFO named *.tsv would block the read
     try:
         return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
@@ -143,6 +150,9 @@ def read_table_file(path: Path, columns, what: str):
     """A CSV, TSV or parquet file as a frame of text columns (lower-cased names)."""
     import pandas as pd
 
+    from bench.output_guard import require_regular
+
+    require_regular(path, what)                         # a FIFO would block the read
     with open(path, "rb") as handle:
         parquet = handle.read(4) == b"PAR1"
     try:
@@ -172,6 +182,11 @@ def to_numbers(raw, where) -> "list[float]":
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise BenchError(f"{where(i)}: value {text.iloc[i][:40]!r} is not a number")
+    huge = np.abs(np.nan_to_num(values)) > MAX_ABS_VALUE
+    if huge.any():
+        i = int(np.flatnonzero(huge)[0])
+        raise BenchError(f"{where(i)}: value {text.iloc[i][:40]!r} is too large (|value| > {MAX_ABS_VALUE:g}; "
+                         f"its squared differences would overflow)")
     return values
 
 
