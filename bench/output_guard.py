@@ -177,3 +177,9 @@ def baseline(head: bytes) -> bool:
     """A baseline written by ``bench check --update`` (a JSON object with its format field)."""
     head = _strip(head)
     return head.startswith(b"{") and (b'"format"' in head or b'"created_at"' in head)
+
+
+def arena_result(head: bytes) -> bool:
+    """A result written by ``bench arena --json`` (a JSON object holding its judge_version)."""
+    head = _strip(head)
+    return head.startswith(b"{") and b'"judge_version"' in head and b'"position_bias' in head

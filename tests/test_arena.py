@@ -178,13 +178,18 @@ def test_arena_refuses_bad_input_in_one_line(three_runs, tmp_path, capsys):
         ([a, b, "--metric-param", "clip.mode=paired"], "judge's parameters only"),
         ([a, b, "--resamples", "1000000000"], "ARENA_MAX_RESAMPLES"),
         ([a, str(tmp_path / "nothing")], "nothing"),
+        ([a, b, "--json", str(tmp_path / "notes.txt")], "not a bench arena result"),     # reviewer r1
+        ([a, b, "--out", str(three_runs / "run-C")], "is a run directory"),
+        ([a, b, "--json", f"{three_runs}/img-A/{SUBJECTS[0]}/0/s42/i0.png"], "not a bench arena result"),
     ]
+    (tmp_path / "notes.txt").write_text("a user's own notes\n")
     import re
     for extra, message in cases:
         assert main(["arena", *extra, "--out", str(tmp_path / "o")] if "--out" not in extra else ["arena", *extra]) == 2
         err = capsys.readouterr().err
         assert re.search(message, err) and len(err.strip().splitlines()) == 1, (extra, err)
     assert not (three_runs / "run-A" / "arena").exists()
+    assert (tmp_path / "notes.txt").read_text() == "a user's own notes\n"
     with pytest.raises(BenchError):
         from bench.arena.match import questions
         questions([], ("cp",))

@@ -245,10 +245,19 @@ def test_fifo_and_symlink_loop_are_one_line_before_any_read(release, target, wha
     os.mkfifo(path)                    # reading it would block forever
     with pytest.raises(BenchError, match=f"{what} .*00.* is not a regular file"):
         load_suite("dreambench-plus", release).samples()
+    # the doctor calls such a copy corrupt, never "missing: download it over the copy" (reviewer r1)
+    assert "corrupt" in dbp.DreamBenchPlus.requirements(release)[0].what
     path.unlink()
     path.symlink_to(path)              # a link to itself: ELOOP
     with pytest.raises(BenchError, match="symlink loop"):
         load_suite("dreambench-plus", release).samples()
+    assert "corrupt" in dbp.DreamBenchPlus.requirements(release)[0].what
+
+
+def test_a_stray_folder_is_a_corrupt_copy_not_missing_data(release):
+    (release / "images/__MACOSX").mkdir()
+    need = dbp.DreamBenchPlus.requirements(release)[0]
+    assert "corrupt" in need.what and "__MACOSX" in need.check().problem
 
 
 def test_a_copy_unpacked_over_another_layout_is_corrupt_not_missing_data(release):

@@ -286,3 +286,38 @@ def test_bad_judge_parameters_stop_doctor_dry_run_and_run_before_generating(tmp_
         err = capsys.readouterr().err
         assert re.search(message, err) and len(err.strip().splitlines()) == 1, (argv, err)
     assert not (out / "images").exists()
+
+
+def test_the_line_that_stops_a_pool_names_the_fault_not_the_requests_it_stopped(tmp_path):
+    """Requests waiting to retry give up when another one fails; the error shown is the fault itself
+    (here a refused key), never "the pass stopped (another request failed)" (reviewer r1: seen with
+    an endless Retry-After under load)."""
+    def respond(h, body):
+        if topic(body) == "p7":
+            time.sleep(0.3)                      # the others are in their retry wait by now
+            return reply(h, {"error": "bad key"}, 401)
+        reply(h, {"error": "busy"}, 503)
+    for _ in range(3):
+        with Stub(respond) as stub:
+            with pytest.raises(BenchError) as caught:
+                judge(stub.url, concurrency=8, retries=3).score(items_in(tmp_path, 8))
+        assert "refused the key (HTTP 401)" in str(caught.value), str(caught.value)
+
+
+@pytest.mark.parametrize("endpoint, expected", [
+    ("http://[::1", "not a valid URL"),                      # was an internal error (ValueError)
+    ("http://h:0/v1", "port"),
+    ("http://a b/v1", "http\\(s\\) URL"),
+    ("http://h/v1#frag", "fragment"),
+    ("http://localhost:8000/v1/", "http://localhost:8000/v1/chat/completions"),
+    ("http://[::1]:8000/v1/chat/completions", "http://[::1]:8000/v1/chat/completions"),
+    ("https://h/openai/v1?api-version=2024", "https://h/openai/v1/chat/completions?api-version=2024"),
+])
+def test_endpoint_urls_are_checked_in_one_line_and_a_query_stays_a_query(endpoint, expected):
+    from bench.metrics.judge import check_params
+
+    if expected.startswith(("http://", "https://")):
+        assert check_params(None, endpoint=endpoint)["endpoint"] == expected
+    else:
+        with pytest.raises(BenchError, match=expected):
+            check_params(None, endpoint=endpoint)

@@ -52,8 +52,10 @@ def judge_params(items: list[str]) -> dict:
 def check_outputs(args, run_dirs) -> tuple[Path, Path | None]:
     """--out and --json checked before any question is asked: never inside a compared run, never an input."""
     from bench.options import check_output_dir, check_output_file
+    from bench.output_guard import arena_result, guard_file, guard_folder
 
     out = check_output_dir(args.out, "--out")
+    guard_folder(out, "--out", run_dirs)         # not a file, not another run directory nor inside one
     target = check_output_file(args.json, "--json") if args.json else None
     runs = [Path(r).expanduser().resolve() for r in run_dirs]
     for option, path in (("--out", out), ("--json", target)):
@@ -66,6 +68,8 @@ def check_outputs(args, run_dirs) -> tuple[Path, Path | None]:
                                  "run it did not make (name another folder or file)")
     if target is not None and target.resolve() == (out / ANSWERS).resolve():
         raise BenchError(f"--json {target}: that is the arena's answers file; name another file")
+    if target is not None:      # an input, a run's file, or a file that is no arena result is left alone
+        guard_file(target, "--json", run_dirs, arena_result, "a bench arena result")
     return out, target
 
 

@@ -274,14 +274,18 @@ class EndpointJudge:
         messages = [encoded[id(c)] for c in conversations]
         out: list[Answer | None] = [None] * len(messages)
         stop, report = threading.Event(), threading.Lock()
+        first: list[BaseException] = []              # the fault that stopped the pass, not those it stopped
 
         def one(j: int) -> None:
             if stop.is_set():
                 return
             try:
                 answer = self._one(messages[j], seeds[j], temperature, stop)
-            except BaseException:
-                stop.set()                            # no other worker sends its next request
+            except BaseException as exc:
+                with report:
+                    if not stop.is_set():
+                        first.append(exc)
+                    stop.set()                        # no other worker sends its next request
                 raise
             with report:                              # recorded before this worker sends its next request
                 out[j] = answer
@@ -304,5 +308,5 @@ class EndpointJudge:
             stop.set()                                # queued requests are not sent, waiting ones give up
         pool.shutdown(wait=True, cancel_futures=True)   # in-flight answers still arrive and are recorded
         if failed is not None:
-            raise failed.exception()
+            raise (first[0] if first else failed.exception())
         return out

@@ -22,7 +22,7 @@ import json
 import math
 import socket
 import threading
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from bench import BenchError
 from bench.limits import (JUDGE_MAX_RESPONSE_BYTES, JUDGE_MAX_RETRY_AFTER_S, JUDGE_MAX_RETRY_WAIT_S)
@@ -55,17 +55,29 @@ def retry_after(header) -> float | None:
 
 
 def check_url(endpoint: str) -> str:
-    """``.../chat/completions`` as given, else appended to the base URL; only http(s)."""
-    endpoint = str(endpoint).strip().rstrip("/")
-    parts = urlsplit(endpoint)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BenchError(f"--metric-param judge.endpoint={endpoint!r}: expected an http(s) URL such as "
-                         "https://api.openai.com/v1 or http://localhost:8000/v1")
+    """``.../chat/completions`` as given, else appended to the base URL's path (a query such as
+    ``?api-version=...`` kept after it); only http(s), a host without spaces or control characters,
+    a port 1-65535, no fragment."""
+    endpoint = str(endpoint).strip()
+    option = f"--metric-param judge.endpoint={endpoint!r}"
     try:
-        parts.port
-    except ValueError:
-        raise BenchError(f"--metric-param judge.endpoint={endpoint!r}: the port is not a number 1-65535") from None
-    return endpoint if endpoint.endswith("/chat/completions") else endpoint + "/chat/completions"
+        parts = urlsplit(endpoint)
+        port = parts.port
+    except ValueError as exc:           # "Invalid IPv6 URL", a port that is no number or out of range
+        why = "the port is not a number 1-65535" if "port" in str(exc).lower() else f"not a valid URL ({exc})"
+        raise BenchError(f"{option}: {why}") from None
+    host = parts.hostname or ""
+    if parts.scheme.lower() not in ("http", "https") or not host or any(c.isspace() or ord(c) < 32 for c in host):
+        raise BenchError(f"{option}: expected an http(s) URL such as https://api.openai.com/v1 or "
+                         "http://localhost:8000/v1")
+    if port == 0:
+        raise BenchError(f"{option}: the port is not a number 1-65535")
+    if parts.fragment or endpoint.endswith("#"):
+        raise BenchError(f"{option}: a URL fragment ('#...') is never sent to a server; remove it")
+    path = parts.path.rstrip("/")
+    if not path.endswith("/chat/completions"):
+        path += "/chat/completions"
+    return urlunsplit((parts.scheme.lower(), parts.netloc, path, parts.query, ""))
 
 
 def request_once(url: str, data: bytes, headers: dict, deadline_s: float) -> tuple[int, object, bytes]:

@@ -104,9 +104,9 @@ def check_regular_file(path: Path, what: str) -> os.stat_result:
         info = os.stat(path)
     except OSError as exc:
         why = "a symlink loop" if exc.errno == errno.ELOOP else (exc.strerror or type(exc).__name__)
-        raise BenchError(f"DreamBench++ {what} {path}: {why}") from None
+        raise CorruptCopy(f"DreamBench++ {what} {path}: {why}") from None
     if not stat.S_ISREG(info.st_mode):
-        raise BenchError(f"DreamBench++ {what} {path} is not a regular file")
+        raise CorruptCopy(f"DreamBench++ {what} {path} is not a regular file")
     return info
 
 
@@ -121,7 +121,7 @@ def _subfolders(folder: Path) -> list[Path]:
             if entry.is_dir():
                 out.append(entry)
         except OSError:             # a symlink loop among the folders: is_dir() says so on 3.11
-            raise BenchError(f"DreamBench++ folder {entry}: a symlink loop") from None
+            raise CorruptCopy(f"DreamBench++ folder {entry}: a symlink loop") from None
     return out
 
 
@@ -134,7 +134,7 @@ def category_folders(tree: Path) -> tuple[str, dict[str, Path]]:
             for inner in _subfolders(folder):
                 layouts.add("nested")                  # an empty live_subject/ is no layout
                 if inner.name not in ("animal", "human"):
-                    raise BenchError(f"{inner}: unknown DreamBench++ category {LIVE_SUBJECT}/{inner.name} "
+                    raise CorruptCopy(f"{inner}: unknown DreamBench++ category {LIVE_SUBJECT}/{inner.name} "
                                      "(expected live_subject/animal or live_subject/human)")
                 found[inner.name] = inner
         elif folder.name in CATEGORIES:
@@ -145,7 +145,7 @@ def category_folders(tree: Path) -> tuple[str, dict[str, Path]]:
                                   f"nested layouts mixed in {tree}); keep one of them")
             found[folder.name] = folder
         else:
-            raise BenchError(f"{folder}: unknown DreamBench++ category {folder.name!r} (expected "
+            raise CorruptCopy(f"{folder}: unknown DreamBench++ category {folder.name!r} (expected "
                              f"{', '.join(CATEGORIES)}, or {LIVE_SUBJECT}/animal and {LIVE_SUBJECT}/human as released)")
     if len(layouts) > 1:
         raise CorruptCopy(f"{tree}: both {LIVE_SUBJECT}/<animal|human>/ and <animal|human>/ folders; keep one layout")
