@@ -120,21 +120,38 @@ def _regular_file(path: Path) -> Path:
     return real
 
 
+def check_held_out(suite, names, params: dict) -> None:
+    """references=held-out where a subject of ``suite`` has no photo held out: one line, before the
+    images are read (bench.metrics.references.check_references; the run check of bench.plan)."""
+    from bench.registry import METRICS
+
+    suite_params = getattr(suite, "metric_params", dict)()
+    for name in names:
+        entry = METRICS.get(name)
+        given = {**entry.params, **suite_params.get(name, {}), **params.get(name, {})}
+        if given.get("references") == "held-out" and hasattr(entry.load(), "check_samples"):
+            entry.load().check_samples(suite.samples(), **given)
+
+
 def prepare_external_run(suite_name: str, images: Path | str, out: Path | str, data_root=None, mini: bool = False,
                          suite_options: dict | None = None, name: str | None = None, metrics=None,
-                         metric_preset: str | None = None, verify: bool = False) -> RunStore:
+                         metric_preset: str | None = None, verify: bool = False,
+                         metric_params: dict | None = None) -> RunStore:
     """A run directory whose records point at images made elsewhere (referenced in place).
 
     Each file is read once: its sha256 (the score cache's key) and its header (an image's, of a size
     within bench.limits: bench.images.check_header) from the same bytes. A file the run already
     records with the same size and mtime keeps its recorded sha256 unread, as the resume check
     trusts it (``verify``: every file read again). The full decode happens once, where the scoring
-    stage decodes the image for the metrics, with the same one-line errors."""
+    stage decodes the image for the metrics, with the same one-line errors. ``metric_params`` are
+    checked against the suite first (e.g. references=held-out with no photo held out: one line,
+    before any file is read or the run folder made)."""
     from bench.suites import load_suite
 
     images = Path(images).expanduser().resolve()
     options = dict(suite_options or {})
     suite = load_suite(suite_name, data_root, mini=mini, **options)
+    check_held_out(suite, metric_names(metrics) or list(suite.default_metrics), metric_params or {})
     found = find_external_images(images, suite.samples())
     label = name or (images.stem if images.is_file() else images.name)
     seeds = sorted({seed for _, seed in found.values()})

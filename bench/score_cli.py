@@ -86,7 +86,8 @@ def run(args) -> int:
 
         store = prepare_external_run(args.suite, images, out, data_root=args.data_root, mini=args.mini,
                                      suite_options=parse_params(args.suite_option), name=label,
-                                     metrics=args.metrics, metric_preset=args.metric_preset, verify=args.verify)
+                                     metrics=args.metrics, metric_preset=args.metric_preset, verify=args.verify,
+                                     metric_params=params)
         run_dir = store.root
     elif args.run_dir:
         if args.suite or args.data_root or args.suite_option or args.name or args.out or args.mini:

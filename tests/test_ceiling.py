@@ -154,3 +154,21 @@ def test_bench_score_refuses_held_out_on_a_run_conditioned_on_every_photo(tmp_pa
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "dino.references=held-out" in err
     assert (run / "scores.parquet").read_bytes() == before
+
+
+def test_bench_score_images_refuses_held_out_before_the_run_folder_is_made(tmp_path, capsys):
+    """`bench score --images` with references=held-out on conditioning=all: one line, exit 2, and no
+    half-made run folder left behind (the refusal used to come after the import wrote run.json)."""
+    from PIL import Image
+
+    images = tmp_path / "made-elsewhere"
+    (images / "dog" / "000" / "s0").mkdir(parents=True)
+    Image.new("RGB", (64, 64), (200, 40, 40)).save(images / "dog" / "000" / "s0" / "i0.png")
+    out = tmp_path / "external"
+    code = main(["score", "--images", str(images), "--suite", "dreambench", "--mini", "--suite-option",
+                 "conditioning=all", "--metric-preset", "tiny", "--metrics", "clip", "--metric-param",
+                 "clip.references=held-out", "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "clip.references=held-out" in err and "conditioned the method" in err
+    assert not out.exists()

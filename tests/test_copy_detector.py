@@ -170,6 +170,18 @@ def test_copy_metric_parameters_are_checked():
     assert CopyMetric(preset="tiny").version == "1" and CopyMetric(preset="tiny", ratio=0.3).version == "1-ratio0.3"
 
 
+
+@pytest.mark.parametrize("ratio", ["0", "1.5", "-0.2"])
+def test_a_bad_copy_ratio_is_refused_before_anything_is_generated(tmp_path, capsys, ratio):
+    from bench.cli import main
+
+    out = tmp_path / "run"
+    code = main(["run", "--method", "copy-input", "--suite", "dreambench", "--preset", "smoke", "--metrics", "copy",
+                 "--metric-param", f"copy.ratio={ratio}", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "copy.ratio" in err
+    assert not out.exists()                  # refused by the plan's precheck, not after generation
+
 def test_copy_input_returns_the_conditioning_photo_at_the_output_size(photo_set):
     from bench.types import GenRequest, LoadSpec
 

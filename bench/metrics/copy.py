@@ -51,6 +51,13 @@ def build_embedding(embedding: str, device: str, preset: str | None, backbone: s
     raise BenchError(f"--metric-param copy.embedding={embedding!r}: use one of {', '.join(EMBEDDINGS)}")
 
 
+def check_ratio(ratio) -> float:
+    ratio = float(ratio)
+    if not 0 < ratio <= 1:
+        raise BenchError(f"--metric-param copy.ratio={ratio}: use a number in (0, 1]")
+    return ratio
+
+
 def min_pair_distance(embeddings: torch.Tensor) -> float:
     """The smallest cosine distance between two different rows (normalised embeddings); NaN
     with fewer than two rows."""
@@ -76,9 +83,7 @@ class CopyMetric(Metric):
 
     def __init__(self, device: str = "cpu", preset: str | None = None, embedding: str = "clip",
                  backbone: str | None = None, ratio: float = DEFAULT_RATIO):
-        ratio = float(ratio)
-        if not 0 < ratio <= 1:
-            raise BenchError(f"--metric-param copy.ratio={ratio}: use a number in (0, 1]")
+        ratio = check_ratio(ratio)
         self.embedding, self.ratio = str(embedding), ratio
         self.inner = build_embedding(self.embedding, device, preset, backbone)
         if self.ratio != DEFAULT_RATIO:
@@ -87,7 +92,8 @@ class CopyMetric(Metric):
         self._spread: dict[tuple, float] = {}
 
     @classmethod
-    def precheck(cls, embedding: str = "clip", backbone: str | None = None, **_) -> None:
+    def precheck(cls, embedding: str = "clip", backbone: str | None = None, ratio: float = DEFAULT_RATIO, **_) -> None:
+        check_ratio(ratio)                  # before a run generates anything
         if embedding not in EMBEDDINGS:
             raise BenchError(f"--metric-param copy.embedding={embedding!r}: use one of {', '.join(EMBEDDINGS)}")
 
