@@ -178,3 +178,18 @@ def test_a_400_digit_value_is_named_too_large_not_nan(tmp_path, capsys, value):
     assert "too large" in err and "line 2" in err and "NaN" not in err
     path.write_text("run,subject,prompt,seed,image,metric,value\na,s1,p,0,0,m,inf\na,s2,p,0,0,m,0.5\n")
     assert "infinite" in error_line(capsys, "stats", path)
+
+
+def test_power_computes_each_quantile_once_not_once_per_run(tmp_path, capsys):
+    """2,000 runs x 5 x 4 grid cells asked for 80,000 t quantiles, 3.4M series terms, a minute at
+    the MAX_TABLE_RUNS limit: the same few (p, df) pairs are now computed once."""
+    from bench.stats.distributions import t_quantile
+
+    rows = [(f"r{i}", f"s{j}", "0", "0", "0", "m", float(i % 7 + j)) for i in range(200) for j in range(2)]
+    path = tmp_path / "runs.csv"
+    pd.DataFrame(rows, columns=COLUMNS).to_csv(path, index=False)
+    t_quantile.cache_clear()
+    assert main(["power", str(path), "--alpha", "0.0431"]) == 0
+    info = t_quantile.cache_info()
+    assert info.misses <= 10 < 1000 < info.hits           # 5 subject counts x (crit, power)
+    assert capsys.readouterr().out.count("| subjects") == 200
