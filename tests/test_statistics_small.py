@@ -162,3 +162,32 @@ def test_a_judge_at_its_ceiling_gets_no_zero_width_interval():
     assert all(r["ci_high"] > r["ci_low"] for r in printed)
     covered = np.mean([r["ci_low"] <= truth <= r["ci_high"] for r in printed])
     assert covered >= 0.93 > (covered * len(printed)) / len(out)       # with the bare cells counted as misses: under
+
+
+def test_a_change_without_spread_gets_no_interval_and_no_mde():
+    """Two runs of a judge at its ceiling, 3 subjects: when every paired difference is 0 the
+    change's interval was [+0.0000, +0.0000] (and the MDE 0.0000) while the true change is +0.016:
+    coverage 77%. Now no interval, no MDE and a note; the sign-flip p is still given."""
+    rng = np.random.default_rng(31)
+
+    def judge(latent):
+        return np.clip(np.round(latent * 4) / 4, 0, 1)
+
+    flat = printed = covered = 0
+    truth = float((judge(0.97 + 0.03 + rng.normal(0, 0.09, 10 ** 6)) - judge(0.97 + rng.normal(0, 0.09, 10 ** 6))).mean())
+    for _ in range(150):
+        effect, rows = rng.normal(0, 0.03, 3), []
+        for s in range(3):
+            for run, shift in (("a", 0.0), ("b", 0.03)):
+                scores = judge(0.97 + effect[s] + shift + rng.normal(0, 0.09, 3))
+                rows += [(run, f"s{s}", str(p), "0", "0", "judge", v) for p, v in enumerate(scores)]
+        frame = pd.DataFrame(rows, columns=["run", "subject", "prompt", "seed", "image", "metric", "value"])
+        row = next(r for r in analyse(frame, Settings(resamples=200), versus="a") if r["run"] == "b")
+        if row["delta_ci_low"] is None:
+            flat += 1
+            assert row["mde"] is None and row["p"] is not None and "no interval" in row["note"]
+        else:
+            printed += 1
+            covered += row["delta_ci_low"] <= truth <= row["delta_ci_high"]
+            assert row["delta_ci_high"] > row["delta_ci_low"]
+    assert 15 < flat and covered / printed >= 0.95 > covered / (printed + flat)

@@ -288,13 +288,20 @@ def compare_runs(prep: Prepared, run: str, reference: str, metric: str) -> dict:
         p = float(bs.sign_flip_p(design.clusters, rng, s.resamples)[0])
         min_p = ln.rademacher_tail_bound(n_units) if n_units <= bs.EXACT_SIGN_FLIP_UNITS else 1.0 / (s.resamples + 1)
     means = [float(bs.estimate(prep.design(pos, None).clusters)[0]) for pos in (paired, pos_b[ib])]
+    flat = {}
+    if no_spread(diff, iv["se"]):          # every unit's difference the same (all 0 at a judge's ceiling)
+        flat = {"delta_ci_low": None, "delta_ci_high": None, "delta_note": (
+            f"{run!r} - {reference!r}, metric {metric!r}: the paired differences of its {n_units} units "
+            f"({s.resample}) all have the same mean, so the change has no interval (a zero-width one would "
+            "cover the true change far less often than it says)")}
     return {"versus": reference, "paired": int(len(common)), "paired_units": n_units,
             "delta": iv["estimate"], "delta_se": iv["se"], "delta_ci_low": iv["low"], "delta_ci_high": iv["high"],
             "p": p, "min_p": min_p, "monte_carlo": bool(s.resample != TWO_WAY and bs.EXACT_SIGN_FLIP_UNITS < n_units
                                                           <= MAX_RESAMPLED_UNITS),
             "paired_mean": means[0], "paired_versus_mean": means[1],
             "only_in_run": int(len(only_a)), "only_in_versus": int(len(only_b)),
-            "only_in_run_keys": prep.key_names(pos_a[only_a]), "only_in_versus_keys": prep.key_names(pos_b[only_b])}
+            "only_in_run_keys": prep.key_names(pos_a[only_a]), "only_in_versus_keys": prep.key_names(pos_b[only_b]),
+            **flat}
 
 
 COMPARISON_FIELDS = ("versus", "paired", "paired_units", "delta", "delta_se", "delta_ci_low", "delta_ci_high", "p",
@@ -343,6 +350,8 @@ def finish_family(rows: list[dict], alpha: float, power: float) -> None:
 
 
 def _mde(row: dict, level: float, power: float) -> float | None:
+    if row.get("delta_ci_low") is None:         # no spread: an MDE of 0 would promise to see anything
+        return None
     value = mde(row["delta_se"], row["paired_units"], level, power, sign_flip=row["unit"] != TWO_WAY)
     return value if math.isfinite(value) else None
 
@@ -371,6 +380,8 @@ def analyse(table: "pd.DataFrame", settings: Settings = Settings(), versus: str 
                 if run != versus and (versus, metric) in prep.groups:
                     try:
                         row.update(compare_runs(prep, run, versus, metric))
+                        if "delta_note" in row:
+                            row["note"] = "; ".join(filter(None, (row.get("note"), row.pop("delta_note"))))
                     except BenchError as exc:
                         if strict:
                             raise
