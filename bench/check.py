@@ -309,7 +309,8 @@ def compare(base_table, table, mode: str, tol: float, settings) -> tuple[list[di
         if mode == "test":
             units = pick((s["paired_units"] for s in counted), default=0)
         else:       # an interval over cells or images does not make 3 subjects into 27 independent units
-            subjects = pd.Series(paired.get_level_values("subject")).groupby(paired.get_level_values("metric")).nunique()
+            by_metric = paired.get_level_values("metric")
+            subjects = pd.Series(paired.get_level_values("subject")).groupby(by_metric).nunique()
             units = min((min(s["paired_units"], int(subjects.get(s["metric"], 0))) for s in counted), default=0)
         family = max((s.get("family") or 0 for s in counted), default=0)      # judge repeats are not in it
         why = impossible_mode(mode, units, family or len(counted), settings) if counted else None
@@ -318,13 +319,14 @@ def compare(base_table, table, mode: str, tol: float, settings) -> tuple[list[di
             raise BenchError(f"the run and the baseline share {units} {unit}s: {why}; use --mode exact "
                              "(reproducible runs) or score more subjects")
         for metric in common_metrics:
-            values = pd.concat([keyed["baseline"].xs(metric, level="metric"), keyed["current"].xs(metric, level="metric")])
+            values = pd.concat([keyed[side].xs(metric, level="metric") for side in ("baseline", "current")])
             span = float(values.max() - values.min())
             if 0 < span <= tol:
+                low, high = float(values.min()), float(values.max())
                 raise BenchError(f"--tol {tol:g} is at least the whole range of metric {metric!r} in the baseline and "
-                                 f"the run ({float(values.min()):.4g} to {float(values.max()):.4g}): no change of these "
-                                 f"values can exceed it, so the {mode} check could not fail; give the smallest "
-                                 "change you would act on, in the metric's units (docs/statistics.md, 'Choosing --tol')")
+                                 f"the run ({low:.4g} to {high:.4g}): no change of these values can exceed it, so the "
+                                 f"{mode} check could not fail; give the smallest change you would act on, in the "
+                                 "metric's units (docs/statistics.md, 'Choosing --tol')")
     rows, notes = [], []
     for metric in sorted(base_metrics | run_metrics):
         row = {"metric": metric, "status": "ok"}

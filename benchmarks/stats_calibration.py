@@ -128,9 +128,10 @@ def ceiling(n: int, b: int) -> None:
                       Settings(resamples=b))
         printed = [r for r in out if r["ci_low"] is not None]
         covered = sum(r["ci_low"] <= truth <= r["ci_high"] for r in printed)
-        bare = sum(r["mean"] == truth for r in out if r["ci_low"] is None)      # a bracket [x, x] covers only if x = truth
-        print(f"| {subjects} | {100 * (n - len(printed)) / n:.1f}% | {band(covered / max(len(printed), 1), len(printed))} "
-              f"| {band((covered + bare) / n, n)} |", flush=True)
+        bare = sum(r["mean"] == truth for r in out if r["ci_low"] is None)      # [x, x] covers only if x = truth
+        shown = band(covered / max(len(printed), 1), len(printed))
+        print(f"| {subjects} | {100 * (n - len(printed)) / n:.1f}% | {shown} | {band((covered + bare) / n, n)} |",
+              flush=True)
 
 
 def speed() -> None:

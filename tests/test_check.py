@@ -417,5 +417,6 @@ def test_equivalence_counts_subjects_whatever_unit_is_resampled(tmp_path, capsys
     for unit in ("image", "cell", "subject"):
         assert check(rerun, "--baseline", baseline, "--mode", "equivalence", "--tol", "0.05", "--resample", unit) == 2
         assert "3 subjects" in error_line(capsys)
-    assert check(base, "--baseline", tmp_path / "e.json", "--update", "--mode", "equivalence", "--resample", "image") == 2
+    assert check(base, "--baseline", tmp_path / "e.json", "--update", "--mode", "equivalence",
+                 "--resample", "image") == 2
     assert "equivalence" in error_line(capsys) and not (tmp_path / "e.json").exists()

@@ -174,7 +174,8 @@ def test_a_change_without_spread_gets_no_interval_and_no_mde():
         return np.clip(np.round(latent * 4) / 4, 0, 1)
 
     flat = printed = covered = 0
-    truth = float((judge(0.97 + 0.03 + rng.normal(0, 0.09, 10 ** 6)) - judge(0.97 + rng.normal(0, 0.09, 10 ** 6))).mean())
+    latent = 0.97 + rng.normal(0, 0.09, (2, 10 ** 6))
+    truth = float((judge(latent[0] + 0.03) - judge(latent[1])).mean())
     for _ in range(150):
         effect, rows = rng.normal(0, 0.03, 3), []
         for s in range(3):

@@ -251,8 +251,8 @@ def describe_run(prep: Prepared, run: str, metric: str, strict: bool = True) -> 
             raise
         return {**row, "mean": None, "note": str(exc)}
     if no_spread(prep.values[pos], iv["se"]):
-        return {**row, "se": 0.0, "note": f"run {run!r}, metric {metric!r}: its {n_units} units ({s.resample}) all have "
-                "the same mean (no spread between them, e.g. a judge's top score everywhere), so no interval can "
+        return {**row, "se": 0.0, "note": f"run {run!r}, metric {metric!r}: its {n_units} units ({s.resample}) all "
+                "have the same mean (no spread between them, e.g. a judge's top score everywhere), so no interval can "
                 "be estimated: a zero-width interval would cover the true mean far less often than it says"}
     return {**row, "se": iv["se"], "ci_low": iv["low"], "ci_high": iv["high"]}
 
