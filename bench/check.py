@@ -20,7 +20,8 @@ cluster-bootstrap interval, the Holm-adjusted sign-flip p-value and the minimum 
 A metric of the baseline that the run lacks fails in every mode. The baseline and current
 columns are both sides' protocol means on the common keys (the change is their difference). A
 design in which the check cannot fail is refused: test mode when the smallest reachable
-Holm-adjusted p is at least alpha, equivalence mode below SMALL_SAMPLE_UNITS units; ``--update``
+Holm-adjusted p is at least alpha, equivalence mode below SMALL_SAMPLE_UNITS subjects, either mode
+with a ``--tol`` at least the range of a metric's values; ``--update``
 stores the strictest mode the run supports (test, else exact) and says why. Exit status: 0 pass,
 1 a metric failed (the table says which; exact mode names the keys that moved), 2 bad input: no
 or unreadable baseline, a baseline without per-key values (made before this format: rerun
@@ -106,6 +107,8 @@ def baseline_mode(table, mode: str | None, settings) -> tuple[str, str]:
         int(min(table["subject"].nunique(), table["prompt"].nunique()))
     metrics = int(table["metric"].nunique())
     if mode is not None:
+        if mode == "equivalence":       # its level rests on the subjects, whatever unit is resampled
+            units = min(units, int(table["subject"].nunique()))
         why = impossible_mode(mode, units, metrics, settings) if mode != "exact" else None
         if why:
             raise BenchError(f"--mode {mode}: the run has {units} {settings.resample}s: {why}; store --mode exact "
@@ -264,7 +267,7 @@ def impossible_mode(mode: str, units: int, metrics: int, settings) -> str | None
                     f"{min(1.0, metrics * min_p):.3g} >= alpha {settings.alpha:g} ({why}), so a test-mode check "
                     "could not fail")
     if mode == "equivalence" and units < SMALL_SAMPLE_UNITS:
-        return (f"with {units} {settings.resample}s (fewer than {SMALL_SAMPLE_UNITS}) an equivalence check cannot "
+        return (f"with {units} subjects (fewer than {SMALL_SAMPLE_UNITS}) an equivalence check cannot "
                 f"hold its level (its interval rests on the normality of {units} means)")
     return None
 
@@ -303,12 +306,27 @@ def compare(base_table, table, mode: str, tol: float, settings) -> tuple[list[di
         counted = [s for s in stats.values() if s.get("paired_units")]
         # test: the family's floor is set by its best-placed metric; equivalence: every metric must hold its level
         pick = max if mode == "test" else min
-        units = pick((s["paired_units"] for s in counted), default=0)
+        if mode == "test":
+            units = pick((s["paired_units"] for s in counted), default=0)
+        else:       # an interval over cells or images does not make 3 subjects into 27 independent units
+            by_metric = paired.get_level_values("metric")
+            subjects = pd.Series(paired.get_level_values("subject")).groupby(by_metric).nunique()
+            units = min((min(s["paired_units"], int(subjects.get(s["metric"], 0))) for s in counted), default=0)
         family = max((s.get("family") or 0 for s in counted), default=0)      # judge repeats are not in it
         why = impossible_mode(mode, units, family or len(counted), settings) if counted else None
         if why:
-            raise BenchError(f"the run and the baseline share {units} {settings.resample}s: {why}; use --mode exact "
+            unit = settings.resample if mode == "test" else "subject"
+            raise BenchError(f"the run and the baseline share {units} {unit}s: {why}; use --mode exact "
                              "(reproducible runs) or score more subjects")
+        for metric in common_metrics:
+            values = pd.concat([keyed[side].xs(metric, level="metric") for side in ("baseline", "current")])
+            span = float(values.max() - values.min())
+            if 0 < span <= tol:
+                low, high = float(values.min()), float(values.max())
+                raise BenchError(f"--tol {tol:g} is at least the whole range of metric {metric!r} in the baseline and "
+                                 f"the run ({low:.4g} to {high:.4g}): no change of these values can exceed it, so the "
+                                 f"{mode} check could not fail; give the smallest change you would act on, in the "
+                                 "metric's units (docs/statistics.md, 'Choosing --tol')")
     rows, notes = [], []
     for metric in sorted(base_metrics | run_metrics):
         row = {"metric": metric, "status": "ok"}
@@ -346,7 +364,7 @@ def compare(base_table, table, mode: str, tol: float, settings) -> tuple[list[di
                 row["moved_keys"] = _key_text(moved, len(moved)) if len(moved) else None
                 row["moved"] = int(len(moved))
         else:
-            if s.get("delta_ci_low") is None:
+            if s.get("delta_ci_low") is None and (mode == "equivalence" or s.get("p") is None):
                 raise BenchError(f"{metric}: {s.get('note') or 'no interval of the change'}; use --mode exact")
             if mode == "test" and s.get("p_holm") is None:
                 row["status"] = "repeat"          # a judge's repeated pass: shown, not in the Holm family

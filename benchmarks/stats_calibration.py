@@ -2,7 +2,7 @@
 
     python benchmarks/stats_calibration.py              # several minutes on one core
     python benchmarks/stats_calibration.py --reruns 4000
-    python benchmarks/stats_calibration.py --only few,mde,equivalence,two-way,speed
+    python benchmarks/stats_calibration.py --only few,mde,equivalence,two-way,ceiling,speed
 
 Prints, for the default model (subject sd 0.05, prompt sd 0.03, residual sd 0.06; 30 subjects x
 25 prompts x 6 seeds x 4 images): the coverage of the 95% intervals (cluster bootstrap over
@@ -100,6 +100,40 @@ def two_way(n: int, b: int) -> None:
         print(f"| {shared:g} | " + " | ".join(cells) + " |", flush=True)
 
 
+def ceiling(n: int, b: int) -> None:
+    """A judge's 0/0.25/.../1 scale near its top (true mean about 0.95), 3 prompts per subject:
+    how often every unit has the same mean (no interval printed), and the coverage of the
+    intervals that are printed, against counting a zero-width bracket as one."""
+    import pandas as pd
+
+    print("\n95% intervals of a judge metric near its ceiling (latent 0.97 + subject 0.03 + prompt 0.03 + "
+          "residual 0.08, rounded to 0, 0.25, ..., 1; 3 prompts, 1 seed)")
+    print("| subjects | no interval (all units equal) | printed intervals cover | zero-width bracket counted |")
+    print("|---:|---:|---:|---:|")
+    rng = np.random.default_rng(32)
+
+    def judge(latent):
+        return np.clip(np.round(latent * 4) / 4, 0, 1)
+
+    m = 4_000_000
+    truth = float(judge(0.97 + rng.normal(0, 0.03, m) + rng.normal(0, 0.03, m) + rng.normal(0, 0.08, m)).mean())
+    for subjects in (2, 3, 5, 8, 15):
+        rows = []
+        for r in range(n):
+            effect = rng.normal(0, 0.03, subjects)
+            for s in range(subjects):
+                scores = judge(0.97 + effect[s] + rng.normal(0, 0.03, 3) + rng.normal(0, 0.08, 3))
+                rows += [(f"r{r}", f"s{s}", str(p), "0", "0", "judge", v) for p, v in enumerate(scores)]
+        out = analyse(pd.DataFrame(rows, columns=["run", "subject", "prompt", "seed", "image", "metric", "value"]),
+                      Settings(resamples=b))
+        printed = [r for r in out if r["ci_low"] is not None]
+        covered = sum(r["ci_low"] <= truth <= r["ci_high"] for r in printed)
+        bare = sum(r["mean"] == truth for r in out if r["ci_low"] is None)      # [x, x] covers only if x = truth
+        shown = band(covered / max(len(printed), 1), len(printed))
+        print(f"| {subjects} | {100 * (n - len(printed)) / n:.1f}% | {shown} | {band((covered + bare) / n, n)} |",
+              flush=True)
+
+
 def speed() -> None:
     import pandas as pd
 
@@ -118,10 +152,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reruns", type=int, default=2000)
     parser.add_argument("--resamples", type=int, default=2000)
-    parser.add_argument("--only", default=None, help="comma-separated: base,few,mde,equivalence,two-way,speed")
+    parser.add_argument("--only", default=None, help="comma-separated: base,few,mde,equivalence,two-way,ceiling,speed")
     args = parser.parse_args()
     n, b = args.reruns, args.resamples
-    parts = {"few": few_clusters, "mde": mde_power, "equivalence": equivalence, "two-way": two_way}
+    parts = {"few": few_clusters, "mde": mde_power, "equivalence": equivalence, "two-way": two_way, "ceiling": ceiling}
     only = set(args.only.split(",")) if args.only else {"base", "speed", *parts}
     for name, part in parts.items():
         if name in only:

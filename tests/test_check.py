@@ -107,7 +107,10 @@ def test_exact_mode_fails_on_a_shift_and_names_it(scored, tmp_path, capsys):
     assert check(moved, "--baseline", baseline) == 1               # the baseline's mode: exact
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith("| dino/tiny-random"))
-    assert "CHANGED" in line and "+0.0200" in line and "[+0.0200, +0.0200]" in line      # change and its interval
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    # the change; every key moved by exactly 0.02, so the differences have no spread and no
+    # (zero-width) interval is printed
+    assert "CHANGED" in line and cells[3] == "+0.0200" and cells[4] == "–" and "[+0.0200, +0.0200]" not in line
     assert "FAIL: 1 metric(s)" in out and "MDE" in out
     fail = next(x for x in out.splitlines() if x.startswith("FAIL"))
     # the keys that moved: the first five by name, then how many more (16 keys in all)
@@ -329,7 +332,7 @@ def test_baseline_and_current_columns_are_the_means_behind_the_change(many, caps
     df[~df["key"].str.startswith(("dreambench/subj1/", "dreambench/subj2/"))].to_parquet(part / "scores.parquet",
                                                                                        index=False)
     for mode in ("test", "equivalence"):
-        check(part, "--baseline", baseline, "--mode", mode, "--tol", "0.5")
+        check(part, "--baseline", baseline, "--mode", mode, "--tol", "0.1")
         out = capsys.readouterr().out
         header = [c.strip() for c in next(x for x in out.splitlines() if x.startswith("| metric")).strip("|").split("|")]
         for line in (x for x in out.splitlines() if x.startswith("| ") and "tiny-random" in x):
@@ -386,3 +389,34 @@ def test_the_shipped_smoke_baseline_is_what_its_readme_recipe_uses():
     assert {k[0] for k in data["keys"]} and len({k[2] for k in data["keys"]}) == 2          # seeds 0-1
     readme = (root / "README.md").read_text()
     assert "--baseline reports/baselines/smoke-sd.json" in readme and "--seeds 0-1" in readme
+
+
+@pytest.mark.parametrize("mode", ["test", "equivalence"])
+def test_a_tolerance_beyond_the_metrics_range_is_refused(many, capsys, mode):
+    """Scores spanning about 0.4: a tolerance of 10 (or 1) can never be exceeded by a change of
+    these values, so the check could not fail: refused, naming the metric and its range. Before,
+    a real drop of 0.3 passed as 'OK'. The neighbour: a tolerance inside the range runs."""
+    root, baseline = many
+    dropped = root / f"tol-drop-{mode}"
+    if not dropped.exists():
+        synthetic_run(dropped, rng_seed=8, shift={m: -0.3 for m in METRICS})
+    for tol in ("10", "1"):
+        assert check(dropped, "--baseline", baseline, "--mode", mode, "--tol", tol) == 2
+        line = error_line(capsys)
+        assert f"--tol {tol} is at least the whole range of metric" in line and "could not fail" in line
+    assert check(dropped, "--baseline", baseline, "--mode", mode, "--tol", "0.1") == 1
+
+
+def test_equivalence_counts_subjects_whatever_unit_is_resampled(tmp_path, capsys):
+    """3 subjects with --resample image hold 3 x 5 x 2 = 30 'units', but the level of an
+    equivalence check rests on the 3 subjects: refused as at --resample subject (it passed)."""
+    base = synthetic_run(tmp_path / "base", subjects=3, rng_seed=1)
+    baseline = tmp_path / "b.json"
+    assert check(base, "--baseline", baseline, "--update", "--mode", "exact") == 0
+    rerun = synthetic_run(tmp_path / "rerun", subjects=3, rng_seed=2)
+    for unit in ("image", "cell", "subject"):
+        assert check(rerun, "--baseline", baseline, "--mode", "equivalence", "--tol", "0.05", "--resample", unit) == 2
+        assert "3 subjects" in error_line(capsys)
+    assert check(base, "--baseline", tmp_path / "e.json", "--update", "--mode", "equivalence",
+                 "--resample", "image") == 2
+    assert "equivalence" in error_line(capsys) and not (tmp_path / "e.json").exists()

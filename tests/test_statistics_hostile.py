@@ -144,3 +144,52 @@ def test_two_way_work_is_bounded_before_it_starts(monkeypatch):
     with pytest.raises(BenchError, match="MAX_TWO_WAY_WORK"):
         analyse(df, Settings(resample="subject+prompt", resamples=500))
     assert analyse(df, Settings(resample="subject+prompt", resamples=400))[0]["units"] == 10
+
+
+def offset_pair(offset: float, change: str = ".75") -> pd.DataFrame:
+    """Run a: every value `offset`; run b: `offset` plus `change` written as text, which a float
+    near 1e17 cannot hold (its spacing there is 16): the paired differences are all 0 or 16."""
+    rows = []
+    for s in range(12):
+        for p in range(3):
+            rows.append(("a", f"s{s}", str(p), "0", "0", "m", f"{offset:.0f}"))
+            rows.append(("b", f"s{s}", str(p), "0", "0", "m", f"{offset:.0f}{change}"))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+@pytest.mark.parametrize("command", ["stats", "power"])
+def test_differences_finer_than_the_values_hold_are_refused(tmp_path, capsys, command):
+    """1e17 against 1e17 + 0.75: neither run's mean cancels, but their difference is lost to float
+    spacing; before, `stats --versus` printed Δ +0.0000 and `power --versus` MDEs of 0.0000."""
+    path = tmp_path / "offset.csv"
+    offset_pair(1e17).to_csv(path, index=False)
+    assert "float precision" in error_line(capsys, command, path, "--versus", "a")
+    offset_pair(1e3).to_csv(path, index=False)           # the neighbour: 1000 vs 1000.75 is exact enough
+    assert main([command, str(path), "--versus", "a"]) == 0
+    out = capsys.readouterr().out
+    assert ("+0.7500" in out) if command == "stats" else "rows: subjects" in out
+
+
+@pytest.mark.parametrize("value", ["9" * 400, "-" + "9" * 400])
+def test_a_400_digit_value_is_named_too_large_not_nan(tmp_path, capsys, value):
+    path = tmp_path / "digits.csv"
+    path.write_text("run,subject,prompt,seed,image,metric,value\na,s1,p,0,0,m," + value + "\na,s2,p,0,0,m,0.5\n")
+    err = error_line(capsys, "stats", path)
+    assert "too large" in err and "line 2" in err and "NaN" not in err
+    path.write_text("run,subject,prompt,seed,image,metric,value\na,s1,p,0,0,m,inf\na,s2,p,0,0,m,0.5\n")
+    assert "infinite" in error_line(capsys, "stats", path)
+
+
+def test_power_computes_each_quantile_once_not_once_per_run(tmp_path, capsys):
+    """2,000 runs x 5 x 4 grid cells asked for 80,000 t quantiles, 3.4M series terms, a minute at
+    the MAX_TABLE_RUNS limit: the same few (p, df) pairs are now computed once."""
+    from bench.stats.distributions import t_quantile
+
+    rows = [(f"r{i}", f"s{j}", "0", "0", "0", "m", float(i % 7 + j)) for i in range(200) for j in range(2)]
+    path = tmp_path / "runs.csv"
+    pd.DataFrame(rows, columns=COLUMNS).to_csv(path, index=False)
+    t_quantile.cache_clear()
+    assert main(["power", str(path), "--alpha", "0.0431"]) == 0
+    info = t_quantile.cache_info()
+    assert info.misses <= 10 < 1000 < info.hits           # 5 subject counts x (crit, power)
+    assert capsys.readouterr().out.count("| subjects") == 200

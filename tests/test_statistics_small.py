@@ -135,3 +135,60 @@ def test_monte_carlo_floor_beyond_15_subjects_is_said():
     assert note and "raise --resamples to at least 800" in note
     more = analyse(df, Settings(resamples=1000), versus="a")
     assert family_note(more, ALPHA) is None and all(r["significant"] for r in more if r["run"] == "b")
+
+
+def test_a_judge_at_its_ceiling_gets_no_zero_width_interval():
+    """A judge's 0/0.25/.../1 scale near its top with 3 subjects: in about 30% of reruns every
+    score is 1.0 and the interval was [1.000, 1.000], labelled 95% (coverage 71% overall). Such a
+    cell now has no interval and a note; the printed intervals keep their level."""
+    rng = np.random.default_rng(30)
+
+    def judge(latent):
+        return np.clip(np.round(latent * 4) / 4, 0, 1)
+
+    truth = float(judge(0.97 + rng.normal(0, 0.03, 10 ** 6) + rng.normal(0, 0.03, 10 ** 6)
+                        + rng.normal(0, 0.08, 10 ** 6)).mean())
+    rows = []
+    for r in range(300):
+        effect = rng.normal(0, 0.03, 3)
+        for s in range(3):
+            scores = judge(0.97 + effect[s] + rng.normal(0, 0.03, 3) + rng.normal(0, 0.08, 3))
+            rows += [(f"r{r}", f"s{s}", str(p), "0", "0", "judge", v) for p, v in enumerate(scores)]
+    out = analyse(pd.DataFrame(rows, columns=["run", "subject", "prompt", "seed", "image", "metric", "value"]),
+                  Settings(resamples=200))
+    printed = [r for r in out if r["ci_low"] is not None]
+    bare = [r for r in out if r["ci_low"] is None]
+    assert 30 < len(bare) < 150 and all("same mean" in r["note"] for r in bare)
+    assert all(r["ci_high"] > r["ci_low"] for r in printed)
+    covered = np.mean([r["ci_low"] <= truth <= r["ci_high"] for r in printed])
+    assert covered >= 0.93 > (covered * len(printed)) / len(out)       # with the bare cells counted as misses: under
+
+
+def test_a_change_without_spread_gets_no_interval_and_no_mde():
+    """Two runs of a judge at its ceiling, 3 subjects: when every paired difference is 0 the
+    change's interval was [+0.0000, +0.0000] (and the MDE 0.0000) while the true change is +0.016:
+    coverage 77%. Now no interval, no MDE and a note; the sign-flip p is still given."""
+    rng = np.random.default_rng(31)
+
+    def judge(latent):
+        return np.clip(np.round(latent * 4) / 4, 0, 1)
+
+    flat = printed = covered = 0
+    latent = 0.97 + rng.normal(0, 0.09, (2, 10 ** 6))
+    truth = float((judge(latent[0] + 0.03) - judge(latent[1])).mean())
+    for _ in range(150):
+        effect, rows = rng.normal(0, 0.03, 3), []
+        for s in range(3):
+            for run, shift in (("a", 0.0), ("b", 0.03)):
+                scores = judge(0.97 + effect[s] + shift + rng.normal(0, 0.09, 3))
+                rows += [(run, f"s{s}", str(p), "0", "0", "judge", v) for p, v in enumerate(scores)]
+        frame = pd.DataFrame(rows, columns=["run", "subject", "prompt", "seed", "image", "metric", "value"])
+        row = next(r for r in analyse(frame, Settings(resamples=200), versus="a") if r["run"] == "b")
+        if row["delta_ci_low"] is None:
+            flat += 1
+            assert row["mde"] is None and row["p"] is not None and "no interval" in row["note"]
+        else:
+            printed += 1
+            covered += row["delta_ci_low"] <= truth <= row["delta_ci_high"]
+            assert row["delta_ci_high"] > row["delta_ci_low"]
+    assert 15 < flat and covered / printed >= 0.95 > covered / (printed + flat)

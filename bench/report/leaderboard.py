@@ -126,7 +126,8 @@ def comparison_table(stats, versus: str):
             continue
         mark = ("▲" if r["delta"] > 0 else "▼") if _true(r.get("significant")) else ""
         rows.append({"Run": r["run"], "Metric": r["metric"], f"Δ vs {versus}": f"{r['delta']:+.4f}",
-                     "interval": f"[{r['delta_ci_low']:+.4f}, {r['delta_ci_high']:+.4f}]",
+                     "interval": DASH if _missing(r.get("delta_ci_low")) else
+                     f"[{r['delta_ci_low']:+.4f}, {r['delta_ci_high']:+.4f}]",
                      "p": f"{r['p']:.4f}", "p (Holm)": f"{r['p_holm']:.4f}", "": mark, "MDE": DASH if _missing(r.get("mde")) else f"{r['mde']:.4f}",
                      "paired keys": str(int(r["paired"]))})
     return pd.DataFrame(rows) if rows else None

@@ -194,6 +194,31 @@ def check_precision(values: np.ndarray, estimate: float, se: float, what: str) -
                          "rescale or centre the scores")
 
 
+def check_pair_precision(a: np.ndarray, b: np.ndarray, scale: float, what: str) -> None:
+    """Refuse paired differences finer than the values can hold: a float near 1e17 is a multiple
+    of 16, so 1e17 + 0.75 minus 1e17 is 0 and a difference printed as +0.0000 would be noise. The
+    inputs' mean resolution (eps * max(|a|, |b|)) may be at most PRECISION_SHARE of the scale of
+    the differences (max(|delta|, se)), or 1e-6 in the metric's units (bench check's exact
+    tolerance), whichever is larger."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if not len(a):
+        return
+    resolution = float(np.finfo(float).eps * np.mean(np.maximum(np.abs(a), np.abs(b))))
+    if resolution > max(PRECISION_SHARE * scale, 1e-6):
+        raise BenchError(f"{what}: values up to {float(max(np.max(np.abs(a)), np.max(np.abs(b)))):.3g} hold their "
+                         f"differences only to about {resolution:.3g} (float precision), more than the differences "
+                         f"themselves resolve (scale {scale:.3g}): rescale or centre the scores")
+
+
+def no_spread(values: np.ndarray, se: float) -> bool:
+    """Whether the units' means are all equal (the standard error is within the rounding error of
+    the values): a coarse metric at its ceiling (a judge's 1.0 everywhere) with few subjects.
+    Such an interval has zero width and covers the true mean only when it sits on the bound
+    (50% of the time with 2 subjects near a judge's ceiling, docs/statistics.md)."""
+    values = np.asarray(values, dtype=np.float64)
+    return se <= math.sqrt(len(values)) * np.finfo(float).eps * float(np.mean(np.abs(values)))
+
+
 def describe_run(prep: Prepared, run: str, metric: str, strict: bool = True) -> dict:
     """n, mean, std and the interval of one (run, metric). With fewer than 2 units a
     BenchError, or with ``strict=False`` no interval (None) and a ``note``. std: over the seeds'
@@ -225,6 +250,10 @@ def describe_run(prep: Prepared, run: str, metric: str, strict: bool = True) -> 
         if strict:
             raise
         return {**row, "mean": None, "note": str(exc)}
+    if no_spread(prep.values[pos], iv["se"]):
+        return {**row, "se": 0.0, "note": f"run {run!r}, metric {metric!r}: its {n_units} units ({s.resample}) all "
+                "have the same mean (no spread between them, e.g. a judge's top score everywhere), so no interval can "
+                "be estimated: a zero-width interval would cover the true mean far less often than it says"}
     return {**row, "se": iv["se"], "ci_low": iv["low"], "ci_high": iv["high"]}
 
 
@@ -248,6 +277,8 @@ def compare_runs(prep: Prepared, run: str, reference: str, metric: str) -> dict:
     rng = s.generator("versus", run, reference, metric)
     iv = interval(design, s, rng)
     check_precision(diff, iv["estimate"], iv["se"], f"the paired differences of {run!r} and {reference!r}, {metric!r}")
+    check_pair_precision(prep.values[paired], prep.values[pos_b[ib]], max(abs(iv["estimate"]), iv["se"]),
+                         f"the paired differences of {run!r} and {reference!r}, {metric!r}")
     if s.resample == TWO_WAY:
         p, min_p = float(ln.t_p_value(iv["estimate"], iv["se"], n_units)[0]), 0.0
     elif design.clusters.n_units > MAX_RESAMPLED_UNITS:
@@ -257,13 +288,20 @@ def compare_runs(prep: Prepared, run: str, reference: str, metric: str) -> dict:
         p = float(bs.sign_flip_p(design.clusters, rng, s.resamples)[0])
         min_p = ln.rademacher_tail_bound(n_units) if n_units <= bs.EXACT_SIGN_FLIP_UNITS else 1.0 / (s.resamples + 1)
     means = [float(bs.estimate(prep.design(pos, None).clusters)[0]) for pos in (paired, pos_b[ib])]
+    flat = {}
+    if no_spread(diff, iv["se"]):          # every unit's difference the same (all 0 at a judge's ceiling)
+        flat = {"delta_ci_low": None, "delta_ci_high": None, "delta_note": (
+            f"{run!r} - {reference!r}, metric {metric!r}: the paired differences of its {n_units} units "
+            f"({s.resample}) all have the same mean, so the change has no interval (a zero-width one would "
+            "cover the true change far less often than it says)")}
     return {"versus": reference, "paired": int(len(common)), "paired_units": n_units,
             "delta": iv["estimate"], "delta_se": iv["se"], "delta_ci_low": iv["low"], "delta_ci_high": iv["high"],
             "p": p, "min_p": min_p, "monte_carlo": bool(s.resample != TWO_WAY and bs.EXACT_SIGN_FLIP_UNITS < n_units
                                                           <= MAX_RESAMPLED_UNITS),
             "paired_mean": means[0], "paired_versus_mean": means[1],
             "only_in_run": int(len(only_a)), "only_in_versus": int(len(only_b)),
-            "only_in_run_keys": prep.key_names(pos_a[only_a]), "only_in_versus_keys": prep.key_names(pos_b[only_b])}
+            "only_in_run_keys": prep.key_names(pos_a[only_a]), "only_in_versus_keys": prep.key_names(pos_b[only_b]),
+            **flat}
 
 
 COMPARISON_FIELDS = ("versus", "paired", "paired_units", "delta", "delta_se", "delta_ci_low", "delta_ci_high", "p",
@@ -312,6 +350,8 @@ def finish_family(rows: list[dict], alpha: float, power: float) -> None:
 
 
 def _mde(row: dict, level: float, power: float) -> float | None:
+    if row.get("delta_ci_low") is None:         # no spread: an MDE of 0 would promise to see anything
+        return None
     value = mde(row["delta_se"], row["paired_units"], level, power, sign_flip=row["unit"] != TWO_WAY)
     return value if math.isfinite(value) else None
 
@@ -340,6 +380,8 @@ def analyse(table: "pd.DataFrame", settings: Settings = Settings(), versus: str 
                 if run != versus and (versus, metric) in prep.groups:
                     try:
                         row.update(compare_runs(prep, run, versus, metric))
+                        if "delta_note" in row:
+                            row["note"] = "; ".join(filter(None, (row.get("note"), row.pop("delta_note"))))
                     except BenchError as exc:
                         if strict:
                             raise

@@ -205,7 +205,14 @@ def power_rows(table, versus: str | None, metrics=None, seed_sd: float | None = 
         on = list(KEY_COLUMNS) + ["metric"]
         ref = mine[mine["run"] == versus][on + ["value"]]
         mine = mine[mine["run"] != versus].merge(ref, on=on, suffixes=("", "_ref"))
-        mine = mine.assign(value=mine["value"] - mine["value_ref"])
+        own, ref = (mine[c].to_numpy(dtype=np.float64) for c in ("value", "value_ref"))
+        mine = mine.assign(value=own - ref)
+        if len(mine):           # +-1e17 values hold no difference below 16: refuse, never an MDE of 0.0000
+            from bench.stats.analysis import check_pair_precision
+
+            diff = own - ref
+            check_pair_precision(own, ref, float(np.std(diff)) + abs(float(diff.mean())),
+                                 f"the paired differences against {versus!r}")
     codes = {c: mine.groupby(list(cols), sort=False).ngroup().to_numpy()
              for c, cols in (("subject", ("subject",)), ("cell", ("subject", "prompt")), ("seed", ("seed",)))}
     values = mine["value"].to_numpy(dtype=np.float64)

@@ -93,6 +93,15 @@ def check_table(df: "pd.DataFrame", source: str = "score table", first_line: int
         i = int(np.flatnonzero(bad)[0])
         raise BenchError(f"{source}: column value is not a number in {int(bad.sum())} row(s), first at {where(i)}: "
                          f"{str(raw.iloc[i])[:40]!r}")
+    overflow = np.isinf(values) & ~blank
+    if not pd.api.types.is_numeric_dtype(raw):      # a 400-digit number parses to inf: name it as too large
+        overflow &= ~text.str.lower().str.lstrip("+-").isin(["inf", "infinity"]).to_numpy()
+    else:
+        overflow[:] = False
+    if overflow.any():
+        i = int(np.flatnonzero(overflow)[0])
+        raise BenchError(f"{source}: column value is too large (|value| > {MAX_ABS_VALUE:g}) in {int(overflow.sum())} "
+                         f"row(s), first at {where(i)}: {str(raw.iloc[i])[:20]}...; rescale the scores")
     nonfinite = ~np.isfinite(values)
     if nonfinite.any():
         i = int(np.flatnonzero(nonfinite)[0])
