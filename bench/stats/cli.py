@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 from bench import BenchError
 from bench.limits import MAX_RESAMPLES

@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 
 from bench import BenchError
-from bench.stats.bootstrap import detectable_effect
 
 
 @dataclass(frozen=True)
