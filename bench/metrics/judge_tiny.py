@@ -14,7 +14,6 @@ judge answer as a counted failure (docs/judge.md).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from bench.files import cache_root

@@ -24,7 +24,6 @@ Options: ``task_types`` (a list or comma-separated string; e.g. the single-image
 from __future__ import annotations
 
 import hashlib
-import io
 from pathlib import Path
 from typing import Iterable
 
