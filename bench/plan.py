@@ -187,6 +187,8 @@ def plan_run(args) -> RunConfig:
     params = method_params(args.method, method_cls, dict(entry.params), args.param)
     if hasattr(method_cls, "check_params"):
         method_cls.check_params(args.method, params)       # values its model would refuse, before it loads
+    if hasattr(method_cls, "check_resolution"):
+        method_cls.check_resolution(args.method, args.resolution)
     suite_options = parse_params(args.suite_option, "--suite-option")
     out = output_dir(args)
     metrics = metric_names(args.metrics)
