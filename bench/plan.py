@@ -205,6 +205,8 @@ def plan_run(args) -> RunConfig:
                          f"{args.suite!r} needs (it does: {', '.join(sorted(tasks))})")
     all_samples = suite.samples()
     check_subject_images(args.method, method_cls, params, suite, select_samples(all_samples, args.subjects, args.limit))
+    if hasattr(method_cls, "check_subject_sizes"):
+        method_cls.check_subject_sizes(args.method, params, select_samples(all_samples, args.subjects, args.limit))
     samples, unmasked = chosen_samples(suite, all_samples, args)
     seeds = seeds or (SMOKE["seeds"] if smoke else suite.default_seeds)
     per_prompt = args.images_per_prompt or (SMOKE["images_per_prompt"] if smoke else suite.default_images_per_prompt)

@@ -345,3 +345,18 @@ def test_integer_keys_are_read_as_text(tmp_path):
     (tmp_path / "data").mkdir()
     pq.write_table(table, tmp_path / "data" / "x.parquet")
     assert [s.subject for s in OmniContext(tmp_path).samples()] == ["12", "7"]
+
+
+def test_flux2_refuses_a_reference_image_its_pipeline_refuses_at_planning(tmp_path):
+    """Flux2ImageProcessor refuses a reference image beyond 8:1 (bench.limits allows 10:1): a 10:1 item
+    was an internal error mid-run, after the model had loaded and earlier items were generated."""
+    from methods.in_context.flux2 import Flux2Method
+    from methods.in_context.omnigen import OmniGenMethod
+    write_shard(tmp_path / "data" / "a.parquet", [row("0001", images=[{"bytes": png((80, 10)), "path": None}]),
+                                                  row("0002", images=[{"bytes": png((300, 30)), "path": None}])])
+    samples = OmniContext(tmp_path).samples()
+    with pytest.raises(BenchError, match="omnicontext/0002/000: subject image .* is 300x30 px; method 'flux2' "
+                                         "takes reference images up to 8:1"):
+        Flux2Method.check_subject_sizes("flux2", {}, samples)
+    Flux2Method.check_subject_sizes("flux2", {}, samples[:1])          # 8:1 is taken
+    OmniGenMethod.check_subject_sizes("omnigen", {}, samples)          # no such limit

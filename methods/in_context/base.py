@@ -186,6 +186,27 @@ class InContextMethod:
                              f"{cls.resolution_multiple} from {cls.min_resolution} px (e.g. {low} or "
                              f"{low + cls.resolution_multiple})")
 
+    #: the most extreme aspect ratio the pipeline takes in a reference image (None: any within bench.limits)
+    max_subject_aspect: float | None = None
+
+    @classmethod
+    def check_subject_sizes(cls, method: str, params: dict, samples) -> None:
+        """A subject image the pipeline would refuse for its shape, refused at planning (bench/plan.py)."""
+        if cls.max_subject_aspect is None:
+            return
+        from PIL import Image as PILImage
+
+        from bench.images import check_image
+        taken = params.get("max_subject_images", cls.default_max_subject_images)
+        for sample, path in ((s, p) for s in samples for p in s.subject_images[:taken]):
+            check_image(path)                 # one line if it is no image (decoded once per process)
+            with PILImage.open(path) as image:
+                w, h = image.size
+            if max(w / h, h / w) > cls.max_subject_aspect:
+                raise BenchError(f"{sample.cell}: subject image {path} is {w}x{h} px; method {method!r} takes "
+                                 f"reference images up to {cls.max_subject_aspect:g}:1 ({cls.pipeline_class} refuses "
+                                 f"more): crop it, or leave subject {sample.subject!r} out with --subjects")
+
     @classmethod
     def subject_images_taken(cls, params: dict) -> int | None:
         """How many subject images a request hands to the pipeline (None: all); bench/plan.py refuses a

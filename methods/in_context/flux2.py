@@ -43,6 +43,7 @@ class Flux2Method(InContextMethod):
     fetch_note = (" (a gated model: accept its license on the Hugging Face page and `hf auth login` first)")
     batch_requests = False
     forwards_params_to = "methods.in_context.base:InContextMethod"
+    max_subject_aspect = 8.0                  # Flux2ImageProcessor.check_image_input's max_aspect_ratio
     download_bytes = 112_000_000_000          # bf16: 32B transformer + 24B Mistral text encoder, x 2 bytes
 
     def __init__(self, spec, name: str = "flux2", num_inference_steps: int = 50, guidance_scale: float = 4.0,
