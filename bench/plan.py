@@ -187,6 +187,8 @@ def plan_run(args) -> RunConfig:
     params = method_params(args.method, method_cls, dict(entry.params), args.param)
     if hasattr(method_cls, "check_params"):
         method_cls.check_params(args.method, params)       # values its model would refuse, before it loads
+    if hasattr(method_cls, "check_resolution"):
+        method_cls.check_resolution(args.method, args.resolution)
     suite_options = parse_params(args.suite_option, "--suite-option")
     out = output_dir(args)
     metrics = metric_names(args.metrics)
@@ -203,6 +205,8 @@ def plan_run(args) -> RunConfig:
                          f"{args.suite!r} needs (it does: {', '.join(sorted(tasks))})")
     all_samples = suite.samples()
     check_subject_images(args.method, method_cls, params, suite, select_samples(all_samples, args.subjects, args.limit))
+    if hasattr(method_cls, "check_subject_sizes"):
+        method_cls.check_subject_sizes(args.method, params, select_samples(all_samples, args.subjects, args.limit))
     samples, unmasked = chosen_samples(suite, all_samples, args)
     seeds = seeds or (SMOKE["seeds"] if smoke else suite.default_seeds)
     per_prompt = args.images_per_prompt or (SMOKE["images_per_prompt"] if smoke else suite.default_images_per_prompt)

@@ -211,3 +211,38 @@ def test_new_paper_rows_name_their_sources():
     for frame in (db.loc[[m for m in db.index if "ConsistCompose" in m]], oc):
         assert frame["source"].str.contains("arXiv:").all()
         assert frame["source"].str.contains("docs/methods-in-context.md").all()
+
+
+def test_qwen_takes_a_narrow_image_at_a_small_resolution(tmp_path):
+    """A 3:1 photo at 64 px: the pipeline's own rule rounded the vision encoder's short side to 0 px
+    and PIL failed after the model had loaded (an internal error on a smoke run of OmniContext). Such
+    an image gets the least area that keeps every side; others keep the pipeline's area (parity)."""
+    from methods.in_context.qwen_image_edit import QwenImageEditMethod
+    tall = tmp_path / "tall.png"
+    Image.new("RGB", (40, 120), (40, 40, 200)).save(tall)
+    image = build("qwen-image-edit").generate([request(images=(tall,))])[0]
+    (width, height), = image.info["bench"]["vae_inputs"]
+    assert height > width
+    assert QwenImageEditMethod.area_for(576, [Image.new("RGB", (128, 64))]) == 576
+    assert QwenImageEditMethod.area_for(576, [Image.new("RGB", (120, 40))]) == 24 ** 2 * 3
+
+
+@pytest.mark.parametrize("method, option, message", [
+    ("omnigen", ["--param", "max_subject_images=0"], "max_subject_images=0: method 'omnigen' needs at least 1"),
+    ("qwen-image-edit", ["--param", "max_subject_images=-1"], "needs at least 1"),
+    ("flux2", ["--param", "max_subject_images=0"], "needs at least 1"),
+    ("qwen-image-edit-2511", ["--param", "true_cfg_scale=0.5"], "true_cfg_scale=0.5: method 'qwen-image-edit-2511'"),
+    ("qwen-image-edit", ["--resolution", "32"], "--resolution 32: method 'qwen-image-edit' generates at multiples"),
+    ("omnigen", ["--resolution", "24"], "--resolution 24: method 'omnigen' generates at multiples of 16"),
+    ("omnigen", ["--param", "prompt_template={prompt} alone"], "needs the placeholder {images}"),
+    ("flux-kontext", ["--param", "max_sequence_length=513"], "max_sequence_length=513: method 'flux-kontext' takes 1 to 512"),
+])
+def test_hostile_parameters_fail_at_the_dry_run(method, option, message, tmp_path, capsys):
+    """Each passed the dry run and was refused (or crashed) only when the method was built."""
+    from bench.cli import main
+    out = tmp_path / "run"
+    assert main(["run", "--method", method, "--suite", "dreambench", "--preset", "smoke", "--dry-run",
+                 "--out", str(out), *option]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not out.exists()

@@ -78,12 +78,24 @@ def test_shards_anywhere_under_the_copy_and_options(tmp_path):
     assert len({p for p in same}) == 2                   # images stored once, by content
 
 
+def test_a_copy_inside_the_hub_cache_is_read(tmp_path):
+    """`hf download` without --local-dir leaves the copy under ~/.cache/huggingface/hub/.../snapshots/REV:
+    every shard was skipped as hf's own .cache folder. The .cache inside the copy is still skipped."""
+    root = tmp_path / ".cache" / "huggingface" / "hub" / "datasets--OmniGen2--OmniContext" / "snapshots" / "abc"
+    write_shard(root / "data" / "train-00000-of-00001.parquet", [row("0001")])
+    write_shard(root / ".cache" / "huggingface" / "stale.parquet", [row("0002")])
+    assert [s.subject for s in OmniContext(root).samples()] == ["0001"]
+
+
 @pytest.mark.parametrize("problem, message", [
     ("column", "no column.*instruction_language"),
     ("path-only", "stored by path only"),
     ("empty", "input_images holds no image"),
     ("bad-key", "key '../x' cannot be a folder name"),
     ("not-parquet", "not a readable parquet file"),
+    ("corrupt-image", "row 0 input image 1: corrupt or unreadable image"),
+    ("empty-shard", "an empty shard"),
+    ("task-type", "row 0: unknown task type 'single_animal'"),
 ])
 def test_bad_copies_are_one_line_errors(tmp_path, problem, message):
     shard = tmp_path / "data" / "test.parquet"
@@ -95,6 +107,13 @@ def test_bad_copies_are_one_line_errors(tmp_path, problem, message):
         write_shard(shard, [row("1", images=[])])
     elif problem == "bad-key":
         write_shard(shard, [row("../x")])
+    elif problem == "corrupt-image":                 # named by its shard and row, not by the cache file
+        write_shard(shard, [row("1", images=[{"bytes": b"\x89PNG\r\n\x1a\n cut short", "path": "1.png"}])])
+    elif problem == "empty-shard":                   # a valid parquet file without rows, beside a good one
+        write_shard(tmp_path / "data" / "good.parquet", [row("1")])
+        write_shard(shard, [])
+    elif problem == "task-type":
+        write_shard(shard, [row("1", "single_animal")])
     else:
         shard.parent.mkdir(parents=True)
         shard.write_bytes(b"PAR1 not really")
@@ -152,9 +171,13 @@ def test_parse_score_takes_the_json_score_and_guesses_nothing():
     assert parse_score('Here: {\n "score": 10,\n "reasoning": "all there"\n} done') == (10, None)
     assert parse_score("8") == (8, None)
     assert parse_score('{"score": 4.0}') == (4, None)
-    for text, why in [("", "empty"), ("no idea", "no JSON"), ('{"score": 11}', "outside"), ('{"score": "7"}', "not an integer"),
-                      ('{"score": 6.5}', "not an integer"), ('{"reasoning": "x"}', "no score"), ("{score: 7}", "not valid"),
-                      ('{"score": true}', "not an integer"), ("12", "outside")]:
+    # as the release (json_util.mllm_output_to_dict): newlines dropped before parsing, so a line break
+    # inside the reasoning text still parses; a fractional score is averaged as given
+    assert parse_score('{\n"score": 7,\n"reasoning": "first line\nsecond line"\n}') == (7, None)
+    assert parse_score('{"score": 6.5}') == (6.5, None)
+    for text, why in [("", "empty"), ("no idea", "no JSON"), ('{"score": 11}', "outside"), ('{"score": "7"}', "not a number"),
+                      ('{"score": 10.5}', "outside"), ('{"reasoning": "x"}', "no score"), ("{score: 7}", "not valid"),
+                      ('{"score": true}', "not a number"), ('{"score": NaN}', "not a number"), ("12", "outside")]:
         value, reason = parse_score(text)
         assert value is None and why in reason, text
     assert parse_score('{"score": 9}', refused=True) == (None, "refusal")
@@ -188,6 +211,34 @@ def test_statistics_equal_an_independent_computation():
     rest = frame[(frame["task_type"] == first)].iloc[1:]
     assert again[first]["missing"] == 1 and again[first]["PF"] == pytest.approx(rest["pf"].mean())
     assert again[first]["Overall"] == pytest.approx(np.sqrt(rest["pf"] * rest["sc"]).mean())
+
+
+def test_run_statistics_never_pair_two_judges(tmp_path, capsys):
+    """A run scored by two judges (the tiny one, then a real one) held oc_pf/A, oc_sc/A, oc_pf/B, oc_sc/B:
+    the table paired the first non-missing PF and SC of any judge. One judge is named, and its table
+    equals calculate_statistics.py's analyze_scores on that judge's answers."""
+    from bench.metrics.omnicontext_judge import main, run_statistics
+    rng = np.random.default_rng(5)
+    rows, release = [], {}
+    for task_type, n in (("single_object", 3), ("multi_object", 5), ("scene_object", 2)):
+        for k in range(n):
+            key, pf, sc = f"omnicontext/{task_type}-{k}/000/s0/i0", int(rng.integers(0, 11)), int(rng.integers(0, 11))
+            release.setdefault(task_type, []).append((pf, sc))
+            for judge, values in (("tiny", (math.nan, 10.0)), ("gpt", (pf, sc))):     # tiny's rows come first
+                rows += [{"key": key, "seed": 0, "category": task_type, "metric": f"oc_{kind}/{judge}",
+                          "value": float(v)} for kind, v in zip(("pf", "sc"), values)]
+    pd.DataFrame(rows).to_parquet(tmp_path / "scores.parquet")
+    with pytest.raises(BenchError, match="scored by 2 judges \\(gpt, tiny\\); name one with --judge"):
+        run_statistics(tmp_path)
+    assert main([str(tmp_path)]) == 2 and "--judge" in capsys.readouterr().err
+    ours = {r["task_type"]: r for r in run_statistics(tmp_path, "gpt")[0]}
+    overall = {t: np.mean([math.sqrt(p * s) for p, s in v]) for t, v in release.items()}
+    for task_type, values in release.items():
+        assert ours[task_type]["SC"] == pytest.approx(np.mean([s for _, s in values]))
+        assert ours[task_type]["Overall"] == pytest.approx(overall[task_type])
+    assert ours["Average"]["Overall"] == pytest.approx(np.mean(list(overall.values())))
+    with pytest.raises(BenchError, match="no scores of judge 'gpt-4.1'; it has gpt, tiny"):
+        run_statistics(tmp_path, "gpt-4.1")
 
 
 def test_texts_are_read_from_the_clone_never_run(tmp_path):
@@ -294,3 +345,18 @@ def test_integer_keys_are_read_as_text(tmp_path):
     (tmp_path / "data").mkdir()
     pq.write_table(table, tmp_path / "data" / "x.parquet")
     assert [s.subject for s in OmniContext(tmp_path).samples()] == ["12", "7"]
+
+
+def test_flux2_refuses_a_reference_image_its_pipeline_refuses_at_planning(tmp_path):
+    """Flux2ImageProcessor refuses a reference image beyond 8:1 (bench.limits allows 10:1): a 10:1 item
+    was an internal error mid-run, after the model had loaded and earlier items were generated."""
+    from methods.in_context.flux2 import Flux2Method
+    from methods.in_context.omnigen import OmniGenMethod
+    write_shard(tmp_path / "data" / "a.parquet", [row("0001", images=[{"bytes": png((80, 10)), "path": None}]),
+                                                  row("0002", images=[{"bytes": png((300, 30)), "path": None}])])
+    samples = OmniContext(tmp_path).samples()
+    with pytest.raises(BenchError, match="omnicontext/0002/000: subject image .* is 300x30 px; method 'flux2' "
+                                         "takes reference images up to 8:1"):
+        Flux2Method.check_subject_sizes("flux2", {}, samples)
+    Flux2Method.check_subject_sizes("flux2", {}, samples[:1])          # 8:1 is taken
+    OmniGenMethod.check_subject_sizes("omnigen", {}, samples)          # no such limit

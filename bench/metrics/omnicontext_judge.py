@@ -56,10 +56,11 @@ PARSER_VERSION = "1"
 
 
 # ---- parsing ----------------------------------------------------------------------------------
-def parse_score(text: str, refused: bool = False) -> tuple[int | None, str | None]:
-    """(score 0-10, None) or (None, why it failed). A score is the integer ``score`` of the JSON
-    object between the answer's first ``{`` and last ``}`` (the release's format), or an answer that
-    is only an integer (the release accepts that too). Nothing else is guessed."""
+def parse_score(text: str, refused: bool = False) -> tuple[float | None, str | None]:
+    """(score 0-10, None) or (None, why it failed). A score is the number ``score`` (0-10; the
+    release averages a fractional one as given) of the JSON object between the answer's first ``{``
+    and last ``}``, newlines dropped (the release's format and parsing), or an answer that is only an
+    integer (the release accepts that too). Nothing else is guessed."""
     if refused:
         return None, "refusal"
     if not text or not text.strip():
@@ -71,20 +72,18 @@ def parse_score(text: str, refused: bool = False) -> tuple[int | None, str | Non
     start, end = stripped.find("{"), stripped.rfind("}")
     if start < 0 or end < start:
         return None, "no JSON object"
-    try:
-        obj = json.loads(stripped[start:end + 1])
+    try:                                 # the release drops the newlines first (a line break inside
+        obj = json.loads(stripped[start:end + 1].replace("\n", ""))      # the reasoning text parses)
     except ValueError:
         return None, "not valid JSON"
     if not isinstance(obj, dict) or "score" not in obj:
         return None, "no score field"
     value = obj["score"]
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None, "score is not an integer"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None, "score is not a number"
     if not 0 <= value <= 10:
         return None, f"score {value} outside 0-10"
-    return value, None
+    return (int(value) if float(value).is_integer() else float(value)), None
 
 
 # ---- instruction texts ------------------------------------------------------------------------
@@ -173,8 +172,9 @@ def statistics(rows) -> list[dict]:
     return out
 
 
-def run_statistics(run_dir: Path) -> dict[int, list[dict]]:
-    """statistics() of a scored run, per seed, from its scores.parquet."""
+def run_statistics(run_dir: Path, judge: str | None = None) -> dict[int, list[dict]]:
+    """statistics() of a scored run, per seed, from its scores.parquet: one judge's answers (``judge``,
+    needed when the run was scored by several; PF and SC are never paired across judges)."""
     import pandas as pd
 
     path = Path(run_dir) / "scores.parquet"
@@ -184,6 +184,13 @@ def run_statistics(run_dir: Path) -> dict[int, list[dict]]:
     frame = frame[frame["metric"].str.startswith(("oc_pf/", "oc_sc/"))]
     if frame.empty:
         raise BenchError(f"{path}: no OmniContext judge scores (oc_pf/..., oc_sc/...)")
+    judges = frame["metric"].str.split("/", n=1).str[1]
+    names = sorted(judges.unique())
+    if judge is None and len(names) > 1:
+        raise BenchError(f"{path}: scored by {len(names)} judges ({', '.join(names)}); name one with --judge")
+    if judge is not None and judge not in names:
+        raise BenchError(f"{path}: no scores of judge {judge!r}; it has {', '.join(names)}")
+    frame = frame[judges == (judge or names[0])]
     frame = frame.assign(kind=frame["metric"].str.split("/").str[0].str[3:])
     wide = frame.groupby(["key", "seed", "category", "kind"])["value"].first().unstack("kind").reset_index()
     return {int(seed): statistics(group.rename(columns={"category": "task_type"}))
@@ -330,9 +337,10 @@ def main(argv: list[str] | None = None) -> int:
                                      description="OmniContext's statistics of a scored run: per task type PF, SC, "
                                                  "overall, and their mean over task types")
     parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--judge", help="the judge's name (the part after oc_pf/) when the run has several")
     args = parser.parse_args(argv)
     try:
-        tables = run_statistics(args.run_dir)
+        tables = run_statistics(args.run_dir, args.judge)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -61,13 +61,21 @@ def _suffix(data: bytes) -> str:
     return ".img"                              # check_image refuses it with one line if it is no image
 
 
-def image_file(data: bytes, folder: Path) -> Path:
-    """The image bytes as a file named by their sha256 (written once, atomically)."""
+def image_file(data: bytes, folder: Path, where: str = "image") -> Path:
+    """The image bytes as a file named by their sha256 (written once, atomically), decoded in full
+    (once per process): bytes that are no image are one line naming ``where`` (the shard and row)."""
+    from bench.images import check_image
+
     digest = hashlib.sha256(data).hexdigest()
     path = folder / digest[:2] / (digest + _suffix(data))
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, data, fsync=False)
+    try:
+        check_image(path)
+    except BenchError as exc:
+        path.unlink(missing_ok=True)
+        raise BenchError(f"{where}: {exc}") from None
     return path
 
 
@@ -77,7 +85,10 @@ def _as_list(value, option: str) -> list[str] | None:
 
 
 def shards(root: Path) -> list[Path]:
-    found = sorted(p for p in Path(root).rglob("*.parquet") if p.is_file() and ".cache" not in p.parts)
+    # hf download's own bookkeeping folder (.cache) inside the copy is skipped; a copy that itself lies
+    # under a .cache folder (the hub cache's snapshots/<revision>) is read
+    found = sorted(p for p in Path(root).rglob("*.parquet")
+                   if p.is_file() and ".cache" not in p.relative_to(root).parts)
     if not found:
         raise BenchError(f"{root}: no parquet shard under it; an OmniContext copy is what "
                          "`hf download --repo-type dataset OmniGen2/OmniContext --local-dir DIR` writes "
@@ -100,6 +111,8 @@ def read_rows(path: Path) -> list[dict]:
         raise BenchError(f"{path}: no column(s) {', '.join(missing)}; OmniContext rows have {', '.join(COLUMNS)}")
     if table.num_rows > MAX_ITEMS:
         raise BenchError(f"{path}: {table.num_rows} rows, more than {MAX_ITEMS}")
+    if table.num_rows == 0:
+        raise BenchError(f"{path}: an empty shard (no rows); download the copy again")
     return table.select(list(COLUMNS)).to_pylist()
 
 
@@ -197,6 +210,9 @@ class OmniContext(Suite):
                     row["key"] = str(row["key"])             # a copy that stores keys as integers
                 key = check_path_part(_text(row, "key", where), where, "key")
                 task_type = check_path_part(_text(row, "task_type", where), where, "task_type")
+                if task_type not in TASK_TYPES:
+                    raise BenchError(f"{where}: unknown task type {task_type!r}; OmniContext's are "
+                                     f"{', '.join(TASK_TYPES)}")
                 images = row.get("input_images")
                 if not isinstance(images, list) or not images:
                     raise BenchError(f"{where}: input_images holds no image")
@@ -232,7 +248,8 @@ class OmniContext(Suite):
             if subject in seen:
                 raise BenchError(f"{item['where']}: item {subject!r} twice (also {seen[subject]})")
             seen[subject] = item["where"]
-            paths = tuple(image_file(data, folder) for data in item["images"])
+            paths = tuple(image_file(data, folder, f"{item['where']} input image {k + 1}")
+                          for k, data in enumerate(item["images"]))
             samples.append(Sample(
                 suite=self.name, subject=subject, class_noun="subject", prompt_index=0,
                 prompt=item["instruction"], eval_text=item["instruction"], subject_images=paths,

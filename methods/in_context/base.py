@@ -119,9 +119,7 @@ class InContextMethod:
         offload = "none" if offload is None else offload        # --param offload=none parses as None
         if offload not in OFFLOAD:
             raise BenchError(f"--param offload={offload!r}: method {name!r} takes one of {', '.join(OFFLOAD)}")
-        if max_subject_images is not None and int(max_subject_images) < 1:
-            raise BenchError(f"--param max_subject_images={max_subject_images}: method {name!r} needs at least 1 "
-                             "(or none: all of a request's images)")
+        InContextMethod.check_params(name, {"max_subject_images": max_subject_images})
         if offload != "none" and not str(spec.device).startswith("cuda"):
             raise BenchError(f"--param offload={offload} needs a CUDA --device (got {spec.device!r}); "
                              f"use offload=none on {spec.device}")
@@ -130,11 +128,7 @@ class InContextMethod:
         self.edit_composite, self.weights_id = bool(edit_composite), weights_id
         self.base_weights = weights_id or self.default_weights
         self.resolution = int(spec.resolution or self.default_resolution)
-        if self.resolution % self.resolution_multiple or self.resolution < self.min_resolution:
-            low = max(self.min_resolution, self.resolution - self.resolution % self.resolution_multiple)
-            raise BenchError(f"--resolution {self.resolution}: method {name!r} generates at multiples of "
-                             f"{self.resolution_multiple} from {self.min_resolution} px (e.g. {low} or "
-                             f"{low + self.resolution_multiple})")
+        self.check_resolution(name, self.resolution)
         self.random_weights = spec.preset is not None
         self.pipe, self.model_id, self.revision = self._load(spec)
         self.pipe.set_progress_bar_config(disable=True)
@@ -174,7 +168,44 @@ class InContextMethod:
     @classmethod
     def check_params(cls, method: str, params: dict) -> None:
         """Parameter values the pipeline would refuse only after loading, refused at planning
-        (bench/plan.py calls this with the effective --param values; the constructor too)."""
+        (bench/plan.py calls this with the effective --param values; the constructor too). An
+        adapter that adds checks calls this one first."""
+        taken = params.get("max_subject_images")
+        if taken is not None and int(taken) < 1:
+            raise BenchError(f"--param max_subject_images={taken}: method {method!r} needs at least 1 "
+                             "(or none: all of a request's images)")
+
+    @classmethod
+    def check_resolution(cls, method: str, resolution: int | None) -> None:
+        """--resolution (None: the default) as the pipeline generates it, at planning and in the constructor."""
+        if resolution is None:
+            return
+        if resolution % cls.resolution_multiple or resolution < cls.min_resolution:
+            low = max(cls.min_resolution, resolution - resolution % cls.resolution_multiple)
+            raise BenchError(f"--resolution {resolution}: method {method!r} generates at multiples of "
+                             f"{cls.resolution_multiple} from {cls.min_resolution} px (e.g. {low} or "
+                             f"{low + cls.resolution_multiple})")
+
+    #: the most extreme aspect ratio the pipeline takes in a reference image (None: any within bench.limits)
+    max_subject_aspect: float | None = None
+
+    @classmethod
+    def check_subject_sizes(cls, method: str, params: dict, samples) -> None:
+        """A subject image the pipeline would refuse for its shape, refused at planning (bench/plan.py)."""
+        if cls.max_subject_aspect is None:
+            return
+        from PIL import Image as PILImage
+
+        from bench.images import check_image
+        taken = params.get("max_subject_images", cls.default_max_subject_images)
+        for sample, path in ((s, p) for s in samples for p in s.subject_images[:taken]):
+            check_image(path)                 # one line if it is no image (decoded once per process)
+            with PILImage.open(path) as image:
+                w, h = image.size
+            if max(w / h, h / w) > cls.max_subject_aspect:
+                raise BenchError(f"{sample.cell}: subject image {path} is {w}x{h} px; method {method!r} takes "
+                                 f"reference images up to {cls.max_subject_aspect:g}:1 ({cls.pipeline_class} refuses "
+                                 f"more): crop it, or leave subject {sample.subject!r} out with --subjects")
 
     @classmethod
     def subject_images_taken(cls, params: dict) -> int | None:

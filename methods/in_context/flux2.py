@@ -43,11 +43,12 @@ class Flux2Method(InContextMethod):
     fetch_note = (" (a gated model: accept its license on the Hugging Face page and `hf auth login` first)")
     batch_requests = False
     forwards_params_to = "methods.in_context.base:InContextMethod"
+    max_subject_aspect = 8.0                  # Flux2ImageProcessor.check_image_input's max_aspect_ratio
     download_bytes = 112_000_000_000          # bf16: 32B transformer + 24B Mistral text encoder, x 2 bytes
 
     def __init__(self, spec, name: str = "flux2", num_inference_steps: int = 50, guidance_scale: float = 4.0,
                  prompt_template: str = "{prompt}", max_sequence_length: int = MAX_SEQUENCE_LENGTH, **common):
-        self.check_params(name, {"max_sequence_length": max_sequence_length})
+        self.check_params(name, {"max_sequence_length": max_sequence_length, **common})
         super().__init__(spec, name, **common)
         self.num_inference_steps = int(spec.num_inference_steps or num_inference_steps)
         self.guidance_scale, self.prompt_template = float(guidance_scale), str(prompt_template)
@@ -55,6 +56,7 @@ class Flux2Method(InContextMethod):
 
     @classmethod
     def check_params(cls, method: str, params: dict) -> None:
+        super().check_params(method, params)
         length = params.get("max_sequence_length", MAX_SEQUENCE_LENGTH)
         if not 1 <= int(length) <= 4096:
             raise BenchError(f"--param max_sequence_length={length}: method {method!r} takes 1 to 4096")

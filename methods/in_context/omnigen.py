@@ -74,6 +74,7 @@ class OmniGenMethod(InContextMethod):
 
     @classmethod
     def check_params(cls, method: str, params: dict) -> None:
+        super().check_params(method, params)
         for key in ("prompt_template", "multi_prompt_template", "edit_template"):
             if key in params and "{images}" not in str(params[key]):
                 raise BenchError(f"--param {key}={params[key]!r}: method {method!r} needs the placeholder "
