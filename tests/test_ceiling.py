@@ -126,11 +126,15 @@ def test_real_photo_row_in_markdown_html_and_csv(reported):
     summary = pd.read_csv(report / "leaderboard-dreambench-summary.csv")
     ceiling = summary[summary["run"] == "real photos"].set_index("metric")
     assert set(ceiling.index) == set(rows["metric"])
-    assert ceiling[["ci_low", "ci_high"]].notna().all().all()
-    assert (ceiling["ci_low"] <= ceiling["mean"]).all() and (ceiling["mean"] <= ceiling["ci_high"]).all()
+    identity = ceiling.drop(index="copy/clip-tiny-random")
+    assert identity[["ci_low", "ci_high"]].notna().all().all()
+    assert (identity["ci_low"] <= identity["mean"]).all() and (identity["mean"] <= identity["ci_high"]).all()
+    # the copy rate on real photos: every subject 0 here, so no "95%" interval of zero width (docs/statistics.md)
+    copy_by_subject = rows[rows["metric"] == "copy/clip-tiny-random"].groupby("subject")["value"].mean()
+    assert ceiling.loc["copy/clip-tiny-random", ["ci_low", "ci_high"]].notna().all() or copy_by_subject.nunique() == 1
     markdown = (report / "leaderboard-dreambench.md").read_text()
     line = next(li for li in markdown.splitlines() if li.startswith("| reference | real photos"))
-    assert line.count("[") >= 5
+    assert line.count("[") >= 4
     assert "Beyond the real photos" in markdown and "`clip_i/tiny-random` = " in markdown     # copy-input
     assert "real photos" in (report / "html" / "index.html").read_text()
 
