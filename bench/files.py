@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -296,3 +297,26 @@ def read_json(path: Path | str, what: str = "JSON file", max_bytes: int | None =
     if json_depth(data, max_depth) > max_depth:
         raise _bench_error(f"cannot read {what} {path}: nested deeper than the limit of {max_depth} levels")
     return data
+
+
+def read_text_file(path: Path | str, limit: int, what: str) -> str:
+    """The UTF-8 text (a BOM dropped) of a regular file of at most ``limit`` bytes. A FIFO, a device
+    or a folder (which would block or never end), a symlink loop, a larger file or one that is not
+    UTF-8 is one BenchError naming ``what`` and the path, before more than ``limit`` bytes are read."""
+    from bench import BenchError
+
+    path = Path(path)
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise BenchError(f"{what} {path} is not a regular file")
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        why = "a symlink loop" if exc.errno == errno.ELOOP else (exc.strerror or type(exc).__name__)
+        raise BenchError(f"{what} {path}: {why}") from None
+    if len(data) > limit:
+        raise BenchError(f"{what} {path} is larger than {limit} bytes")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BenchError(f"{what} {path} is not UTF-8 text") from None

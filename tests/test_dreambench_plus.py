@@ -76,7 +76,7 @@ def test_subjects_option_and_unknown_options(release):
     (lambda r: (r / "captions/animal/00.txt").write_text("kitten\n\n" + "a\n" * 9), ":2: empty line"),
     (lambda r: (r / "captions/animal/00.txt").write_text("kitten\n" + "a {0} cat\n" * 9), "braces"),
     (lambda r: (r / "captions/animal/00.txt").write_text("kitten\n" + ("x" * 1001 + "\n") * 9), "more than 1000"),
-    (lambda r: (r / "captions/animal/00.txt").write_bytes(b"kitten\n" + b"\xff\xfe\n" * 9), "not a UTF-8"),
+    (lambda r: (r / "captions/animal/00.txt").write_bytes(b"kitten\n" + b"\xff\xfe\n" * 9), "not UTF-8"),
     (lambda r: (r / "captions/animal/00.txt").write_text("kit\x07ten\n" + "a\n" * 9), "control character"),
     (lambda r: (r / "images/animal/00.jpg").unlink(), "has no partner"),
     (lambda r: (r / "captions/object/01.txt").unlink(), "has no partner"),

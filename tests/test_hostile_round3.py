@@ -479,3 +479,32 @@ def test_a_symlink_loop_below_the_data_root_is_no_internal_error(tmp_path, capsy
                "--out", str(tmp_path / "o"), "--data-root", str(tmp_path / "root")])
     err = capsys.readouterr().err
     assert rc == 2 and "internal error" not in err and "prompts" in err
+
+
+@pytest.mark.parametrize("reader", ["judge", "omnicontext", "caption"])
+@pytest.mark.parametrize("kind", ["fifo", "loop", "large", "latin1"])
+def test_judge_texts_and_captions_are_read_bounded(tmp_path, reader, kind):
+    """The judge's instruction files, OmniContext's judge texts and DreamBench++ captions go through
+    one bounded reader (bench.files.read_text_file): a FIFO (it would block), a symlink loop, a file
+    over the limit and non-UTF-8 bytes are each one BenchError naming the file."""
+    from bench.metrics.judge import MAX_PROMPT_FILE_BYTES, read_prompt_file
+    from bench.metrics.omnicontext_judge import MAX_PROMPT_FILE_BYTES as OMNICONTEXT_LIMIT, load_texts
+    from bench.suites.dreambench_plus import MAX_CAPTION_BYTES, read_caption
+
+    read, limit = {"judge": (read_prompt_file, MAX_PROMPT_FILE_BYTES), "omnicontext": (load_texts, OMNICONTEXT_LIMIT),
+                   "caption": (read_caption, MAX_CAPTION_BYTES)}[reader]
+    path = tmp_path / "file.txt"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "loop":
+        path.symlink_to(path.name)
+    elif kind == "large":
+        path.write_bytes(b"a" * (limit + 1))
+    else:
+        path.write_bytes("caf\u00e9".encode("latin-1"))
+    with pytest.raises(BenchError) as caught:
+        read(path)
+    message = str(caught.value)
+    assert str(path) in message and "\n" not in message
+    expected = {"fifo": "regular file", "loop": "symlink loop", "large": "larger than", "latin1": "UTF-8"}[kind]
+    assert expected in message

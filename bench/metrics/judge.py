@@ -111,18 +111,9 @@ def resolve_prompts_dir(path: Path | str) -> Path:
 
 
 def read_prompt_file(path: Path) -> str:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_PROMPT_FILE_BYTES + 1)
-    except OSError as exc:
-        raise BenchError(f"judge instruction file {path}: {exc.strerror or exc}; "
-                         "pass --metric-param judge.prompts=DIR with the release's prompt files") from None
-    if len(data) > MAX_PROMPT_FILE_BYTES:
-        raise BenchError(f"judge instruction file {path} is larger than {MAX_PROMPT_FILE_BYTES} bytes")
-    try:
-        text = data.decode("utf-8-sig").strip()
-    except UnicodeDecodeError:
-        raise BenchError(f"judge instruction file {path} is not UTF-8 text") from None
+    from bench.files import read_text_file
+
+    text = read_text_file(path, MAX_PROMPT_FILE_BYTES, "judge instruction file").strip()
     if not text:
         raise BenchError(f"judge instruction file {path} is empty")
     return text

@@ -100,16 +100,12 @@ def resolve_prompt_file(path: Path | str) -> Path:
 
 def load_texts(path: Path) -> tuple[dict[str, str], str]:
     """The release's string constants from its prompt_generator.py (parsed, not run) and their sha256."""
+    from bench.files import read_text_file
+
+    data = read_text_file(path, MAX_PROMPT_FILE_BYTES, "OmniContext judge texts")
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_PROMPT_FILE_BYTES + 1)
-    except OSError as exc:
-        raise BenchError(f"OmniContext judge texts {path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_PROMPT_FILE_BYTES:
-        raise BenchError(f"OmniContext judge texts {path}: larger than {MAX_PROMPT_FILE_BYTES} bytes")
-    try:
-        tree = ast.parse(data.decode("utf-8-sig"))
-    except (UnicodeDecodeError, SyntaxError, ValueError):
+        tree = ast.parse(data)
+    except (SyntaxError, ValueError):
         raise BenchError(f"OmniContext judge texts {path}: not a readable Python file") from None
     texts = {}
     for node in tree.body:

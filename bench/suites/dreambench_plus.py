@@ -167,17 +167,9 @@ def read_caption(path: Path) -> tuple[str, tuple[str, ...]]:
     """(subject name, 9 prompts) from one caption file; a bad file is one BenchError naming it."""
     path = Path(path)
     check_regular_file(path, "caption")             # a FIFO would block the read below forever
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_CAPTION_BYTES + 1)
-    except OSError as exc:
-        raise BenchError(f"cannot read DreamBench++ caption {path}: {exc.strerror}") from None
-    if len(data) > MAX_CAPTION_BYTES:
-        raise BenchError(f"{path}: larger than {MAX_CAPTION_BYTES} bytes; not a DreamBench++ caption file")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise BenchError(f"{path} is not a UTF-8 text file") from None
+    from bench.files import read_text_file
+
+    text = read_text_file(path, MAX_CAPTION_BYTES, "DreamBench++ caption")
     lines = [line.strip() for line in text.splitlines()]
     while lines and not lines[-1]:
         lines.pop()
