@@ -9,12 +9,13 @@ import io
 import json
 import math
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from PIL import Image
+
+from judge_stub import Stub, chat, reply, topic
 
 from bench import BenchError
 from bench.metrics.base import ScoreItem
@@ -130,59 +131,30 @@ def test_bad_parameters_are_refused(prompts, param, value):
 
 
 # ---- a local OpenAI-compatible server -------------------------------------------------------------
-class FakeJudgeServer:
-    """Answers /v1/chat/completions from a script: the PF prompt text (or "cp") -> answers in turn."""
+class FakeJudgeServer(Stub):
+    """Answers /v1/chat/completions from a script: the PF prompt text (or "cp") -> answers in turn
+    (the last one repeats); an int or (status, headers) answer is that HTTP status."""
 
     def __init__(self, script: dict[str, list], port: int = 0):
         self.script = {k: list(v) for k, v in script.items()}
-        self.requests: list[dict] = []
-        self.headers: list[dict] = []
-        server = self
+        super().__init__(self.answer, port)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
+    @property
+    def requests(self) -> list[dict]:
+        return self.bodies
 
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append(body)
-                server.headers.append(dict(self.headers))
-                if self.path != "/v1/chat/completions":
-                    self.send_response(404)
-                    self.end_headers()
-                    return
-                final = body["messages"][-1]["content"]
-                topic = final[0]["text"] if final[0]["type"] == "text" else "cp"
-                answers = server.script[topic]
-                reply = answers.pop(0) if len(answers) > 1 else answers[0]
-                if isinstance(reply, (int, tuple)):         # an HTTP status (with headers)
-                    status, extra = reply if isinstance(reply, tuple) else (reply, {})
-                    self.send_response(status)
-                    for name, value in extra.items():
-                        self.send_header(name, value)
-                    self.end_headers()
-                    return
-                if isinstance(reply, str):
-                    reply = {"choices": [{"message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}]}
-                data = json.dumps(reply).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join()
+    def answer(self, handler, body: dict) -> None:
+        if handler.path != "/v1/chat/completions":
+            reply(handler, {}, 404)
+            return
+        with self.lock:
+            answers = self.script[topic(body)]
+            answer = answers.pop(0) if len(answers) > 1 else answers[0]
+        if isinstance(answer, (int, tuple)):         # an HTTP status (with headers)
+            status, extra = answer if isinstance(answer, tuple) else (answer, {})
+            reply(handler, {}, status, extra)
+        else:
+            reply(handler, chat(answer) if isinstance(answer, str) else answer)
 
 
 REFUSAL = {"choices": [{"message": {"role": "assistant", "content": None, "refusal": "I can't rate this."},
